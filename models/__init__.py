@@ -1,0 +1,3 @@
+"""neurospeech.models: brain encoder, contrastive trainer, ONNX export, candidate banks, working-memory RNN."""
+
+__all__: list[str] = []

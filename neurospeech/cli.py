@@ -1,0 +1,161 @@
+"""The ``neurospeech`` command line.
+
+Commands are registered here by name and imported lazily from the module that implements them, so that
+``neurospeech serve`` never imports torch and ``--help`` is fast. Every command exits with a real code:
+0 on success, :attr:`neurospeech.errors.NeurospeechError.exit_code` for a known error, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Any
+
+import click
+
+from . import __version__
+from ._log import setup_logging
+from .errors import NeurospeechError
+
+__all__ = ["main", "cli"]
+
+log = logging.getLogger(__name__)
+
+# name -> "module:attribute" (a click.Command or click.Group)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sys-info": ("neurospeech.cli:sys_info", "Print versions of Python and the key dependencies."),
+    "demo": ("neurospeech._demo:demo", "Run the whole pipeline end to end on an embedded default."),
+    "simulate": ("neurospeech.tools.simulate._cli:simulate", "Simulate a BIDS M/EEG speech-listening dataset."),
+    "simulate-place-cells": (
+        "neurospeech.tools.analyses._noise_cli:simulate_place_cells",
+        "Simulate place-cell ensembles with/without information-limiting correlations.",
+    ),
+    "data-check": ("neurospeech.tools.simulate._cli:data_check", "Plot spectra/evoked checks of a dataset."),
+    "calibrate": ("neurospeech.tools.simulate._cli:calibrate", "Ridge-decoder calibration of a dataset."),
+    "train": ("neurospeech.models._cli:train", "Train a brain encoder (contrastive, paper method)."),
+    "evaluate": ("neurospeech.models._cli:evaluate", "Evaluate an encoder and baselines on the test split."),
+    "export": ("neurospeech.models._cli:export", "Export a trained encoder to ONNX with its contract."),
+    "bank": ("neurospeech.models._cli:bank", "Build a candidate bank of speech segments for a model."),
+    "serve": ("neurospeech.service._cli:serve", "Decode a live LSL stream and publish over ZeroMQ."),
+    "decode-file": ("neurospeech.service._cli:decode_file", "Run the streaming pipeline over a file."),
+    "replay": ("neurospeech.tools._rt_cli:replay", "Replay a recording into LSL at real-time pace."),
+    "listen": ("neurospeech.tools._rt_cli:listen", "Subscribe to a running service and print decodes."),
+    "bench": ("neurospeech.tools.bench._cli:bench", "Benchmarks (latency, throughput, soak)."),
+    "analyze": ("neurospeech.cli:analyze", "Analyses: noise limits of decoders, representational geometry."),
+    "wm-rnn": ("neurospeech.models.wm_rnn._cli:wm_rnn", "Working-memory RNN (Piwek et al.)."),
+}
+
+ANALYZE_COMMANDS: dict[str, tuple[str, str]] = {
+    "noise-limits": (
+        "neurospeech.tools.analyses._noise_cli:noise_limits",
+        "Shuffled vs real decoding error vs ensemble size (Hazon et al. 2022).",
+    ),
+    "geometry": (
+        "neurospeech.tools.analyses._geometry_cli:geometry",
+        "Plane angles, phase alignment and alignment index of two contexts (Piwek et al.).",
+    ),
+}
+
+
+def _load(target: str) -> click.Command:
+    module, attr = target.split(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or "?"
+        hint = " Install the extra: pip install -e '.[train]'" if missing.startswith("torch") else ""
+        raise click.ClickException(f"this command needs {missing!r}, which is not installed.{hint}") from exc
+    return getattr(mod, attr)
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported only when used."""
+
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            return _load(self.lazy[name][0])
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(n, self.lazy[n][1]) for n in sorted(self.lazy)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="neurospeech")
+@click.option("-v", "--verbose", count=True, help="More log output (-v: debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+def cli(verbose: int, quiet: bool) -> None:
+    """neurospeech: decode perceived speech from M/EEG in real time."""
+    setup_logging(verbose, quiet)
+
+
+@click.group(cls=LazyGroup, lazy=ANALYZE_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+def analyze() -> None:
+    """Analyses of decoders and representations."""
+
+
+@click.command("sys-info")
+def sys_info() -> None:
+    """Print versions of Python and of the key dependencies (pylsl/liblsl, onnxruntime, pyzmq, mne, torch)."""
+    import platform
+    from importlib import metadata
+
+    click.echo(f"neurospeech {__version__}")
+    click.echo(f"python      {platform.python_version()} ({sys.executable})")
+    click.echo(f"platform    {platform.platform()}")
+    for dist in ("numpy", "scipy", "mne", "mne-bids", "pylsl", "pyxdf", "pyzmq", "onnxruntime", "onnx",
+                 "scikit-learn", "msgpack", "torch", "ctranslate2", "transformers"):
+        try:
+            v = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            v = "not installed"
+        extra = ""
+        if dist == "pylsl" and v != "not installed":
+            try:
+                import pylsl
+
+                extra = f" (liblsl {pylsl.library_version()})"
+            except Exception as exc:  # liblsl missing is worth reporting, not crashing
+                extra = f" (liblsl not loadable: {exc})"
+        if dist == "pyzmq" and v != "not installed":
+            import zmq
+
+            extra = f" (libzmq {zmq.zmq_version()})"
+        if dist == "torch" and v != "not installed":
+            try:
+                import torch
+
+                extra = f" (cuda available: {torch.cuda.is_available()})"
+            except Exception as exc:
+                extra = f" (import failed: {exc})"
+        click.echo(f"{dist:<12}{v}{extra}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and map errors to exit codes."""
+    try:
+        cli.main(args=argv, standalone_mode=False, prog_name="neurospeech")
+    except NeurospeechError as exc:
+        log.debug("error", exc_info=True)
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)

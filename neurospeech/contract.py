@@ -1,0 +1,339 @@
+"""The model's input contract: what a brain encoder expects, travelling inside the exported artifact.
+
+The trainer writes a :class:`ModelContract` into the ONNX file's metadata (key ``neurospeech.contract``) and a
+JSON sidecar ``<model>.contract.json``; the service reads it back and checks a stream against it when it
+connects (:func:`match_channels`). No torch here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ArtifactError, ContractMismatchError
+from .preprocessing import PreprocessingSpec, RobustScaler, WindowSpec
+
+__all__ = [
+    "CONTRACT_FORMAT",
+    "METADATA_KEY",
+    "ChannelMap",
+    "ChannelSpec",
+    "ModelContract",
+    "SpeechSpec",
+    "match_channels",
+    "sha256_file",
+    "unit_scale",
+]
+
+CONTRACT_FORMAT = 1
+METADATA_KEY = "neurospeech.contract"
+
+# multiplier from a unit string to SI (V for EEG, T for MEG magnetometers, T/m for gradiometers)
+_UNIT_SCALE = {
+    "v": 1.0, "volt": 1.0, "volts": 1.0, "mv": 1e-3, "uv": 1e-6, "µv": 1e-6, "μv": 1e-6, "microvolts": 1e-6,
+    "nv": 1e-9, "t": 1.0, "tesla": 1.0, "ft": 1e-15, "femtotesla": 1e-15, "pt": 1e-12, "nt": 1e-9,
+    "t/m": 1.0, "ft/cm": 1e-13, "ft/m": 1e-15,
+}
+
+
+def unit_scale(unit: str) -> float:
+    """Factor that converts values in ``unit`` to SI (e.g. ``'uV' -> 1e-6``, ``'fT' -> 1e-15``).
+
+    Raises
+    ------
+    ContractMismatchError
+        If the unit is unknown.
+    """
+    key = unit.strip().lower().replace(" ", "")
+    if key not in _UNIT_SCALE:
+        raise ContractMismatchError(
+            f"unknown channel unit {unit!r}; use one of V, mV, uV, nV, T, pT, fT, T/m, fT/cm "
+            "in the stream's channel metadata"
+        )
+    return _UNIT_SCALE[key]
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """One input channel: name, MNE type (``eeg``, ``mag``, ``grad``), SI unit and 2-D layout position."""
+
+    name: str
+    type: str
+    unit: str
+    pos: tuple[float, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "unit": self.unit,
+                "pos": None if self.pos is None else [float(self.pos[0]), float(self.pos[1])]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ChannelSpec:
+        pos = d.get("pos")
+        return cls(d["name"], d["type"], d["unit"], None if pos is None else (float(pos[0]), float(pos[1])))
+
+
+@dataclass(frozen=True)
+class SpeechSpec:
+    """The speech representation the encoder was trained to match.
+
+    Attributes
+    ----------
+    kind : str
+        ``mel``, ``whisper`` or ``wav2vec2``.
+    dim : int
+        Feature dimension F of the encoder output.
+    params : dict
+        Extractor settings (layers, n_mels, model name/hash ...).
+    mean, std : list of float
+        Global standardisation statistics (per feature), applied before scoring.
+    """
+
+    kind: str
+    dim: int
+    params: dict[str, Any] = field(default_factory=dict)
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+
+
+@dataclass
+class ModelContract:
+    """Everything the service needs to feed an exported encoder correctly.
+
+    Attributes
+    ----------
+    model_id : str
+        Human-readable id (preset + training data + date).
+    preset : str
+        Architecture preset (``paper``, ``efficient`` ...).
+    channels : list of ChannelSpec
+        Input channels in model order.
+    sfreq_raw : float
+        Sampling rate of the training recordings in Hz (informative; any rate the resampler handles works).
+    window : WindowSpec
+        Window geometry at the model rate.
+    preprocessing : PreprocessingSpec
+        Continuous preprocessing settings.
+    scalers : dict
+        Subject id -> :class:`RobustScaler` statistics (``{"center": [...], "scale": [...]}``).
+    subjects : list of str
+        Subject ids in the order of the model's subject layer.
+    speech : SpeechSpec
+        Target representation.
+    output : dict
+        Output layout: ``{"name": ..., "shape": [F, T]}`` of the scoring representation.
+    inputs : dict
+        ONNX input names (``{"brain": "brain", "subject": "subject"}``).
+    training : dict
+        Training data summary (dataset, n windows, split hash, seed, model hash).
+    metrics : dict
+        Evaluation metrics at export time.
+    """
+
+    model_id: str
+    preset: str
+    channels: list[ChannelSpec]
+    sfreq_raw: float
+    window: WindowSpec
+    preprocessing: PreprocessingSpec
+    scalers: dict[str, dict[str, list[float]]]
+    subjects: list[str]
+    speech: SpeechSpec
+    output: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    format: int = CONTRACT_FORMAT
+
+    # -- helpers
+    @property
+    def channel_names(self) -> list[str]:
+        return [c.name for c in self.channels]
+
+    def scaler(self, subject: str) -> RobustScaler:
+        """The robust scaler of ``subject`` (raises a clear error listing the known subjects)."""
+        if subject not in self.scalers:
+            raise ContractMismatchError(
+                f"subject {subject!r} is not in the model (known: {sorted(self.scalers)}); "
+                "pass --subject with one of these, or retrain including this subject"
+            )
+        return RobustScaler.from_dict(self.scalers[subject])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "model_id": self.model_id,
+            "preset": self.preset,
+            "channels": [c.to_dict() for c in self.channels],
+            "sfreq_raw": self.sfreq_raw,
+            "window": self.window.to_dict(),
+            "preprocessing": self.preprocessing.to_dict(),
+            "scalers": self.scalers,
+            "subjects": list(self.subjects),
+            "speech": asdict(self.speech),
+            "output": self.output,
+            "inputs": self.inputs,
+            "training": self.training,
+            "metrics": self.metrics,
+        }
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys), the input of :meth:`sha256`."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=_json_default)
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelContract:
+        try:
+            fmt = int(d.get("format", 0))
+            if fmt != CONTRACT_FORMAT:
+                raise ArtifactError(
+                    f"model contract format {fmt} is not supported (expected {CONTRACT_FORMAT}); "
+                    "re-export the model with this version of neurospeech"
+                )
+            return cls(
+                model_id=str(d["model_id"]),
+                preset=str(d["preset"]),
+                channels=[ChannelSpec.from_dict(c) for c in d["channels"]],
+                sfreq_raw=float(d["sfreq_raw"]),
+                window=WindowSpec.from_dict(d["window"]),
+                preprocessing=PreprocessingSpec.from_dict(d["preprocessing"]),
+                scalers={str(k): v for k, v in d["scalers"].items()},
+                subjects=[str(s) for s in d["subjects"]],
+                speech=SpeechSpec(**d["speech"]),
+                output=dict(d.get("output", {})),
+                inputs=dict(d.get("inputs", {})),
+                training=dict(d.get("training", {})),
+                metrics=dict(d.get("metrics", {})),
+                format=fmt,
+            )
+        except ArtifactError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"model contract is malformed ({exc!r}); re-export the model") from exc
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ModelContract:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(f"model contract is not valid JSON: {exc}") from exc
+        if not isinstance(d, dict):
+            raise ArtifactError("model contract must be a JSON object")
+        return cls.from_dict(d)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True, default=_json_default))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelContract:
+        p = Path(path)
+        if not p.is_file():
+            raise ArtifactError(f"contract file {str(p)!r} does not exist")
+        return cls.from_json(p.read_text())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+@dataclass(frozen=True)
+class ChannelMap:
+    """How to turn stream channels into model channels.
+
+    Attributes
+    ----------
+    index : array of int, shape (n_model_channels,)
+        ``stream_data[:, index]`` gives model order.
+    scale : array of float, shape (n_model_channels,)
+        Multiply (after reordering) to get SI units.
+    extra : list of str
+        Stream channels the model does not use (ignored).
+    """
+
+    index: np.ndarray
+    scale: np.ndarray
+    extra: list[str]
+
+
+def match_channels(
+    contract: ModelContract,
+    names: list[str],
+    units: list[str] | None = None,
+    types: list[str] | None = None,
+) -> ChannelMap:
+    """Map a stream's channels onto the model's by name, with unit conversion.
+
+    Parameters
+    ----------
+    contract : ModelContract
+        The model's contract.
+    names : list of str
+        Stream channel labels in stream order.
+    units : list of str or None
+        Stream channel units (None or empty strings: assume the contract's SI units).
+    types : list of str or None
+        Stream channel types (checked where given).
+
+    Raises
+    ------
+    ContractMismatchError
+        Missing channels, duplicated labels, incompatible types; the message lists what differs and the fix.
+    """
+    lower = [n.strip() for n in names]
+    dupes = sorted({n for n in lower if lower.count(n) > 1})
+    if dupes:
+        raise ContractMismatchError(
+            f"stream has duplicated channel labels {dupes[:10]}; give every channel a unique label"
+        )
+    pos = {n: i for i, n in enumerate(lower)}
+    missing = [c.name for c in contract.channels if c.name not in pos]
+    if missing:
+        raise ContractMismatchError(
+            f"stream lacks {len(missing)} of the model's {len(contract.channels)} channels "
+            f"(first missing: {missing[:10]}); stream has {len(names)} channels (first: {lower[:10]}). "
+            "Fix: stream the montage the model was trained on, or export a model trained on this montage"
+        )
+    index = np.array([pos[c.name] for c in contract.channels], dtype=np.int64)
+    scale = np.ones(len(index))
+    problems = []
+    for k, (c, i) in enumerate(zip(contract.channels, index, strict=True)):
+        if types is not None and i < len(types) and types[i]:
+            st = types[i].strip().lower()
+            compatible = {c.type.lower()} | ({"meg"} if c.type in ("mag", "grad") else set())
+            if st not in compatible:
+                problems.append(f"{c.name}: type {types[i]!r} but the model expects {c.type!r}")
+        if units is not None and i < len(units) and units[i]:
+            try:
+                scale[k] = unit_scale(units[i]) / unit_scale(c.unit)
+            except ContractMismatchError as exc:
+                problems.append(f"{c.name}: {exc}")
+    if problems:
+        raise ContractMismatchError(
+            "stream channels are incompatible with the model: " + "; ".join(problems[:10])
+            + (f" (+{len(problems) - 10} more)" if len(problems) > 10 else "")
+        )
+    extra = [n for n in lower if n not in {c.name for c in contract.channels}]
+    return ChannelMap(index=index, scale=scale, extra=extra)

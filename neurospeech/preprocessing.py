@@ -1,0 +1,537 @@
+"""Signal processing shared by the offline trainer and the live service (numpy/scipy only, no torch).
+
+There is exactly one implementation of each step. The offline path (:func:`preprocess_continuous`) feeds a
+whole recording through the same stateful streaming objects that the service feeds LSL chunks through, so the
+two paths produce the same samples on the same time grid whatever the chunking.
+
+Pipeline (Défossez et al. 2022, with optional extras off by default)::
+
+    raw (n_times, n_channels) in SI units at the stream rate
+      -> [optional causal high-pass, stateful SOS]         (:class:`StreamingHighpass`)
+      -> polyphase anti-aliased resampling to 120 Hz          (:class:`StreamingResampler`)
+      -> window of -0.5 .. +2.5 s around an anchor (361 samples) (:func:`window_start_index`)
+      -> baseline: subtract each channel's mean over -0.5 .. 0 s
+      -> drop ``lag`` samples at the start (brain lags speech by 150 ms -> 343 samples)
+      -> robust scaling per channel (median, IQR), clamp at +-20     (:class:`RobustScaler`)
+
+Arrays are ``(n_times, n_channels)`` while streaming (the LSL layout) and ``(n_channels, n_times)`` for windows
+(the model layout).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import signal
+
+from .errors import ConfigError, DataFormatError
+
+__all__ = [
+    "PreprocessingSpec",
+    "RobustScaler",
+    "StreamPreprocessor",
+    "StreamingHighpass",
+    "StreamingResampler",
+    "WindowSpec",
+    "extract_windows",
+    "preprocess_continuous",
+    "preprocess_window",
+    "window_start_index",
+]
+
+FloatArray = NDArray[np.floating[Any]]
+
+
+# --------------------------------------------------------------------------------------------- specs
+@dataclass(frozen=True)
+class WindowSpec:
+    """Geometry of one decoding window.
+
+    Attributes
+    ----------
+    sfreq : float
+        Model sampling rate in Hz (paper: 120).
+    tmin, tmax : float
+        Window bounds around the anchor in seconds (paper: -0.5, 2.5). The window holds
+        ``round((tmax - tmin) * sfreq) + 1`` samples (361).
+    lag : float
+        Brain-to-speech lag in seconds (paper: 0.15 -> 18 samples dropped at the start of the brain window
+        and at the end of the speech window).
+    baseline : tuple of float
+        Interval, relative to the anchor, whose per-channel mean is subtracted (paper: -0.5 .. 0).
+    """
+
+    sfreq: float = 120.0
+    tmin: float = -0.5
+    tmax: float = 2.5
+    lag: float = 0.15
+    baseline: tuple[float, float] = (-0.5, 0.0)
+
+    def __post_init__(self) -> None:
+        if not (self.sfreq > 0 and math.isfinite(self.sfreq)):
+            raise ConfigError(f"window sfreq must be a positive number of Hz, got {self.sfreq!r}")
+        if not self.tmax > self.tmin:
+            raise ConfigError(f"window tmax ({self.tmax}) must be greater than tmin ({self.tmin})")
+        if not 0 <= self.lag < (self.tmax - self.tmin) / 2:
+            raise ConfigError(f"lag must be in [0, half the window), got {self.lag!r} s")
+        b0, b1 = self.baseline
+        if not (self.tmin - 1e-9 <= b0 < b1 <= self.tmax + 1e-9):
+            raise ConfigError(
+                f"baseline {self.baseline!r} must be an increasing interval inside the window "
+                f"[{self.tmin}, {self.tmax}]"
+            )
+
+    @property
+    def n_window(self) -> int:
+        """Samples in the full window (361 for the paper's settings)."""
+        return round((self.tmax - self.tmin) * self.sfreq) + 1
+
+    @property
+    def n_lag(self) -> int:
+        """Samples dropped for the lag (18)."""
+        return round(self.lag * self.sfreq)
+
+    @property
+    def n_times(self) -> int:
+        """Samples the model sees (343)."""
+        return self.n_window - self.n_lag
+
+    @property
+    def baseline_slice(self) -> slice:
+        """Slice of the full window used for the baseline mean."""
+        start = round((self.baseline[0] - self.tmin) * self.sfreq)
+        stop = round((self.baseline[1] - self.tmin) * self.sfreq)
+        return slice(start, max(stop, start + 1))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["baseline"] = list(self.baseline)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WindowSpec:
+        d = dict(d)
+        if "baseline" in d:
+            d["baseline"] = tuple(d["baseline"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class PreprocessingSpec:
+    """Continuous preprocessing settings (before windowing).
+
+    Attributes
+    ----------
+    highpass : float or None
+        Causal high-pass cut-off in Hz (None: off, as in the paper).
+    highpass_order : int
+        Butterworth order of the high-pass.
+    resample_half_len : int
+        Half length of the anti-aliasing FIR, in units of ``max(up, down)`` input/upsampled samples
+        (scipy's ``resample_poly`` uses 10). Smaller means less delay, more aliasing.
+    clamp : float
+        Clamp after robust scaling, in scaled units (paper: 20).
+    """
+
+    highpass: float | None = None
+    highpass_order: int = 2
+    resample_half_len: int = 10
+    clamp: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.highpass is not None and not self.highpass > 0:
+            raise ConfigError(f"highpass must be None or a positive frequency in Hz, got {self.highpass!r}")
+        if not 1 <= self.resample_half_len <= 64:
+            raise ConfigError(f"resample_half_len must be in 1..64, got {self.resample_half_len!r}")
+        if not self.clamp > 0:
+            raise ConfigError(f"clamp must be positive, got {self.clamp!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PreprocessingSpec:
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------------------------- filters
+class StreamingHighpass:
+    """Causal Butterworth high-pass with state carried across chunks.
+
+    Parameters
+    ----------
+    cutoff : float
+        Cut-off in Hz.
+    sfreq : float
+        Sampling rate of the input in Hz.
+    n_channels : int
+        Number of channels.
+    order : int
+        Filter order.
+    """
+
+    def __init__(self, cutoff: float, sfreq: float, n_channels: int, order: int = 2) -> None:
+        if not 0 < cutoff < sfreq / 2:
+            raise ConfigError(f"high-pass cut-off {cutoff} Hz must lie in (0, {sfreq / 2}) for sfreq {sfreq}")
+        self.sos = signal.butter(order, cutoff, btype="highpass", fs=sfreq, output="sos")
+        self._zi: FloatArray | None = None
+        self.n_channels = n_channels
+
+    def reset(self) -> None:
+        self._zi = None
+
+    def process(self, x: FloatArray) -> FloatArray:
+        """Filter one chunk ``(n_times, n_channels)``; returns float64 of the same shape."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape[0] == 0:
+            return x
+        if self._zi is None:
+            # start from steady state for the first sample (no step transient)
+            zi0 = signal.sosfilt_zi(self.sos)  # (n_sections, 2)
+            self._zi = zi0[:, :, None] * x[0][None, None, :]
+        y, self._zi = signal.sosfilt(self.sos, x, axis=0, zi=self._zi)
+        return y
+
+
+class StreamingResampler:
+    """Polyphase anti-aliased rational resampler with state, for chunked input.
+
+    Output sample ``m`` is the FIR-filtered, up-by-``up`` / down-by-``down`` signal at upsampled index
+    ``m * down``. The filter is causal, so output ``m`` stands for input time
+    ``t0 + (m * down - delay_up) / (up * sfreq_in)`` where ``delay_up = (n_taps - 1) / 2`` (the group delay):
+    :meth:`output_times` gives exact times for every output sample. The same output is produced whatever the
+    chunking (tested), which is what makes the offline and online paths identical.
+
+    Parameters
+    ----------
+    sfreq_in, sfreq_out : float
+        Input and output rates in Hz; their ratio is approximated by a fraction with denominator <= 1000.
+    n_channels : int
+        Number of channels.
+    half_len : int
+        Filter half length in units of ``max(up, down)`` (see :class:`PreprocessingSpec`).
+    """
+
+    def __init__(self, sfreq_in: float, sfreq_out: float, n_channels: int, half_len: int = 10) -> None:
+        if sfreq_in <= 0 or sfreq_out <= 0:
+            raise ConfigError(f"sampling rates must be positive, got {sfreq_in!r} -> {sfreq_out!r}")
+        frac = Fraction(sfreq_out / sfreq_in).limit_denominator(1000)
+        self.up, self.down = frac.numerator, frac.denominator
+        if abs(self.up / self.down * sfreq_in - sfreq_out) > 1e-6 * sfreq_out:
+            raise ConfigError(
+                f"cannot resample {sfreq_in} Hz to {sfreq_out} Hz with a ratio of small integers; "
+                "resample the stream to a standard rate first"
+            )
+        self.sfreq_in = float(sfreq_in)
+        self.sfreq_out = float(sfreq_out)
+        self.n_channels = int(n_channels)
+        if self.up == 1 and self.down == 1:
+            self.taps = np.ones(1)
+        else:
+            max_rate = max(self.up, self.down)
+            n_taps = 2 * half_len * max_rate + 1
+            self.taps = signal.firwin(n_taps, 1.0 / max_rate, window=("kaiser", 5.0)) * self.up
+        n = len(self.taps)
+        # polyphase: phase r uses taps r, r+up, r+2up, ...; pad so that every phase has K taps
+        self.k_taps = -(-n // self.up)
+        padded = np.zeros(self.k_taps * self.up)
+        padded[:n] = self.taps
+        self._poly = padded.reshape(self.k_taps, self.up).T.copy()  # (up, K): poly[r, i] = h[r + i*up]
+        self.delay_up = (n - 1) / 2.0
+        self.reset()
+
+    # -- state
+    def reset(self) -> None:
+        """Forget all input (a new stream or a gap)."""
+        # history holds the last K-1 input samples before the current chunk (zeros before the start)
+        self._hist = np.zeros((self.k_taps - 1, self.n_channels))
+        self._n_in = 0  # input samples consumed so far
+        self._n_out = 0  # output samples produced so far
+        self._primed = False
+
+    @property
+    def n_in(self) -> int:
+        return self._n_in
+
+    @property
+    def n_out(self) -> int:
+        return self._n_out
+
+    @property
+    def delay_seconds(self) -> float:
+        """Group delay of the anti-aliasing filter in seconds."""
+        return self.delay_up / (self.up * self.sfreq_in)
+
+    def output_times(self, first_input_time: float, start: int, stop: int) -> NDArray[np.float64]:
+        """Times of output samples ``start .. stop-1`` given the time of input sample 0."""
+        m = np.arange(start, stop, dtype=np.float64)
+        return first_input_time + (m * self.down - self.delay_up) / (self.up * self.sfreq_in)
+
+    def process(self, x: FloatArray) -> FloatArray:
+        """Resample one chunk.
+
+        Parameters
+        ----------
+        x : array, shape (n_times, n_channels)
+            The next input samples.
+
+        Returns
+        -------
+        y : array, shape (n_out, n_channels), float64
+            Every output sample that the input so far fully determines (causally), in order.
+        """
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.n_channels:
+            raise DataFormatError(
+                f"resampler expects chunks of shape (n_times, {self.n_channels}), got {x.shape}"
+            )
+        if not self._primed and x.shape[0]:
+            # pad the past with the first sample (avoids an onset transient, same offline and online)
+            self._hist[:] = x[0]
+            self._primed = True
+        n_new = x.shape[0]
+        buf = np.concatenate([self._hist, x], axis=0)  # buf[j + K - 1] = input sample (n_in + j)
+        total_in = self._n_in + n_new
+        # output m needs input j0 = floor(m*down/up) <= total_in - 1
+        m_stop = (total_in * self.up - 1) // self.down + 1 if total_in else 0
+        m = np.arange(self._n_out, m_stop)
+        if m.size:
+            pos = m * self.down
+            j0 = pos // self.up  # newest input sample used
+            r = pos - j0 * self.up  # phase
+            local = j0 - self._n_in + self.k_taps - 1  # index of j0 in buf
+            out = np.empty((m.size, self.n_channels))
+            # windows[idx] = buf[idx - K + 1 : idx + 1][::-1] -> taps i multiply x[j0 - i]
+            win = np.lib.stride_tricks.sliding_window_view(buf, self.k_taps, axis=0)  # (len-K+1, C, K)
+            if self.up == 1:
+                out[:] = win[local - self.k_taps + 1] @ self._poly[0][::-1]
+            else:
+                for phase in np.unique(r):
+                    sel = r == phase
+                    out[sel] = win[local[sel] - self.k_taps + 1] @ self._poly[phase][::-1]
+        else:
+            out = np.empty((0, self.n_channels))
+        self._n_out = int(m_stop) if m.size else self._n_out
+        self._n_in = total_in
+        keep = self.k_taps - 1
+        self._hist = buf[-keep:].copy() if keep else buf[:0].copy()
+        return out
+
+
+class StreamPreprocessor:
+    """The continuous part of the pipeline, stateful: [high-pass] -> resample to the model rate.
+
+    Parameters
+    ----------
+    sfreq_in : float
+        Input rate in Hz.
+    n_channels : int
+        Number of channels (already in model order and SI units).
+    window : WindowSpec
+        Gives the output rate.
+    spec : PreprocessingSpec
+        Filter settings.
+    """
+
+    def __init__(self, sfreq_in: float, n_channels: int, window: WindowSpec, spec: PreprocessingSpec) -> None:
+        self.window = window
+        self.spec = spec
+        self.highpass = (
+            StreamingHighpass(spec.highpass, sfreq_in, n_channels, spec.highpass_order)
+            if spec.highpass
+            else None
+        )
+        self.resampler = StreamingResampler(sfreq_in, window.sfreq, n_channels, spec.resample_half_len)
+
+    def reset(self) -> None:
+        if self.highpass is not None:
+            self.highpass.reset()
+        self.resampler.reset()
+
+    def process(self, x: FloatArray) -> FloatArray:
+        """Process one chunk ``(n_times, n_channels)``; returns the new 120-Hz samples ``(n_out, n_channels)``."""
+        if self.highpass is not None:
+            x = self.highpass.process(x)
+        return self.resampler.process(x)
+
+    @property
+    def delay_seconds(self) -> float:
+        return self.resampler.delay_seconds
+
+
+def preprocess_continuous(
+    data: FloatArray,
+    sfreq: float,
+    window: WindowSpec | None = None,
+    spec: PreprocessingSpec | None = None,
+    first_time: float = 0.0,
+    block: int = 8192,
+) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
+    """Offline path: run a whole recording through :class:`StreamPreprocessor`.
+
+    Parameters
+    ----------
+    data : array, shape (n_channels, n_times)
+        Continuous data in SI units (MNE layout).
+    sfreq : float
+        Its sampling rate in Hz.
+    window, spec : WindowSpec, PreprocessingSpec
+        Settings (defaults: the paper's).
+    first_time : float
+        Time of the first sample in seconds (e.g. 0 for ``raw.times``).
+    block : int
+        Input samples fed per call (any value gives the same result).
+
+    Returns
+    -------
+    out : array, shape (n_channels, n_out), float32
+        Data at the model rate.
+    times : array, shape (n_out,)
+        Time of each output sample, on the same clock as ``first_time``.
+    """
+    window = window or WindowSpec()
+    spec = spec or PreprocessingSpec()
+    data = np.asarray(data)
+    if data.ndim != 2:
+        raise DataFormatError(f"expected data of shape (n_channels, n_times), got {data.shape}")
+    pre = StreamPreprocessor(sfreq, data.shape[0], window, spec)
+    chunks = [pre.process(data[:, i : i + block].T) for i in range(0, data.shape[1], block)]
+    out = np.concatenate(chunks, axis=0) if chunks else np.empty((0, data.shape[0]))
+    times = pre.resampler.output_times(first_time, 0, out.shape[0])
+    return np.ascontiguousarray(out.T, dtype=np.float32), times
+
+
+# --------------------------------------------------------------------------------------------- windows
+def window_start_index(times: NDArray[np.float64], anchor: float, window: WindowSpec) -> int:
+    """Index of the first sample of the window around ``anchor`` on a regular time grid.
+
+    The first sample is the one nearest to ``anchor + tmin``. Returns an index that may be out of range;
+    callers check ``0 <= i`` and ``i + n_window <= len(times)``.
+    """
+    if len(times) == 0:
+        return -1
+    t0 = float(times[0])
+    return round((anchor + window.tmin - t0) * window.sfreq)
+
+
+def preprocess_window(
+    raw_window: FloatArray,
+    window: WindowSpec,
+    center: FloatArray | None = None,
+    scale: FloatArray | None = None,
+    clamp: float = 20.0,
+) -> NDArray[np.float32]:
+    """Baseline, drop the lag, robust-scale and clamp windows.
+
+    Parameters
+    ----------
+    raw_window : array, shape (..., n_channels, n_window)
+        Windows at the model rate (``window.n_window`` samples, e.g. 361).
+    window : WindowSpec
+        Geometry.
+    center, scale : array, shape (n_channels,) or None
+        Robust scaler statistics (None: baseline only, used while fitting the scaler).
+    clamp : float
+        Clamp in scaled units (only applied when a scaler is given).
+
+    Returns
+    -------
+    x : array, shape (..., n_channels, n_times), float32
+        What the model sees (``n_times = n_window - n_lag``, e.g. 343).
+    """
+    w = np.asarray(raw_window, dtype=np.float64)
+    if w.shape[-1] != window.n_window:
+        raise DataFormatError(f"window must have {window.n_window} samples, got shape {w.shape}")
+    w = w - w[..., window.baseline_slice].mean(axis=-1, keepdims=True)
+    w = w[..., window.n_lag :]
+    if center is not None and scale is not None:
+        w = (w - np.asarray(center)[:, None]) / np.asarray(scale)[:, None]
+        np.clip(w, -clamp, clamp, out=w)
+    return w.astype(np.float32)
+
+
+def extract_windows(
+    data: FloatArray,
+    times: NDArray[np.float64],
+    anchors: NDArray[np.float64],
+    window: WindowSpec,
+) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+    """Cut raw (not yet baselined) windows around anchors from continuous model-rate data.
+
+    Parameters
+    ----------
+    data : array, shape (n_channels, n_samples)
+        Output of :func:`preprocess_continuous`.
+    times : array, shape (n_samples,)
+        Its time grid.
+    anchors : array, shape (n_anchors,)
+        Anchor times on the same clock.
+    window : WindowSpec
+        Geometry.
+
+    Returns
+    -------
+    windows : array, shape (n_valid, n_channels, n_window)
+        The windows that lie fully inside the data.
+    valid : array of bool, shape (n_anchors,)
+        Which anchors gave a window.
+    """
+    anchors = np.atleast_1d(np.asarray(anchors, dtype=np.float64))
+    starts = np.array([window_start_index(times, a, window) for a in anchors], dtype=np.int64)
+    valid = (starts >= 0) & (starts + window.n_window <= data.shape[1])
+    idx = starts[valid][:, None] + np.arange(window.n_window)[None, :]
+    out = np.asarray(data)[:, idx]  # (C, n_valid, n_window)
+    return np.ascontiguousarray(out.transpose(1, 0, 2), dtype=np.float32), valid
+
+
+# --------------------------------------------------------------------------------------------- scaler
+@dataclass
+class RobustScaler:
+    """Per-channel robust scaler (median, 25-75 % inter-quartile range), fitted per recording/subject.
+
+    Attributes
+    ----------
+    center : array, shape (n_channels,)
+    scale : array, shape (n_channels,)
+    """
+
+    center: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    scale: NDArray[np.float64] = field(default_factory=lambda: np.ones(0))
+
+    @classmethod
+    def fit(cls, windows: FloatArray, max_windows: int | None = 200, seed: int = 0) -> RobustScaler:
+        """Fit on baselined windows ``(n_windows, n_channels, n_times)``.
+
+        Uses at most ``max_windows`` windows drawn with a fixed seed (paper: ~200 training windows).
+        """
+        w = np.asarray(windows)
+        if w.ndim != 3 or w.shape[0] == 0:
+            raise DataFormatError(f"scaler needs windows of shape (n, n_channels, n_times), got {w.shape}")
+        if max_windows is not None and w.shape[0] > max_windows:
+            rng = np.random.default_rng(seed)
+            w = w[np.sort(rng.choice(w.shape[0], max_windows, replace=False))]
+        flat = w.transpose(1, 0, 2).reshape(w.shape[1], -1).astype(np.float64)
+        q25, med, q75 = np.percentile(flat, [25, 50, 75], axis=1)
+        iqr = q75 - q25
+        bad = ~np.isfinite(iqr) | (iqr <= 0)
+        iqr[bad] = 1.0  # flat channel: keep it at zero after centring instead of dividing by zero
+        med[~np.isfinite(med)] = 0.0
+        return cls(center=med, scale=iqr)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"center": [float(v) for v in self.center], "scale": [float(v) for v in self.scale]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RobustScaler:
+        center = np.asarray(d["center"], dtype=np.float64)
+        scale = np.asarray(d["scale"], dtype=np.float64)
+        if center.shape != scale.shape or center.ndim != 1:
+            raise DataFormatError(f"scaler center/scale shapes differ: {center.shape} vs {scale.shape}")
+        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            raise DataFormatError("scaler scale must be finite and positive for every channel")
+        return cls(center=center, scale=scale)

@@ -1,0 +1,154 @@
+"""Candidate banks and CLIP scoring, shared by ``evaluate`` (offline) and ``serve`` (online). No torch.
+
+The paper's score between a brain latent ``Z`` (F x T) and a candidate speech segment ``Y`` (F x T) is
+``sum(Z * Y) / ||Y||_F`` (only the speech side is normalised, no temperature). A bank stores every candidate
+already flattened and divided by its Frobenius norm, so scoring ``n`` candidates is one matrix-vector product.
+
+File format (``.npz`` read with ``allow_pickle=False``; never pickle):
+
+- ``features``: float32 ``(n_candidates, D)``, normalised candidates in the encoder output layout, flattened.
+- ``ids``, ``words``, ``sounds``, ``sentences``: unicode arrays ``(n_candidates,)``.
+- ``sound_times``: float64 ``(n_candidates,)``, onset of the segment's anchor in its wav (s).
+- ``header``: uint8 array holding UTF-8 JSON: format, model_sha256 (the ONNX file this bank belongs to),
+  output shape, speech spec, creation info.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .errors import ArtifactError, DataFormatError
+
+__all__ = ["BANK_FORMAT", "CandidateBank", "normalise_candidates", "softmax", "topk"]
+
+BANK_FORMAT = 1
+
+
+def normalise_candidates(y: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
+    """Flatten ``(n, ...)`` candidates and divide each by its Frobenius norm -> ``(n, D)`` float32."""
+    y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+    norms = np.linalg.norm(y, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (y / norms).astype(np.float32)
+
+
+def softmax(scores: NDArray[np.floating[Any]], axis: int = -1) -> NDArray[np.float64]:
+    """Numerically stable softmax."""
+    s = np.asarray(scores, dtype=np.float64)
+    s = s - s.max(axis=axis, keepdims=True)
+    e = np.exp(s)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def topk(scores: NDArray[np.floating[Any]], k: int) -> NDArray[np.int64]:
+    """Indices of the ``k`` largest scores, best first. ``scores``: ``(n,)``."""
+    k = min(int(k), scores.shape[-1])
+    part = np.argpartition(-scores, k - 1)[:k]
+    return part[np.argsort(-scores[part], kind="stable")].astype(np.int64)
+
+
+@dataclass
+class CandidateBank:
+    """Precomputed candidate segments in the form the service scores against.
+
+    Attributes
+    ----------
+    features : array, shape (n_candidates, D), float32
+        Normalised, flattened candidates.
+    ids, words, sounds, sentences : array of str, shape (n_candidates,)
+        Segment id, word at the anchor, wav path (relative to the dataset root), sentence id.
+    sound_times : array, shape (n_candidates,)
+        Anchor time in the wav, seconds.
+    header : dict
+        ``model_sha256``, ``output_shape`` [F, T], ``speech`` spec and provenance.
+    """
+
+    features: NDArray[np.float32]
+    ids: NDArray[np.str_]
+    words: NDArray[np.str_]
+    sounds: NDArray[np.str_]
+    sentences: NDArray[np.str_]
+    sound_times: NDArray[np.float64]
+    header: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.features)
+        for name in ("ids", "words", "sounds", "sentences", "sound_times"):
+            if len(getattr(self, name)) != n:
+                raise DataFormatError(f"bank field {name!r} has {len(getattr(self, name))} rows, expected {n}")
+        if self.features.ndim != 2:
+            raise DataFormatError(f"bank features must be 2-D (n, D), got {self.features.shape}")
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    @property
+    def model_sha256(self) -> str:
+        return str(self.header.get("model_sha256", ""))
+
+    def scores(self, z: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
+        """CLIP scores of one latent ``(F, T)`` (or a batch ``(B, F, T)``) against every candidate.
+
+        Returns ``(n_candidates,)`` or ``(B, n_candidates)``.
+        """
+        z = np.asarray(z, dtype=np.float32)
+        d = self.features.shape[1]
+        if z.ndim >= 2 and z.shape[-2:] != tuple(self.header.get("output_shape", z.shape[-2:])):
+            raise DataFormatError(
+                f"latent shape {z.shape[-2:]} differs from the bank's output shape {self.header['output_shape']}"
+            )
+        flat = z.reshape(-1, d) if z.size != d else z.reshape(1, d)
+        s = flat @ self.features.T
+        return s[0] if z.size == d else s
+
+    def check_model(self, model_sha256: str) -> None:
+        """Refuse a bank built for another model."""
+        if self.model_sha256 != model_sha256:
+            raise ArtifactError(
+                f"candidate bank was built for model sha256 {self.model_sha256[:12] or '<none>'}... but the model "
+                f"is {model_sha256[:12]}...; rebuild the bank with `neurospeech bank --model <model.onnx>`"
+            )
+
+    # -- io
+    def save(self, path: str | Path) -> None:
+        header = json.dumps({"format": BANK_FORMAT, **self.header}, sort_keys=True).encode()
+        np.savez(
+            path,
+            features=self.features.astype(np.float32),
+            ids=self.ids.astype(str),
+            words=self.words.astype(str),
+            sounds=self.sounds.astype(str),
+            sentences=self.sentences.astype(str),
+            sound_times=self.sound_times.astype(np.float64),
+            header=np.frombuffer(header, dtype=np.uint8),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> CandidateBank:
+        p = Path(path)
+        if not p.is_file():
+            raise ArtifactError(f"candidate bank {str(p)!r} does not exist; build one with `neurospeech bank`")
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                header = json.loads(bytes(z["header"]).decode())
+                if header.get("format") != BANK_FORMAT:
+                    raise ArtifactError(
+                        f"bank format {header.get('format')!r} unsupported (expected {BANK_FORMAT}); rebuild it"
+                    )
+                return cls(
+                    features=np.ascontiguousarray(z["features"], dtype=np.float32),
+                    ids=z["ids"], words=z["words"], sounds=z["sounds"], sentences=z["sentences"],
+                    sound_times=z["sound_times"], header=header,
+                )
+        except ArtifactError:
+            raise
+        except (OSError, KeyError, ValueError, json.JSONDecodeError, EOFError) as exc:
+            raise ArtifactError(
+                f"candidate bank {str(p)!r} is corrupted or not a neurospeech bank ({exc!r}); rebuild it"
+            ) from exc

@@ -1,0 +1,1 @@
+"""Speech representations (mel, whisper, wav2vec2) computed on whole audio files."""

@@ -1,0 +1,3 @@
+"""neurospeech.tools: simulate, replay, listen, bench, analyses."""
+
+__all__: list[str] = []
