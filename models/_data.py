@@ -1,0 +1,237 @@
+"""Data plumbing of the trainer: speech targets in the scoring representation, segments, tensors.
+
+All signal processing is :mod:`neurospeech.preprocessing` via :func:`neurospeech.data.segments.build_segments`;
+speech features come from :mod:`neurospeech.speech` (extractor + on-disk cache). This module only wires them:
+
+    wav --extractor--> (F, n) --standardise (train-split stats)--> --project (PCA, train split)--> (F', n)
+        --build_segments / speech_window--> (n_win, F', 343) --pool(time_pool)--> (n_win, F', 343 // pool)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..data import Recording, load_dataset, read_wav, split_of
+from ..errors import ConfigError, DataFormatError
+from ..preprocessing import PreprocessingSpec, RobustScaler, WindowSpec
+from .represent import ScoringRepresentation, fit_pca_projection
+
+__all__ = ["SpeechTargets", "TensorSet", "dataset_sounds", "make_speech_targets", "raw_sfreq", "segments"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SpeechTargets:
+    """Speech features as the encoder's targets: extractor + standardisation + scoring representation.
+
+    Attributes
+    ----------
+    root : Path
+        Dataset root (sound paths are relative to it).
+    kind : str
+        Extractor name.
+    params : dict
+        Extractor settings (``get_extractor(kind, **params)`` rebuilds it).
+    dim : int
+        Extractor feature dimension.
+    mean, std : array, shape (dim,)
+        Global standardisation statistics (training sounds).
+    representation : ScoringRepresentation
+        Projection and time pooling.
+    cache_dir : Path or None
+        Feature cache directory.
+    """
+
+    root: Path
+    kind: str
+    params: dict[str, Any]
+    dim: int
+    mean: NDArray[np.float64]
+    std: NDArray[np.float64]
+    representation: ScoringRepresentation
+    cache_dir: Path | None = None
+    _extractor: Any = field(default=None, repr=False)
+    _memo: dict[str, NDArray[np.float32]] = field(default_factory=dict, repr=False)
+
+    def extractor(self) -> Any:
+        if self._extractor is None:
+            from ..speech import get_extractor
+
+            self._extractor = get_extractor(self.kind, **self.params)
+        return self._extractor
+
+    def raw(self, sound: str) -> NDArray[np.float32]:
+        """Extractor features ``(dim, n_frames)`` of a sound file (cached on disk when ``cache_dir`` is set)."""
+        return _raw_features(self.root, sound, self.extractor(), self.cache_dir)
+
+    def __call__(self, sound: str) -> NDArray[np.float32]:
+        """Standardised, projected features ``(out_dim, n_frames)`` of ``sound`` (the ``build_segments`` input)."""
+        if sound not in self._memo:
+            f = self.raw(sound).astype(np.float64)
+            f = (f - self.mean[:, None]) / self.std[:, None]
+            self._memo[sound] = self.representation.project(f)
+        return self._memo[sound]
+
+    def speech_spec(self) -> dict[str, Any]:
+        """Fields of :class:`neurospeech.contract.SpeechSpec`."""
+        return {"kind": self.kind, "dim": int(self.dim), "params": dict(self.params),
+                "mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
+
+    @classmethod
+    def from_spec(cls, root: str | Path, speech: dict[str, Any], representation: dict[str, Any],
+                  cache_dir: str | Path | None = None) -> SpeechTargets:
+        """Rebuild from a saved speech spec (run metadata or model contract)."""
+        return cls(root=Path(root), kind=str(speech["kind"]), params=dict(speech["params"]),
+                   dim=int(speech["dim"]), mean=np.asarray(speech["mean"], dtype=np.float64),
+                   std=np.asarray(speech["std"], dtype=np.float64),
+                   representation=ScoringRepresentation.from_dict(representation),
+                   cache_dir=None if cache_dir is None else Path(cache_dir))
+
+
+def _raw_features(root: Path, sound: str, extractor: Any, cache_dir: Path | None) -> NDArray[np.float32]:
+    path = Path(root) / sound
+    if not path.is_file():
+        raise DataFormatError(f"stimulus {sound!r} not found under {root}; the events table names a missing wav")
+    if cache_dir is not None:
+        from ..speech import FeatureCache
+
+        return np.asarray(FeatureCache(cache_dir).get(extractor, path), dtype=np.float32)
+    wav, sr = read_wav(path)
+    return np.asarray(extractor(wav, sr), dtype=np.float32)
+
+
+def dataset_sounds(recordings: list[Recording]) -> list[str]:
+    """Every distinct stimulus referenced by word or sound events, sorted."""
+    sounds: set[str] = set()
+    for rec in recordings:
+        ev = rec.load_events()
+        sounds.update(str(s) for s in ev.sound if s)
+    return sorted(sounds)
+
+
+def make_speech_targets(root: str | Path, recordings: list[Recording], kind: str, params: dict[str, Any],
+                        score_dim: int | None, time_pool: int, cache_dir: str | Path | None,
+                        progress: bool = True) -> SpeechTargets:
+    """Fit the standardisation and projection on the training sounds (never on validation/test audio)."""
+    from tqdm import tqdm
+
+    from ..speech import fit_standardizer, get_extractor
+
+    root = Path(root)
+    extractor = get_extractor(kind, **params)
+    cache = None if cache_dir is None else Path(cache_dir)
+    train_sounds = [s for s in dataset_sounds(recordings) if split_of(s) == "train"]
+    if not train_sounds:
+        raise DataFormatError(f"no training sounds in {root}: every stimulus fell in val/test; add more sounds")
+    feats = [_raw_features(root, s, extractor, cache)
+             for s in tqdm(train_sounds, desc=f"{kind} features", unit="wav", disable=not progress)]
+    mean, std = fit_standardizer(feats)
+    mean = np.asarray(mean, dtype=np.float64)
+    std = np.asarray(std, dtype=np.float64)
+    std = np.where(std > 0, std, 1.0)
+    dim = int(feats[0].shape[0])
+    if score_dim is not None and score_dim < dim:
+        z = [((f - mean[:, None]) / std[:, None]) for f in feats]
+        proj, explained = fit_pca_projection(z, score_dim)
+        rep = ScoringRepresentation(in_dim=dim, projection=proj, time_pool=time_pool,
+                                    explained_variance=explained)
+        log.info("scoring representation: %d -> %d dims (%.1f%% of variance), time pool %d",
+                 dim, score_dim, 100 * explained, time_pool)
+    else:
+        rep = ScoringRepresentation(in_dim=dim, projection=None, time_pool=time_pool)
+    return SpeechTargets(root=root, kind=kind, params=dict(extractor.params), dim=dim, mean=mean, std=std,
+                         representation=rep, cache_dir=cache, _extractor=extractor)
+
+
+@dataclass
+class TensorSet:
+    """Model-ready arrays of one split.
+
+    Attributes
+    ----------
+    brain : array, shape (n, C, T), float32
+    speech : array, shape (n, F', T'), float32
+        Targets in the scoring representation.
+    subject : array of int64, shape (n,)
+        Index into the run's subject list.
+    segment_id, word, subject_name : array of str, shape (n,)
+    """
+
+    brain: NDArray[np.float32]
+    speech: NDArray[np.float32]
+    subject: NDArray[np.int64]
+    segment_id: NDArray[np.str_]
+    word: NDArray[np.str_]
+    subject_name: NDArray[np.str_]
+
+    def __len__(self) -> int:
+        return len(self.brain)
+
+    def select(self, idx: NDArray[Any]) -> TensorSet:
+        return TensorSet(self.brain[idx], self.speech[idx], self.subject[idx], self.segment_id[idx],
+                         self.word[idx], self.subject_name[idx])
+
+
+def segments(recordings: list[Recording], targets: SpeechTargets, split: str, anchors: str,
+             subjects: list[str], window: WindowSpec, spec: PreprocessingSpec, step: float = 0.5,
+             scalers: dict[str, RobustScaler] | None = None, max_windows: int | None = None, seed: int = 0,
+             progress: bool = True) -> tuple[TensorSet, dict[str, RobustScaler], Any]:
+    """Windows of one split via ``build_segments``, targets pooled to the scoring representation.
+
+    Returns
+    -------
+    tensors : TensorSet
+    scalers : dict
+        Subject -> RobustScaler (fitted here when ``scalers`` is None).
+    segset : SegmentSet
+        The underlying segments without the (large) arrays, for metadata (channels, sounds, times).
+    """
+    from ..data.segments import build_segments
+
+    out_dim = targets.representation.out_dim
+    seg, scalers = build_segments(
+        recordings, targets, split=split, anchors=anchors, step=step, window=window, spec=spec,
+        scalers=scalers, speech_stats=(np.zeros(out_dim), np.ones(out_dim)), progress=progress,
+    )
+    if len(seg) == 0:
+        raise DataFormatError(f"no {anchors}-anchored windows in the {split!r} split; check the events")
+    if max_windows is not None and len(seg) > max_windows:
+        keep = np.sort(np.random.default_rng(seed).choice(len(seg), max_windows, replace=False))
+        seg = seg.select(keep)
+    unknown = sorted(set(seg.subject) - set(subjects))
+    if unknown:
+        raise DataFormatError(f"subjects {unknown} are not in the model's subject list {subjects}")
+    index = {s: i for i, s in enumerate(subjects)}
+    tensors = TensorSet(
+        brain=np.ascontiguousarray(seg.brain, dtype=np.float32),
+        speech=targets.representation.pool(seg.speech),
+        subject=np.asarray([index[s] for s in seg.subject], dtype=np.int64),
+        segment_id=seg.segment_id, word=seg.word, subject_name=seg.subject,
+    )
+    seg.speech = seg.speech[:0]
+    seg.brain = seg.brain[:0]
+    return tensors, scalers, seg
+
+
+def raw_sfreq(rec: Recording) -> float:
+    """Sampling rate of a recording from its BIDS sidecar (0.0 if unknown; informative only)."""
+    side = Path(rec.bids_path.copy().update(extension=".json").fpath)
+    try:
+        return float(json.loads(side.read_text())["SamplingFrequency"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return 0.0
+
+
+def find_recordings(root: str | Path, subjects: list[str] | None, tasks: list[str] | None) -> list[Recording]:
+    recs = load_dataset(root, subjects=subjects, tasks=tasks)
+    if not recs:
+        raise ConfigError(f"no recordings under {root} for subjects={subjects} tasks={tasks}")
+    return recs

@@ -1,0 +1,590 @@
+"""Training a brain encoder: contrastive (the paper) or regression (its "Base"), single- or multi-process.
+
+``train(TrainConfig(...))`` runs the whole pipeline and writes a *run directory*:
+
+- ``config.json``: the :class:`TrainConfig` used;
+- ``meta.json``: everything export/evaluate/bank need: channels, window, preprocessing, per-subject scalers,
+  subjects, speech spec + standardisation, scoring representation, encoder config, data summary, history,
+  model hash;
+- ``checkpoint.pt``: last epoch (model, optimiser, epoch, early-stopping state, RNG) for ``resume``;
+- ``best.pt``: weights with the lowest validation loss (what export uses);
+- ``curves.png``: training and validation loss per epoch.
+
+Multi-process: launched under ``torchrun --nproc_per_node=N`` (``WORLD_SIZE`` > 1) the trainer initialises
+``torch.distributed`` (gloo on CPU, nccl on CUDA), wraps the model in DistributedDataParallel and splits each
+*global* batch of ``batch_size`` windows across processes; with ``gather_negatives`` (default) the CLIP loss
+uses the whole global batch as negatives, so the loss does not depend on the number of processes.
+Checkpoints are loaded with ``torch.load(weights_only=True)`` only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from ..errors import ArtifactError, ConfigError
+from .encoder import BrainEncoder, EncoderConfig, normalise_positions, preset_config
+from .loss import make_loss
+
+__all__ = [
+    "RUN_FORMAT",
+    "TrainConfig",
+    "fit",
+    "load_run",
+    "model_sha256",
+    "plot_curves",
+    "train",
+]
+
+log = logging.getLogger(__name__)
+
+RUN_FORMAT = 1
+
+
+@dataclass
+class TrainConfig:
+    """Settings of ``neurospeech train`` (TOML keys have the same names; see deploy/configs/train.example.toml).
+
+    Attributes
+    ----------
+    data : str
+        BIDS dataset root (e.g. written by ``neurospeech simulate``).
+    out : str
+        Run directory (created; an existing checkpoint there is resumed when ``resume`` is true).
+    subjects, tasks : list of str or None
+        Restrict the recordings (None: all).
+    preset : str
+        Encoder architecture: ``paper`` (Défossez et al. 2022) or ``efficient`` (real-time cost).
+    encoder : dict
+        Overrides of the preset's :class:`EncoderConfig` fields (e.g. ``{"hidden": 128}``).
+    loss : str
+        ``clip`` (contrastive, the paper) or ``mse`` (regression, the paper's "Base" model).
+    features : str
+        Speech representation: ``mel``, ``whisper`` or ``wav2vec2``.
+    feature_params : dict
+        Extractor settings (e.g. ``{"layers": [1, 1]}`` for whisper, ``{"model_path": ...}`` for wav2vec2).
+    feature_cache : str or None
+        Directory of the on-disk feature cache (None: ``<data>/derivatives/neurospeech-features``).
+    score_dim : int or None
+        Scoring representation: PCA components of the standardised features (None: all, as in the paper).
+    time_pool : int
+        Scoring representation: frames averaged together (1: 120 Hz as in the paper; 7: 343 -> 49 frames).
+    lag : float
+        Brain-to-speech lag in seconds (paper: 0.15).
+    step : float
+        Spacing of training anchors in seconds (paper: 0.5); test anchors are word onsets.
+    batch_size : int
+        Global batch (split across processes; must be divisible by their number). Paper: 256.
+    lr : float
+        Adam learning rate (paper: 3e-4).
+    weight_decay : float
+        Adam weight decay.
+    max_epochs : int
+        Upper bound on epochs (paper: 200).
+    batches_per_epoch : int or None
+        Cap on global batches per epoch (paper: 1200; None: one pass over the training windows).
+    patience : int
+        Early stopping: epochs without a lower validation loss (paper: 10).
+    seed : int
+        Seed of weights, batch order and spatial dropout.
+    device : str
+        ``auto`` (CUDA if available), ``cpu``, ``cuda`` or ``cuda:N``.
+    gather_negatives : bool
+        Multi-process: use every process's speech segments as negatives (results independent of N).
+    max_train_windows : int or None
+        Random subset of the training windows (None: all). For quick runs on CPU.
+    threads : int or None
+        torch CPU threads (None: torch default).
+    resume : bool
+        Continue from ``out/checkpoint.pt`` when present (its config must match).
+    progress : bool
+        tqdm progress bars.
+    """
+
+    data: str = ""
+    out: str = "runs/encoder"
+    subjects: list[str] | None = None
+    tasks: list[str] | None = None
+    preset: str = "efficient"
+    encoder: dict[str, Any] = field(default_factory=dict)
+    loss: str = "clip"
+    features: str = "mel"
+    feature_params: dict[str, Any] = field(default_factory=dict)
+    feature_cache: str | None = None
+    score_dim: int | None = 64
+    time_pool: int = 7
+    lag: float = 0.15
+    step: float = 0.5
+    batch_size: int = 256
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    max_epochs: int = 200
+    batches_per_epoch: int | None = 1200
+    patience: int = 10
+    seed: int = 0
+    device: str = "auto"
+    gather_negatives: bool = True
+    max_train_windows: int | None = None
+    threads: int | None = None
+    resume: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("clip", "mse"):
+            raise ConfigError(f"loss must be 'clip' or 'mse', got {self.loss!r}")
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size must be >= 2 (the CLIP loss needs negatives), got {self.batch_size}")
+        if self.time_pool < 1:
+            raise ConfigError(f"time_pool must be >= 1, got {self.time_pool}")
+        if self.score_dim is not None and self.score_dim < 1:
+            raise ConfigError(f"score_dim must be None or >= 1, got {self.score_dim}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.max_epochs < 1 or self.patience < 1:
+            raise ConfigError(f"max_epochs and patience must be >= 1, got {self.max_epochs}, {self.patience}")
+        preset_config(self.preset, **self.encoder)  # validates preset name and overrides
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown training settings {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        """Read a TOML file (keys as the attributes; a ``[train]`` table or top level) and apply overrides."""
+        p = Path(path)
+        try:
+            d = tomllib.loads(p.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read training config {str(p)!r}: {exc}") from exc
+        d = dict(d.get("train", d))
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(d)
+
+    def identity(self) -> dict[str, Any]:
+        """Settings that must not change on resume (everything but out/resume/progress/threads/device)."""
+        d = self.to_dict()
+        for k in ("out", "resume", "progress", "threads", "device", "max_epochs", "patience"):
+            d.pop(k)
+        return d
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def model_sha256(model: nn.Module) -> str:
+    """SHA-256 of a model's parameters and buffers (sorted names, dtype, shape, bytes); stable across runs."""
+    h = hashlib.sha256()
+    state = model.state_dict()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _resolve_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+        if name == "cuda":
+            name = f"cuda:{local_rank}"
+    return torch.device(name)
+
+
+def _dist_info() -> tuple[int, int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+    return 0, 1, 0
+
+
+def init_distributed(device_name: str = "auto") -> tuple[int, int, int]:
+    """Initialise torch.distributed from torchrun's environment (no-op for one process).
+
+    Returns ``(rank, world_size, local_rank)``.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+        backend = "nccl" if use_cuda else "gloo"
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend=backend)
+        log.info("distributed: rank %d/%d (%s)", dist.get_rank(), world, backend)
+    return _dist_info()
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _safe_load(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt/unsafe files
+        raise ArtifactError(f"cannot load checkpoint {str(path)!r} ({exc}); delete it or retrain") from exc
+
+
+@torch.no_grad()
+def predict(model: nn.Module, brain: np.ndarray, subject: np.ndarray, device: torch.device,
+            batch_size: int = 256) -> np.ndarray:
+    """Latents ``(n, F', T')`` of windows ``brain (n, C, T)`` for subject indices ``(n,)`` in eval mode."""
+    was = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(brain), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(brain[i:i + batch_size])).to(device)
+        s = torch.from_numpy(np.ascontiguousarray(subject[i:i + batch_size])).to(device)
+        out.append(model(x, s).float().cpu().numpy())
+    model.train(was)
+    return np.concatenate(out) if out else np.zeros((0,), dtype=np.float32)
+
+
+def retrieval_topk(z: np.ndarray, y: np.ndarray, seg_ids: np.ndarray, k: int = 10) -> float:
+    """Top-k accuracy of retrieving each window's segment among the distinct segments (CLIP scores)."""
+    from ..scoring import normalise_candidates
+
+    uniq, first, inv = np.unique(seg_ids, return_index=True, return_inverse=True)
+    cands = normalise_candidates(y[first])
+    s = z.reshape(len(z), -1) @ cands.T
+    true = s[np.arange(len(z)), inv]
+    rank = (s > true[:, None]).sum(axis=1)
+    return float(np.mean(rank < min(k, len(uniq))))
+
+
+def _val_loss(model: nn.Module, kind: str, val: Any, batch_size: int, device: torch.device
+              ) -> tuple[float, float]:
+    """Validation loss (fixed batches in order, no gathering) and top-10 retrieval among val segments."""
+    z = predict(model, val.brain, val.subject, device, batch_size)
+    losses, weights = [], []
+    loss_fn = make_loss(kind, gather=False)
+    with torch.no_grad():
+        for i in range(0, len(z), batch_size):
+            zb = torch.from_numpy(z[i:i + batch_size])
+            yb = torch.from_numpy(np.ascontiguousarray(val.speech[i:i + batch_size]))
+            if len(zb) < 2:
+                continue
+            losses.append(float(loss_fn(zb, yb)))
+            weights.append(len(zb))
+    vl = float(np.average(losses, weights=weights)) if losses else float("nan")
+    return vl, retrieval_topk(z, val.speech, val.segment_id, 10)
+
+
+# ------------------------------------------------------------------------------------------------ fit
+def fit(model: BrainEncoder, train_set: Any, val_set: Any, cfg: TrainConfig, run_dir: Path | None = None,
+        device: torch.device | None = None) -> list[dict[str, float]]:
+    """Optimise ``model`` on ``train_set`` with early stopping on ``val_set`` (both :class:`TensorSet`-like).
+
+    Runs in every process of a torch.distributed job (call :func:`init_distributed` first); rank 0 writes
+    ``checkpoint.pt`` / ``best.pt`` into ``run_dir`` and resumes from it when ``cfg.resume``.
+
+    Returns
+    -------
+    history : list of dict
+        Per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``val_top10``, ``seconds``.
+    """
+    rank, world, local_rank = _dist_info()
+    device = device or _resolve_device(cfg.device, local_rank)
+    if cfg.batch_size % world:
+        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+    local_bs = cfg.batch_size // world
+    n = len(train_set)
+    n_batches = n // cfg.batch_size
+    if n_batches == 0:
+        # small data: one global batch of every window (rounded down to a multiple of world)
+        local_bs = n // world
+        n_batches = 1
+        if local_bs < 2:
+            raise ConfigError(f"only {n} training windows for {world} processes; need >= 2 per process")
+    if cfg.batches_per_epoch is not None:
+        n_batches = min(n_batches, cfg.batches_per_epoch)
+    global_bs = local_bs * world
+
+    model.to(device)
+    loss_fn = make_loss(cfg.loss, gather=cfg.gather_negatives and world > 1)
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    history: list[dict[str, float]] = []
+    start_epoch, best, bad = 0, math.inf, 0
+    ckpt_path = run_dir / "checkpoint.pt" if run_dir is not None else None
+    best_path = run_dir / "best.pt" if run_dir is not None else None
+    if cfg.resume and ckpt_path is not None and ckpt_path.is_file():
+        ck = _safe_load(ckpt_path)
+        if ck.get("identity") != json.dumps(cfg.identity(), sort_keys=True):
+            raise ConfigError(
+                f"{ckpt_path} was written with other settings; use a new --out directory or --no-resume"
+            )
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        start_epoch, best, bad = int(ck["epoch"]) + 1, float(ck["best"]), int(ck["bad_epochs"])
+        history = [dict(h) for h in ck["history"]]
+        torch.set_rng_state(ck["rng"][rank] if rank < len(ck["rng"]) else ck["rng"][0])
+        log.info("resumed from %s at epoch %d (best val loss %.4f)", ckpt_path, start_epoch, best)
+    elif cfg.resume is False and ckpt_path is not None and ckpt_path.is_file() and rank == 0:
+        log.info("not resuming: starting over in %s", run_dir)
+    if start_epoch == 0:
+        torch.manual_seed(cfg.seed + 1000 + rank)  # spatial dropout etc.; weights were seeded before
+
+    brain_t = torch.from_numpy(np.ascontiguousarray(train_set.brain))
+    speech_t = torch.from_numpy(np.ascontiguousarray(train_set.speech))
+    subj_t = torch.from_numpy(np.ascontiguousarray(train_set.subject))
+    for epoch in range(start_epoch, cfg.max_epochs):
+        if bad >= cfg.patience:
+            break
+        t0 = time.perf_counter()
+        perm = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+        model.train()
+        total, count = 0.0, 0
+        bar = tqdm(range(n_batches), desc=f"epoch {epoch}", unit="batch", leave=False,
+                   disable=not cfg.progress or rank != 0)
+        for b in bar:
+            idx = torch.from_numpy(perm[b * global_bs + rank * local_bs: b * global_bs + (rank + 1) * local_bs])
+            x = brain_t[idx].to(device, non_blocking=True)
+            y = speech_t[idx].to(device, non_blocking=True)
+            s = subj_t[idx].to(device, non_blocking=True)
+            loss = loss_fn(net(x, s), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+            count += 1
+            bar.set_postfix(loss=f"{total / count:.3f}")
+        train_loss = total / max(count, 1)
+        if world > 1:
+            t = torch.tensor([train_loss], device=device)
+            dist.all_reduce(t)
+            train_loss = float(t) / world
+            # BatchNorm running statistics: rank 0's everywhere, so every rank evaluates the same model
+            for buf in model.buffers():
+                dist.broadcast(buf, src=0)
+        val_loss, val_top10 = _val_loss(model, cfg.loss, val_set, global_bs, device)
+        rec = {"epoch": float(epoch), "train_loss": train_loss, "val_loss": val_loss,
+               "val_top10": val_top10, "seconds": time.perf_counter() - t0}
+        history.append(rec)
+        improved = val_loss < best - 1e-6
+        if improved:
+            best, bad = val_loss, 0
+        else:
+            bad += 1
+        if rank == 0:
+            log.info("epoch %d: train %.4f val %.4f val-top10 %.3f (%.1f s)%s", epoch, train_loss, val_loss,
+                     val_top10, rec["seconds"], " *" if improved else "")
+            if run_dir is not None:
+                if improved:
+                    _atomic_save({"model": model.state_dict(), "epoch": epoch, "val_loss": val_loss}, best_path)
+                rng = [torch.get_rng_state()]
+                _atomic_save({
+                    "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "best": best,
+                    "bad_epochs": bad, "history": history, "rng": rng,
+                    "identity": json.dumps(cfg.identity(), sort_keys=True),
+                }, ckpt_path)
+    if world > 1:
+        dist.barrier()
+    return history
+
+
+# ------------------------------------------------------------------------------------------------ pipeline
+def train(cfg: TrainConfig) -> Path:
+    """Full pipeline: data -> targets -> segments -> fit -> run directory (see the module docstring).
+
+    Returns the run directory.
+    """
+    from ..preprocessing import PreprocessingSpec, WindowSpec
+    from . import _data
+
+    t_start = time.perf_counter()
+    rank, world, local_rank = init_distributed(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = _resolve_device(cfg.device, local_rank)
+    if not cfg.data:
+        raise ConfigError("no dataset given; pass --data <BIDS root> or set `data` in the config")
+    root = Path(cfg.data)
+    run_dir = Path(cfg.out)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1, sort_keys=True))
+    recordings = _data.find_recordings(root, cfg.subjects, cfg.tasks)
+    subjects = sorted({r.subject for r in recordings})
+    cache = Path(cfg.feature_cache) if cfg.feature_cache else root / "derivatives" / "neurospeech-features"
+    window = WindowSpec(lag=cfg.lag)
+    spec = PreprocessingSpec()
+    progress = cfg.progress and rank == 0
+
+    # rank 0 fills the feature cache first; the others then read it
+    if rank != 0:
+        dist.barrier()
+    targets = _data.make_speech_targets(root, recordings, cfg.features, cfg.feature_params, cfg.score_dim,
+                                        cfg.time_pool, cache, progress=progress)
+    train_set, scalers, seg_train = _data.segments(
+        recordings, targets, "train", "regular", subjects, window, spec, step=cfg.step,
+        max_windows=cfg.max_train_windows, seed=cfg.seed, progress=progress)
+    val_set, _, _ = _data.segments(recordings, targets, "val", "regular", subjects, window, spec,
+                                   step=cfg.step, scalers=scalers, progress=progress)
+    if rank == 0 and world > 1:
+        dist.barrier()
+    t_data = time.perf_counter() - t_start
+
+    enc_cfg = preset_config(cfg.preset, **cfg.encoder)
+    positions = _positions(seg_train.channels)
+    torch.manual_seed(cfg.seed)
+    rep = targets.representation
+    model = BrainEncoder(enc_cfg, positions, len(subjects), rep.out_dim, rep.time_pool)
+    if rank == 0:
+        log.info("%s encoder: %.2f M parameters; %d train / %d val windows, %d subjects, output %s",
+                 cfg.preset, sum(p.numel() for p in model.parameters()) / 1e6, len(train_set), len(val_set),
+                 len(subjects), (rep.out_dim, rep.out_frames(window.n_times)))
+    t_fit = time.perf_counter()
+    history = fit(model, train_set, val_set, cfg, run_dir, device)
+    fit_s = time.perf_counter() - t_fit
+
+    if rank == 0:
+        best_path = run_dir / "best.pt"
+        if best_path.is_file():
+            model.load_state_dict(_safe_load(best_path)["model"])
+        digest = model_sha256(model)
+        best_epoch = int(np.nanargmin([h["val_loss"] for h in history])) if history else -1
+        meta = {
+            "format": RUN_FORMAT,
+            "config": cfg.to_dict(),
+            "encoder": enc_cfg.to_dict(),
+            "channels": [c.to_dict() for c in seg_train.channels],
+            "sfreq_raw": _data.raw_sfreq(recordings[0]),
+            "window": window.to_dict(),
+            "preprocessing": spec.to_dict(),
+            "scalers": {s: sc.to_dict() for s, sc in sorted(scalers.items())},
+            "subjects": subjects,
+            "speech": targets.speech_spec(),
+            "representation": rep.to_dict(),
+            "output_shape": [rep.out_dim, rep.out_frames(window.n_times)],
+            "data": {
+                "root": str(root.resolve()),
+                "n_recordings": len(recordings),
+                "recordings": [r.name for r in recordings],
+                "n_windows": {"train": len(train_set), "val": len(val_set)},
+                "n_train_sounds": len(set(seg_train.sound)),
+                "split": {"by": "sound", "fractions": [0.7, 0.1, 0.2], "salt": "neurospeech",
+                          "function": "neurospeech.data.split_of"},
+                "anchors": {"train": f"regular every {cfg.step} s", "val": f"regular every {cfg.step} s",
+                            "test": "word onsets"},
+            },
+            "training": {
+                "loss": cfg.loss,
+                "preset": cfg.preset,
+                "model_sha256": digest,
+                "epochs_run": len(history),
+                "best_epoch": best_epoch,
+                "best_val_loss": float(min((h["val_loss"] for h in history), default=float("nan"))),
+                "best_val_top10": float(history[best_epoch]["val_top10"]) if history else float("nan"),
+                "data_seconds": t_data,
+                "fit_seconds": fit_s,
+                "device": str(device),
+                "world_size": world,
+                "torch": torch.__version__,
+                "seed": cfg.seed,
+                "n_parameters": int(sum(p.numel() for p in model.parameters())),
+            },
+            "history": history,
+        }
+        (run_dir / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        plot_curves({cfg.preset + "/" + cfg.loss: history}, run_dir / "curves.png")
+        log.info("run %s: model sha256 %s, best epoch %d, %.1f s (data %.1f s, fit %.1f s)", run_dir, digest,
+                 best_epoch, time.perf_counter() - t_start, t_data, fit_s)
+    if world > 1:
+        dist.barrier()
+    return run_dir
+
+
+def _positions(channels: list[Any]) -> np.ndarray:
+    pos = np.array([c.pos if c.pos is not None else (np.nan, np.nan) for c in channels], dtype=np.float64)
+    if not np.isfinite(pos).any():
+        # no layout at all: spread sensors on a circle so the attention can still tell them apart
+        ang = np.linspace(0, 2 * np.pi, len(channels), endpoint=False)
+        pos = np.stack([np.cos(ang), np.sin(ang)], axis=1)
+    return normalise_positions(pos)
+
+
+def load_run(run_dir: str | Path, which: str = "best") -> tuple[BrainEncoder, dict[str, Any]]:
+    """Rebuild a trained encoder (eval mode, CPU) and its metadata from a run directory.
+
+    Parameters
+    ----------
+    run_dir : path
+        Directory written by :func:`train`.
+    which : {'best', 'last'}
+        Weights with the lowest validation loss, or the last checkpoint.
+    """
+    from ..contract import ChannelSpec
+
+    rd = Path(run_dir)
+    meta_path = rd / "meta.json"
+    if not meta_path.is_file():
+        raise ArtifactError(f"{rd} is not a finished training run (no meta.json); run `neurospeech train` first")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != RUN_FORMAT:
+        raise ArtifactError(f"run format {meta.get('format')!r} unsupported (expected {RUN_FORMAT}); retrain")
+    channels = [ChannelSpec.from_dict(c) for c in meta["channels"]]
+    enc_cfg = EncoderConfig.from_dict(meta["encoder"])
+    rep = meta["representation"]
+    out_dim = meta["output_shape"][0]
+    model = BrainEncoder(enc_cfg, _positions(channels), len(meta["subjects"]), out_dim, int(rep["time_pool"]))
+    path = rd / ("best.pt" if which == "best" else "checkpoint.pt")
+    model.load_state_dict(_safe_load(path)["model"])
+    model.eval()
+    digest = model_sha256(model)
+    if which == "best" and digest != meta["training"]["model_sha256"]:
+        raise ArtifactError(f"{path} does not match the model hash in {meta_path}; the run is inconsistent")
+    return model, meta
+
+
+def plot_curves(histories: dict[str, list[dict[str, float]]], path: str | Path) -> None:
+    """Training and validation loss (and validation top-10) per epoch, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for name, hist in histories.items():
+        if not hist:
+            continue
+        ep = [h["epoch"] for h in hist]
+        axes[0].plot(ep, [h["train_loss"] for h in hist], label=f"{name} train")
+        axes[0].plot(ep, [h["val_loss"] for h in hist], "--", label=f"{name} val")
+        axes[1].plot(ep, [100 * h["val_top10"] for h in hist], label=name)
+    axes[0].set(xlabel="epoch", ylabel="loss", title="loss")
+    axes[1].set(xlabel="epoch", ylabel="top-10 (%)", title="validation top-10 (val segments)")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

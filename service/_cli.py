@@ -1,0 +1,98 @@
+"""Click commands ``neurospeech serve`` and ``neurospeech decode-file`` (registered in neurospeech/cli.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .config import load_settings
+
+__all__ = ["decode_file", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+def _common(f: Any) -> Any:
+    opts = [
+        click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="TOML settings (see deploy/configs/serve.example.toml); options below override it."),
+        click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Exported ONNX encoder (contract in its metadata)."),
+        click.option("--bank", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Candidate bank (.npz) built for that model."),
+        click.option("--subject", default=None, help="Subject whose scaler to use (default: the model's only one)."),
+        click.option("--hop", type=float, default=None, help="Seconds of data between sliding decisions [0.25]."),
+        click.option("--topk", type=int, default=None, help="Candidates per decision [10]."),
+        click.option("--policy", "bad_channel_policy", type=click.Choice(["skip", "interpolate"]), default=None,
+                     help="Bad-channel policy [skip]."),
+        click.option("--threads", "intra_op_threads", type=int, default=None,
+                     help="onnxruntime intra-op threads [1]."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+@click.command("serve")
+@_common
+@click.option("--stream-name", default=None, help="LSL stream name to decode.")
+@click.option("--stream-type", default=None, help="LSL stream type (e.g. EEG, MEG).")
+@click.option("--source-id", default=None, help="LSL source_id (used to re-resolve after a loss).")
+@click.option("--resolve-timeout", type=float, default=None, help="Seconds to wait for the stream [10].")
+@click.option("--no-markers", is_flag=True, help="Ignore the word-marker stream.")
+@click.option("--pub", "endpoint", default=None, help="ZeroMQ PUB endpoint [tcp://127.0.0.1:5556].")
+@click.option("--state", "state_endpoint", default=None, help="REP endpoint answering late joiners (optional).")
+@click.option("--encoding", type=click.Choice(["json", "msgpack"]), default=None, help="Header encoding [json].")
+@click.option("--log-messages", "jsonl_log", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Append every published header to this JSONL file.")
+def serve(config: Path | None, no_markers: bool, endpoint: str | None, state_endpoint: str | None,
+          encoding: str | None, jsonl_log: Path | None, **opts: Any) -> None:
+    """Decode a live LSL stream and publish decisions and status over ZeroMQ.
+
+    Runs until SIGINT/SIGTERM. Exit codes: 0 clean stop, 2 bad settings, 4 model/bank problem, 5 stream does
+    not fit the model, 6 stream not found, 7 publisher address problem, 1 crash (traceback logged).
+
+    Example: neurospeech serve --model m.onnx --bank b.npz --stream-name sim-meg --pub tcp://127.0.0.1:5556
+    """
+    from .acquisition import ensure_lsl_config
+
+    ensure_lsl_config()
+    from .server import Server
+
+    publish = {k: v for k, v in (("endpoint", endpoint), ("state_endpoint", state_endpoint),
+                                 ("encoding", encoding), ("jsonl_log", jsonl_log)) if v is not None}
+    settings = load_settings(config, markers=False if no_markers else None, publish=publish, **opts)
+    code = Server(settings).run()
+    if code:
+        sys.exit(code)
+
+
+@click.command("decode-file")
+@click.argument("recording", type=click.Path(path_type=Path))
+@_common
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Decisions as JSON lines.")
+@click.option("--events", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Events table with word rows (default: the BIDS run's _events.tsv when present).")
+@click.option("--chunk", "chunk_seconds", type=float, default=1.0, show_default=True,
+              help="Seconds fed per step (the result does not depend on it).")
+def decode_file(recording: Path, config: Path | None, out: Path, events: Path | None, chunk_seconds: float,
+                **opts: Any) -> None:
+    """Run the streaming pipeline over a recording file (FIF/EDF/BrainVision, BIDS runs) as fast as possible.
+
+    Writes every sliding and word-locked decision to --out and prints a JSON summary (real-time factor,
+    word-level top-1/top-10 when the events carry segment ids).
+
+    Example: neurospeech decode-file sub-01_task-x_meg.fif --model m.onnx --bank b.npz --out decisions.jsonl
+    """
+    from .filesource import decode_file as run
+
+    settings = load_settings(config, **opts)
+    summary = run(recording, out, settings, events=events, chunk_seconds=chunk_seconds,
+                  progress=sys.stderr.isatty())
+    click.echo(json.dumps(summary, indent=1))

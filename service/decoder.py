@@ -1,0 +1,124 @@
+"""Window -> encoder -> CLIP scores against the candidate bank -> top-k decision header.
+
+Used by the live server and by ``decode-file`` alike, so both produce the same decisions from the same windows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from ..errors import ArtifactError, ContractMismatchError
+from ..scoring import CandidateBank, softmax, topk
+from .model import EncoderModel
+from .pipeline import WindowJob
+
+__all__ = ["Decoder", "load_artifacts"]
+
+log = logging.getLogger(__name__)
+
+
+def load_artifacts(
+    model_path: Any, bank_path: Any, subject: str | None, intra_op_threads: int = 1
+) -> tuple[EncoderModel, CandidateBank, str]:
+    """Load the bank, then the model (its SHA-256 checked against the bank before onnxruntime loads it).
+
+    Returns ``(model, bank, subject)`` with the subject resolved (the model's only subject when None).
+
+    Raises
+    ------
+    ArtifactError
+        Missing/corrupted files, or a bank built for another model.
+    ContractMismatchError
+        Unknown subject.
+    """
+    bank = CandidateBank.load(bank_path)
+    if len(bank) == 0:
+        raise ArtifactError(f"candidate bank {str(bank_path)!r} is empty; rebuild it")
+    model = EncoderModel(model_path, check=bank.check_model, intra_op_threads=intra_op_threads)
+    contract = model.contract
+    if subject is None:
+        if len(contract.scalers) != 1:
+            raise ContractMismatchError(
+                f"the model knows several subjects {sorted(contract.scalers)}; choose one with --subject"
+            )
+        subject = next(iter(contract.scalers))
+    contract.scaler(subject)  # raises with the known subjects
+    shape = bank.header.get("output_shape")
+    if shape and model.output_shape and tuple(shape) != tuple(model.output_shape):
+        raise ArtifactError(
+            f"bank output shape {tuple(shape)} differs from the model's {model.output_shape}; rebuild the bank"
+        )
+    return model, bank, subject
+
+
+class Decoder:
+    """Scores windows against a bank.
+
+    Parameters
+    ----------
+    model : EncoderModel
+    bank : CandidateBank
+    subject : str
+    k : int
+        Candidates reported per decision.
+    """
+
+    def __init__(self, model: EncoderModel, bank: CandidateBank, subject: str, k: int = 10) -> None:
+        self.model = model
+        self.bank = bank
+        self.subject = subject
+        self.k = int(k)
+        self.subject_index = model.subject_index(subject) if subject in model.contract.subjects else 0
+        self._ids = bank.ids.astype(str)
+        self._words = bank.words.astype(str)
+        self._sounds = bank.sounds.astype(str)
+        self._times = np.asarray(bank.sound_times, dtype=np.float64)
+
+    def decide(self, job: WindowJob, with_latent: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Decode one window.
+
+        Returns
+        -------
+        header : dict
+            The decode header fields the service fills (kind, subject, times, processing_ms, topk, truth,
+            flags); the publisher adds schema/seq/t_sent/model.
+        arrays : dict
+            ``{"latent": (F, T')}`` when ``with_latent``, else empty.
+        """
+        arrays: dict[str, np.ndarray] = {}
+        entries: list[dict[str, Any]] = []
+        if job.x is not None:
+            z = self.model.encode(job.x, self.subject_index)
+            scores = self.bank.scores(z)
+            probs = softmax(scores)
+            best = topk(scores, self.k)
+            entries = [
+                {
+                    "rank": r + 1,
+                    "id": self._ids[i],
+                    "word": self._words[i],
+                    "sound": self._sounds[i],
+                    "sound_time": float(self._times[i]),
+                    "score": float(scores[i]),
+                    "prob": float(probs[i]),
+                }
+                for r, i in enumerate(best)
+            ]
+            if with_latent:
+                arrays["latent"] = np.asarray(z, dtype=np.float32)
+        header = {
+            "kind": job.kind,
+            "subject": self.subject,
+            "t_window_start": job.t_window_start,
+            "t_window_end": job.t_window_end,
+            "t_newest_sample": job.t_newest_sample,
+            "processing_ms": (time.perf_counter() - job.t_created) * 1e3,
+            "topk": entries,
+            "truth": job.truth,
+            "flags": list(job.flags),
+        }
+        return header, arrays

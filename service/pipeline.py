@@ -1,0 +1,566 @@
+"""Online preprocessing: stream chunks -> model-rate ring -> quality-checked, scaled windows.
+
+The continuous part is :class:`neurospeech.preprocessing.StreamPreprocessor` (the same object the offline
+trainer path feeds whole recordings through), the window part :func:`neurospeech.preprocessing.preprocess_window`
+with the subject's :class:`~neurospeech.preprocessing.RobustScaler` from the model contract. What this module adds
+is what a live stream needs:
+
+- the contract check on connect (:func:`check_stream`): reorder by name, unit conversion, rate, types;
+- a clock model (:class:`ClockModel`): an exponentially-forgetting linear fit of the LSL stamps against the
+  sample count, which dejitters, follows rate drift and detects clock jumps / dropped data;
+- continuous *segments*: a jump, a gap or a reconnection resets the filters and starts a new segment, and no
+  window straddling two segments is ever decoded;
+- bad-sample bookkeeping (non-finite input marks the model-rate samples it touches) and per-window quality
+  checks (non-finite, flat, saturated, huge artefact) with a skip / interpolate policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..contract import ChannelMap, ModelContract, match_channels
+from ..errors import ConfigError, ContractMismatchError
+from ..preprocessing import RobustScaler, StreamPreprocessor, WindowSpec, preprocess_window
+from .ringbuffer import RingBuffer, RingSpan
+
+__all__ = [
+    "ClockModel",
+    "OnlinePipeline",
+    "QualitySettings",
+    "WindowJob",
+    "assess_window",
+    "check_stream",
+]
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------- contract
+def check_stream(
+    contract: ModelContract,
+    names: list[str],
+    sfreq: float,
+    units: list[str] | None = None,
+    types: list[str] | None = None,
+    channel_format: str = "float32",
+    strict_rate: bool = False,
+) -> ChannelMap:
+    """Check a stream against the model contract and return how to map its channels.
+
+    Parameters
+    ----------
+    contract : ModelContract
+    names, units, types : list of str
+        Channel labels, units and types in stream order (units/types may hold empty strings: unknown).
+    sfreq : float
+        Nominal rate of the stream (0: irregular).
+    channel_format : str
+        LSL channel format (``float32``, ``double64``, ``int16`` ...; ``string`` is refused).
+    strict_rate : bool
+        Require ``sfreq == contract.sfreq_raw``.
+
+    Raises
+    ------
+    ContractMismatchError
+        Saying what differs and how to fix it.
+    """
+    if channel_format == "string":
+        raise ContractMismatchError(
+            "the stream carries strings (a marker stream?); connect to the numeric M/EEG data stream "
+            "(check --stream-name / --stream-type)"
+        )
+    model_rate = contract.window.sfreq
+    if not (sfreq > 0 and math.isfinite(sfreq)):
+        raise ContractMismatchError(
+            f"the stream has an irregular sampling rate ({sfreq!r}); the model needs a regular stream of at "
+            f"least {model_rate:g} Hz (trained at {contract.sfreq_raw:g} Hz)"
+        )
+    if sfreq < model_rate:
+        raise ContractMismatchError(
+            f"stream rate {sfreq:g} Hz is below the model rate {model_rate:g} Hz (trained at "
+            f"{contract.sfreq_raw:g} Hz); stream at {contract.sfreq_raw:g} Hz"
+        )
+    if strict_rate and abs(sfreq - contract.sfreq_raw) > 1e-6 * contract.sfreq_raw:
+        raise ContractMismatchError(
+            f"stream rate {sfreq:g} Hz differs from the model's training rate {contract.sfreq_raw:g} Hz "
+            "(strict_rate is on); stream at the training rate or set strict_rate = false"
+        )
+    try:
+        StreamPreprocessor(sfreq, 1, contract.window, contract.preprocessing)
+    except ConfigError as exc:
+        raise ContractMismatchError(
+            f"stream rate {sfreq:g} Hz cannot be resampled to {model_rate:g} Hz ({exc}); "
+            f"stream at {contract.sfreq_raw:g} Hz"
+        ) from exc
+    return match_channels(contract, list(names), units=units, types=types)
+
+
+# --------------------------------------------------------------------------------------------- clock
+class ClockModel:
+    """Linear model ``t(j) = t_ref + j / nominal + a + b * j`` of the stamps of raw sample ``j``.
+
+    Fitted by weighted least squares over chunk means with exponential forgetting (half-time in samples).
+    Before the data spans ``min_span`` samples the slope correction ``b`` stays 0 (nominal rate).
+    """
+
+    def __init__(self, nominal: float, halftime_samples: float, min_span: float | None = None) -> None:
+        self.nominal = float(nominal)
+        self.halftime = float(halftime_samples)
+        self.min_span = float(min_span if min_span is not None else 2.0 * nominal)
+        self.max_slope = 0.05 / self.nominal  # +-5 % of the period
+        self.reset()
+
+    def reset(self) -> None:
+        self.t_ref: float | None = None
+        self.a = 0.0
+        self.b = 0.0
+        self._s = np.zeros(5)  # w, j, r, jj, jr
+
+    def predict(self, j: float | NDArray[np.float64]) -> Any:
+        if self.t_ref is None:
+            raise RuntimeError("clock model has no data yet")
+        return self.t_ref + (j / self.nominal + self.a) + self.b * j
+
+    def residual(self, j: float, t: float) -> float:
+        """Observed minus predicted stamp (0 before any data)."""
+        if self.t_ref is None:
+            return 0.0
+        return float(t - self.predict(j))
+
+    def update(self, j: float, t: float, n: int) -> None:
+        """Add the point (mean sample index ``j``, mean stamp ``t``) of a chunk of ``n`` samples."""
+        if self.t_ref is None:
+            self.t_ref = float(t - j / self.nominal)
+        r = t - self.t_ref - j / self.nominal
+        self._s *= 0.5 ** (n / self.halftime)
+        self._s += (1.0, j, r, j * j, j * r)
+        w, sj, sr, sjj, sjr = self._s
+        mj, mr = sj / w, sr / w
+        var = sjj / w - mj * mj
+        if var > self.min_span**2 / 12 and w > 2.5:
+            b = (sjr / w - mj * mr) / var
+            self.b = float(np.clip(b, -self.max_slope, self.max_slope))
+        else:
+            self.b = 0.0
+        self.a = float(mr - self.b * mj)
+
+    @property
+    def rate_ratio(self) -> float:
+        """Estimated true rate / nominal rate."""
+        return float(1.0 / (1.0 + self.b * self.nominal))
+
+
+# --------------------------------------------------------------------------------------------- quality
+@dataclass(frozen=True)
+class QualitySettings:
+    """Window quality thresholds and policy (see :class:`neurospeech.service.config.ServeSettings`)."""
+
+    policy: str = "skip"
+    flat_rel: float = 1e-3
+    artefact_threshold: float = 100.0
+    saturation_fraction: float = 0.2
+    max_bad_fraction: float = 0.25
+    n_neighbours: int = 4
+
+    @classmethod
+    def from_settings(cls, s: Any) -> QualitySettings:
+        return cls(s.bad_channel_policy, s.flat_rel, s.artefact_threshold, s.saturation_fraction,
+                   s.max_bad_fraction, s.n_neighbours)
+
+
+def assess_window(
+    raw_window: NDArray[np.floating[Any]],
+    window: WindowSpec,
+    scaler: RobustScaler,
+    clamp: float,
+    quality: QualitySettings,
+    names: list[str],
+    positions: NDArray[np.float64] | None = None,
+    bad_input: NDArray[np.bool_] | None = None,
+    stuck_fraction: NDArray[np.float64] | None = None,
+) -> tuple[NDArray[np.float32] | None, list[str], dict[str, list[str]]]:
+    """Check and prepare one window for the model.
+
+    Parameters
+    ----------
+    raw_window : array, shape (n_channels, n_window)
+        Model-rate data (not baselined), model channel order.
+    window, scaler, clamp
+        As in :func:`neurospeech.preprocessing.preprocess_window`.
+    quality : QualitySettings
+    names : list of str
+        Channel names (for flags).
+    positions : array, shape (n_channels, 2), or None
+        2-D layout positions for interpolation (None: bad channels set to 0, the scaled median).
+    bad_input : array of bool, shape (n_channels,), or None
+        Channels whose samples were computed from non-finite input.
+    stuck_fraction : array, shape (n_channels,), or None
+        Fraction of the window's samples whose raw sample repeated its predecessor exactly (clipping).
+
+    Returns
+    -------
+    x : array, shape (n_channels, n_times) float32, or None
+        What the model sees (None: the window must be skipped).
+    flags : list of str
+        ``nonfinite:<ch,..>``, ``flat:..``, ``saturated:..``, ``artefact:..``, ``interpolated:..``, ``skipped``.
+    bad : dict
+        Channel name -> reasons, for the channels found bad.
+    """
+    w = np.asarray(raw_window, dtype=np.float32)
+    n_ch = w.shape[0]
+    nonfinite = ~np.isfinite(w).all(axis=1)
+    if bad_input is not None:
+        nonfinite |= bad_input
+    if nonfinite.any():
+        w = np.where(nonfinite[:, None] | ~np.isfinite(w), 0.0, w).astype(np.float32)
+    hi = w.max(axis=1)
+    lo = w.min(axis=1)
+    ptp = hi.astype(np.float64) - lo
+    flat = (ptp <= quality.flat_rel * scaler.scale) & ~nonfinite
+    if stuck_fraction is None:
+        saturated = np.zeros(n_ch, dtype=bool)
+    else:
+        saturated = (stuck_fraction >= quality.saturation_fraction) & ~flat & ~nonfinite
+    x = preprocess_window(w, window, scaler.center, scaler.scale, clamp=np.inf)
+    artefact = (np.abs(x).max(axis=1) > quality.artefact_threshold) & ~nonfinite & ~flat
+    np.clip(x, -clamp, clamp, out=x)
+    bad_mask = nonfinite | flat | saturated | artefact
+    if not bad_mask.any():
+        return x, [], {}
+    flags: list[str] = []
+    bad: dict[str, list[str]] = {}
+    for reason, mask in (("nonfinite", nonfinite), ("flat", flat), ("saturated", saturated),
+                         ("artefact", artefact)):
+        idx = np.flatnonzero(mask)
+        if idx.size:
+            flags.append(f"{reason}:" + ",".join(names[i] for i in idx[:20]) + ("..." if idx.size > 20 else ""))
+            for i in idx:
+                bad.setdefault(names[i], []).append(reason)
+    n_bad = int(bad_mask.sum())
+    if quality.policy == "skip" or n_bad > quality.max_bad_fraction * n_ch:
+        flags.append("skipped")
+        return None, flags, bad
+    good = np.flatnonzero(~bad_mask)
+    for i in np.flatnonzero(bad_mask):
+        if positions is not None and np.all(np.isfinite(positions)):
+            d = np.linalg.norm(positions[good] - positions[i], axis=1)
+            nb = good[np.argsort(d, kind="stable")[: quality.n_neighbours]]
+            x[i] = x[nb].mean(axis=0)
+        else:
+            x[i] = 0.0
+    flags.append("interpolated:" + ",".join(names[i] for i in np.flatnonzero(bad_mask)[:20]))
+    return x, flags, bad
+
+
+# --------------------------------------------------------------------------------------------- jobs
+@dataclass
+class WindowJob:
+    """One window ready for the encoder (or flagged and skipped).
+
+    Attributes
+    ----------
+    kind : str
+        ``sliding`` or ``word``.
+    x : array, shape (n_channels, n_times) float32, or None
+        Model input (None: not decodable, see ``flags``).
+    flags : list of str
+    t_window_start, t_window_end : float
+        LSL times of the first and last model-rate sample of the window (including the baseline part).
+    t_newest_sample : float
+        LSL stamp of the newest raw sample consumed when the window became complete.
+    truth : dict or None
+        ``{"segment_id", "word", ...}`` from a word marker.
+    start : int
+        Global ring index of the window's first sample.
+    t_created : float
+        ``time.perf_counter()`` when the window was cut (processing time starts here).
+    """
+
+    kind: str
+    x: NDArray[np.float32] | None
+    flags: list[str]
+    t_window_start: float
+    t_window_end: float
+    t_newest_sample: float
+    truth: dict[str, Any] | None = None
+    start: int = 0
+    t_created: float = field(default_factory=time.perf_counter)
+
+
+# --------------------------------------------------------------------------------------------- pipeline
+class OnlinePipeline:
+    """Stream chunks in (any rate, stream channel order, stream units), quality-checked windows out.
+
+    Parameters
+    ----------
+    contract : ModelContract
+    channel_map : ChannelMap
+        From :func:`check_stream`.
+    sfreq : float
+        Nominal stream rate in Hz.
+    subject : str
+        Subject whose scaler is applied.
+    ring_seconds : float
+        History at the model rate.
+    hop : float
+        Seconds between sliding windows.
+    quality : QualitySettings
+    jump_threshold : float
+        Clock-model residual (s) taken as a clock jump / data gap.
+    clock_halftime : float
+        Forgetting half-time of the clock model (s).
+    """
+
+    def __init__(
+        self,
+        contract: ModelContract,
+        channel_map: ChannelMap,
+        sfreq: float,
+        subject: str,
+        ring_seconds: float = 30.0,
+        hop: float = 0.25,
+        quality: QualitySettings | None = None,
+        jump_threshold: float = 0.25,
+        clock_halftime: float = 20.0,
+    ) -> None:
+        self.contract = contract
+        self.window = contract.window
+        self.spec = contract.preprocessing
+        self.names = contract.channel_names
+        self.n_channels = len(self.names)
+        pos = [c.pos for c in contract.channels]
+        self.positions = None if any(p is None for p in pos) else np.array(pos, dtype=np.float64)
+        self.index = np.asarray(channel_map.index, dtype=np.int64)
+        self.scale = np.asarray(channel_map.scale, dtype=np.float64)
+        self._identity = bool(np.array_equal(self.index, np.arange(len(self.index))) and np.all(self.scale == 1))
+        self.sfreq = float(sfreq)
+        self.scaler = contract.scaler(subject)
+        self.subject = subject
+        self.quality = quality or QualitySettings()
+        self.jump_threshold = float(jump_threshold)
+        self.pre = StreamPreprocessor(self.sfreq, self.n_channels, self.window, self.spec)
+        rs = self.pre.resampler
+        self._up, self._down, self._delay_up, self._k = rs.up, rs.down, rs.delay_up, rs.k_taps
+        self.clock = ClockModel(self.sfreq, clock_halftime * self.sfreq)
+        n_ring = max(int(round(ring_seconds * self.window.sfreq)), 2 * self.window.n_window)
+        self.ring = RingBuffer(n_ring, self.n_channels, np.float32)
+        self.hop_n = max(1, int(round(hop * self.window.sfreq)))
+        self.lock = threading.Lock()  # guards segment bookkeeping read by other threads
+        # counters (written by the acquisition thread, read by the status loop)
+        self.samples_received = 0
+        self.dropped_samples = 0
+        self.timestamp_issues = {"non_monotonic": 0, "duplicated": 0, "clock_jumps": 0}
+        self.gaps: deque[dict[str, float]] = deque(maxlen=50)
+        self.n_gaps = 0
+        self.seg = -1
+        self.seg_start = 0
+        self.seg_n_out = 0
+        self.seg_n_raw = 0
+        self.t_newest_raw = float("nan")
+        self._t_last_stamp = float("nan")
+        self.new_segment()
+
+    # ------------------------------------------------------------------ segments
+    def new_segment(self) -> None:
+        """Forget filter state and the clock model: the next samples start a new continuous segment."""
+        with self.lock:
+            self.pre.reset()
+            self.clock.reset()
+            self.seg += 1
+            self.seg_start = self.ring.count
+            self.seg_n_out = 0
+            self.seg_n_raw = 0
+            self._bad_from = np.zeros(self.n_channels, dtype=np.int64)
+            self._bad_until = np.zeros(self.n_channels, dtype=np.int64)
+            self._last_finite = np.zeros(self.n_channels)
+            self._last_raw = np.full(self.n_channels, np.nan)
+
+    def report_gap(self, start: float, duration: float) -> None:
+        """Record a gap (stream loss or dropped data) of ``duration`` seconds starting at LSL time ``start``."""
+        self.gaps.append({"start": float(start), "duration": float(duration)})
+        self.n_gaps += 1
+        if duration > 0 and math.isfinite(duration):
+            self.dropped_samples += int(round(duration * self.sfreq))
+
+    # ------------------------------------------------------------------ input
+    def _check_stamps(self, stamps: NDArray[np.float64]) -> None:
+        d = np.diff(stamps)
+        if len(stamps) and math.isfinite(self._t_last_stamp):
+            first = stamps[0] - self._t_last_stamp
+            d = np.concatenate(([first], d))
+        if d.size:
+            # clock-sync corrections move stamps by tens of microseconds: only count real reversals
+            dup = int(np.count_nonzero(d == 0))
+            back = int(np.count_nonzero(d < -0.5 / self.sfreq))
+            if dup:
+                self.timestamp_issues["duplicated"] += dup
+            if back:
+                self.timestamp_issues["non_monotonic"] += back
+        self._t_last_stamp = float(stamps[-1])
+
+    def process_chunk(self, raw: NDArray[Any], stamps: NDArray[np.float64]) -> int:
+        """Consume one chunk of stream samples.
+
+        Parameters
+        ----------
+        raw : array, shape (n, n_stream_channels)
+            Samples in stream channel order and stream units (any numeric dtype).
+        stamps : array, shape (n,)
+            Their LSL time stamps.
+
+        Returns
+        -------
+        int
+            Model-rate samples written to the ring.
+        """
+        n = len(stamps)
+        if n == 0:
+            return 0
+        stamps = np.asarray(stamps, dtype=np.float64)
+        if self._identity:
+            x = np.array(raw, dtype=np.float64)
+        else:
+            x = np.asarray(raw)[:, self.index].astype(np.float64)
+            x *= self.scale
+        self.samples_received += n
+        self._check_stamps(stamps)
+        t_mean = float(stamps.mean()) if np.isfinite(stamps).all() else float("nan")
+        if math.isfinite(t_mean):
+            j_mean = self.seg_n_raw + (n - 1) / 2.0
+            resid = self.clock.residual(j_mean, t_mean)
+            if abs(resid) > self.jump_threshold:
+                self.timestamp_issues["clock_jumps"] += 1
+                log.warning("stream stamps jumped by %+.3f s (clock jump or lost data): new segment", resid)
+                if resid > 0:
+                    self.report_gap(self.t_newest_raw, resid)
+                self.new_segment()
+                j_mean = (n - 1) / 2.0
+            self.clock.update(j_mean, t_mean, n)
+            self.t_newest_raw = float(stamps[-1])
+        elif self.clock.t_ref is None:
+            return 0  # cannot place samples in time without a single finite stamp
+        with self.lock:
+            finite = np.isfinite(x)
+            if not finite.all():
+                self._mark_nonfinite(x, finite)
+            # raw samples repeating their predecessor exactly (clipped / stuck), sampled at each output
+            stuck_raw = np.empty(x.shape, dtype=bool)
+            stuck_raw[0] = x[0] == self._last_raw
+            np.equal(x[1:], x[:-1], out=stuck_raw[1:])
+            self._last_raw = x[-1].copy()
+            self._last_finite = x[-1].copy()
+            y = self.pre.process(x)
+            m0 = self.seg_n_out
+            m1 = m0 + len(y)
+            n_before = self.seg_n_raw
+            self.seg_n_raw += n
+            if m1 == m0:
+                return 0
+            j0 = (np.arange(m0, m1) * self._down) // self._up - n_before
+            stuck = stuck_raw[np.clip(j0, 0, n - 1)]
+            p = (np.arange(m0, m1, dtype=np.float64) * self._down - self._delay_up) / self._up
+            times = self.clock.predict(p)
+            bad = None
+            active = self._bad_until > m0
+            if active.any():
+                m = np.arange(m0, m1)[:, None]
+                bad = (m >= self._bad_from[None, :]) & (m < self._bad_until[None, :])
+            self.ring.write(y.astype(np.float32), times, self.seg, bad, newest=self.t_newest_raw, stuck=stuck)
+            self.seg_n_out = m1
+            return m1 - m0
+
+    def _mark_nonfinite(self, x: NDArray[np.float64], finite: NDArray[np.bool_]) -> None:
+        """Hold the last finite value over non-finite samples and mark the outputs they influence."""
+        n = x.shape[0]
+        ar = np.arange(n)
+        for c in np.flatnonzero(~finite.all(axis=0)):
+            good = finite[:, c]
+            last = np.maximum.accumulate(np.where(good, ar, -1))
+            col = x[:, c]
+            filled = np.where(last >= 0, col[np.maximum(last, 0)], self._last_finite[c])
+            jb = np.flatnonzero(~good)
+            x[:, c] = filled
+            j_first = self.seg_n_raw + int(jb[0])
+            j_last = self.seg_n_raw + int(jb[-1])
+            m_from = (j_first * self._up) // self._down
+            m_until = ((j_last + self._k) * self._up) // self._down + 2
+            if self._bad_until[c] <= m_from:
+                self._bad_from[c] = m_from
+            self._bad_until[c] = max(int(self._bad_until[c]), m_until)
+
+    # ------------------------------------------------------------------ windows
+    def due_sliding(self, last_key: tuple[int, int] | None) -> list[tuple[tuple[int, int], int]]:
+        """Sliding windows completed since ``last_key``: list of ``((segment, k), global start)``.
+
+        Windows start every ``hop`` within a segment; window ``k`` starts at ``k * hop_n``.
+        """
+        with self.lock:
+            seg, seg_start, n_out = self.seg, self.seg_start, self.seg_n_out
+        k_max = (n_out - self.window.n_window) // self.hop_n
+        if k_max < 0:
+            return []
+        k0 = last_key[1] + 1 if last_key is not None and last_key[0] == seg else 0
+        return [((seg, k), seg_start + k * self.hop_n) for k in range(k0, k_max + 1)]
+
+    def locate_anchor(self, anchor: float) -> tuple[str, int | str]:
+        """Find the window around an anchor time (LSL clock).
+
+        Returns
+        -------
+        ('ready', start) | ('wait', '') | ('drop', reason)
+        """
+        newest = self.ring.newest()
+        if newest is None:
+            return "wait", ""
+        g_new, t_new, _ = newest
+        w = self.window
+        target = anchor + w.tmin
+        if target + (w.n_window - 1) / w.sfreq > t_new + 0.5 / w.sfreq:
+            return "wait", ""
+        oldest = self.ring.oldest
+        times, segs = self.ring.read_meta(oldest, g_new + 1 - oldest)
+        if len(times) == 0:
+            return "wait", ""
+        i = int(np.argmin(np.abs(times - target)))
+        if abs(times[i] - target) > 1.5 / w.sfreq:
+            return "drop", "window start not in the buffer (too old, or in a gap)"
+        start = oldest + i
+        if start + w.n_window > g_new + 1:
+            return "wait", ""
+        if segs[i] != segs[min(i + w.n_window - 1, len(segs) - 1)]:
+            return "drop", "window straddles a gap"
+        return "ready", start
+
+    def make_job(self, start: int, kind: str, truth: dict[str, Any] | None = None) -> WindowJob | None:
+        """Cut, check and scale the window starting at global index ``start`` (None if it left the ring)."""
+        t0 = time.perf_counter()
+        try:
+            span: RingSpan = self.ring.read(start, self.window.n_window)
+        except IndexError:
+            return None
+        if not span.continuous:
+            return WindowJob(kind, None, ["gap", "skipped"], float(span.times[0]), float(span.times[-1]),
+                             float(span.newest[-1]), truth, start, t0)
+        x, flags, bad = assess_window(
+            span.data.T, self.window, self.scaler, self.spec.clamp, self.quality, self.names, self.positions,
+            span.bad.any(axis=0), None if span.stuck is None else span.stuck.mean(axis=0),
+        )
+        self.last_quality = bad
+        return WindowJob(kind, x, flags, float(span.times[0]), float(span.times[-1]), float(span.newest[-1]),
+                         truth, start, t0)
+
+    last_quality: dict[str, list[str]] = {}  # noqa: RUF012 - replaced per instance on first window
+
+    def channel_quality(self) -> dict[str, Any]:
+        """Per-channel quality of the last assessed window (for the status heartbeat)."""
+        bad = dict(self.last_quality)
+        return {"n_channels": self.n_channels, "n_bad": len(bad), "bad": bad}

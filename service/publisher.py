@@ -1,0 +1,335 @@
+"""ZeroMQ publisher of the live service: decode decisions and status heartbeats (wire format in
+:mod:`neurospeech.service.messages`).
+
+- A PUB socket bound to ``127.0.0.1`` by default (subscribers connect). Binding another interface without
+  CURVE keys logs a warning.
+- ``publish`` never blocks: ``send_multipart(..., zmq.NOBLOCK)``. A PUB socket drops messages for a subscriber
+  whose queue is at the high-water mark (``sndhwm``) without telling the sender; every message carries a
+  per-topic sequence number, so subscribers see such losses as gaps (:class:`~neurospeech.service.client.
+  Subscriber` counts them). With ``nodrop=True`` the socket is an XPUB with ``XPUB_NODROP``: a full queue then
+  makes the send fail with EAGAIN, the message is dropped *for every subscriber* and counted in
+  ``stats()["dropped"]`` (the sequence number is consumed either way, so the gap is visible downstream).
+- Late joiners: an optional REQ/REP ``state`` endpoint (``state_endpoint``), answered by a small thread,
+  replies with the model info and the last ``status`` header published (schema ``neurospeech.v1.state``).
+  A REP endpoint was chosen over an XPUB last-value cache because it answers only the client that asks
+  (an LVC on a PUB socket re-sends to everyone) and works with any request/reply client.
+- Optional CURVE encryption + client authentication (:mod:`neurospeech.service._curve`) on both sockets.
+- ``linger=0``: closing never waits for slow peers.
+- Optional JSONL log: one line per message (``topic``, the header, ``dropped``), array data not included.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pylsl
+import zmq
+
+from ..errors import ConfigError, TransportError
+from . import _curve
+from .messages import ENCODINGS, KINDS, STATE_SCHEMA, TOPIC_PREFIX, encode_header, encode_message, topic_of
+
+__all__ = ["Publisher", "PublisherSettings"]
+
+log = logging.getLogger(__name__)
+
+_LOOPBACK = ("127.", "localhost", "[::1]", "::1")
+
+
+@dataclass
+class PublisherSettings:
+    """Settings of :class:`Publisher`.
+
+    Attributes
+    ----------
+    endpoint : str
+        ZeroMQ endpoint the PUB socket binds, e.g. ``tcp://127.0.0.1:5556`` or ``ipc:///tmp/ns.pub``.
+    encoding : str
+        Header encoding: ``'json'`` (default) or ``'msgpack'``.
+    sndhwm : int
+        Send high-water mark in messages, per subscriber.
+    state_endpoint : str or None
+        Endpoint of the REP socket answering late joiners (model info + last status); None: no such socket.
+    curve_secret_key : Path or None
+        Server ``.key_secret`` file: enables CURVE encryption on both sockets.
+    curve_authorized_keys : Path or None
+        Folder of client public ``.key`` files allowed to connect (None with a secret key: any CURVE client).
+    jsonl_log : Path or None
+        Append every published header as one JSON line here.
+    nodrop : bool
+        XPUB_NODROP: count drops at the publisher (a full subscriber queue drops the message for everyone).
+    """
+
+    endpoint: str = "tcp://127.0.0.1:5556"
+    encoding: str = "json"
+    sndhwm: int = 1000
+    state_endpoint: str | None = None
+    curve_secret_key: Path | None = None
+    curve_authorized_keys: Path | None = None
+    jsonl_log: Path | None = None
+    nodrop: bool = False
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ENCODINGS:
+            raise ConfigError(
+                f"publisher encoding {self.encoding!r} is not supported; use one of {ENCODINGS}"
+            )
+        if int(self.sndhwm) < 1:
+            raise ConfigError(f"sndhwm must be >= 1 message, got {self.sndhwm!r}")
+        for name in ("endpoint", "state_endpoint"):
+            ep = getattr(self, name)
+            if ep is not None and "://" not in str(ep):
+                raise ConfigError(
+                    f"{name} {ep!r} is not a ZeroMQ endpoint; write e.g. 'tcp://127.0.0.1:5556' or 'ipc:///tmp/ns'"
+                )
+        same = self.state_endpoint is not None and self.state_endpoint == self.endpoint
+        if same and "*" not in self.endpoint:
+            raise ConfigError(f"state_endpoint must differ from endpoint (both {self.endpoint!r})")
+        if self.curve_authorized_keys is not None and self.curve_secret_key is None:
+            raise ConfigError(
+                "curve_authorized_keys needs curve_secret_key (the server's .key_secret file) as well"
+            )
+        for name in ("curve_secret_key", "curve_authorized_keys", "jsonl_log"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, Path):
+                setattr(self, name, Path(v))
+
+
+def _bind(sock: zmq.Socket, endpoint: str, what: str) -> str:
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        if exc.errno == errno.EADDRINUSE or exc.errno == zmq.EADDRINUSE:
+            raise TransportError(
+                f"{what} address {endpoint!r} is already in use (another `neurospeech serve` running?); stop "
+                "that process or choose a free port/endpoint (e.g. --pub tcp://127.0.0.1:5566)"
+            ) from exc
+        raise TransportError(
+            f"cannot bind {what} to {endpoint!r}: {exc}; check the endpoint syntax/interface"
+        ) from exc
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+class Publisher:
+    """Publish ``decode`` and ``status`` messages of one model.
+
+    Parameters
+    ----------
+    settings : PublisherSettings
+        Endpoints, encoding, HWM, keys, log.
+    model_info : dict
+        At least ``model_id`` and ``model_sha256`` (added to every header); the whole dict is what the state
+        endpoint returns as ``model``.
+
+    Raises
+    ------
+    TransportError
+        Address in use, bad endpoint, unreadable key files.
+    """
+
+    def __init__(self, settings: PublisherSettings, model_info: dict[str, Any]) -> None:
+        self.settings = settings
+        self.model_info = dict(model_info)
+        self._model_fields = {"model_id": self.model_info.get("model_id"),
+                              "model_sha256": self.model_info.get("model_sha256")}
+        self._lock = threading.Lock()
+        self._seq = dict.fromkeys(KINDS, 0)
+        self._sent = dict.fromkeys(KINDS, 0)
+        self._dropped = dict.fromkeys(KINDS, 0)
+        self._bytes = 0
+        self._state_requests = 0
+        self._last_status: dict[str, Any] | None = None
+        self._closed = False
+        self._auth = None
+        self._state_thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._log_file: IO[str] | None = None
+        self.ctx = zmq.Context()
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ set-up
+    def _secure(self, sock: zmq.Socket) -> None:
+        if self.settings.curve_secret_key is not None:
+            _curve.apply_server(sock, self.settings.curve_secret_key)
+
+    def _open(self) -> None:
+        s = self.settings
+        if s.curve_secret_key is not None:
+            _curve.load_keypair(s.curve_secret_key)  # fail early with a clear error
+            self._auth = _curve.start_authenticator(self.ctx, s.curve_authorized_keys)
+        elif not any(h in s.endpoint for h in _LOOPBACK) and not s.endpoint.startswith(("ipc://", "inproc://")):
+            log.warning("publishing on %s without CURVE encryption: anyone on that network can subscribe "
+                        "(set curve_secret_key / curve_authorized_keys)", s.endpoint)
+        self.sock = self.ctx.socket(zmq.XPUB if s.nodrop else zmq.PUB)
+        self.sock.linger = 0
+        self.sock.sndhwm = int(s.sndhwm)
+        if s.nodrop:
+            self.sock.setsockopt(zmq.XPUB_NODROP, 1)
+        self._secure(self.sock)
+        self.endpoint = _bind(self.sock, s.endpoint, "publisher")
+        self.state_endpoint: str | None = None
+        if s.state_endpoint is not None:
+            rep = self.ctx.socket(zmq.REP)
+            rep.linger = 0
+            self._secure(rep)
+            try:
+                self.state_endpoint = _bind(rep, s.state_endpoint, "state endpoint")
+            except TransportError:
+                rep.close(0)
+                raise
+            self._state_thread = threading.Thread(target=self._serve_state, args=(rep,),
+                                                  name="neurospeech-state", daemon=True)
+            self._state_thread.start()
+        if s.jsonl_log is not None:
+            try:
+                s.jsonl_log.parent.mkdir(parents=True, exist_ok=True)
+                self._log_file = open(s.jsonl_log, "a", encoding="utf-8", buffering=1)
+            except OSError as exc:
+                raise TransportError(f"cannot open the message log {str(s.jsonl_log)!r}: {exc}") from exc
+        log.info("publishing on %s (%s headers)%s", self.endpoint, s.encoding,
+                 f", state on {self.state_endpoint}" if self.state_endpoint else "")
+
+    # ------------------------------------------------------------------ API
+    def publish(self, kind: str, header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> int:
+        """Send one message without blocking; returns its sequence number (per topic, from 0).
+
+        Parameters
+        ----------
+        kind : str
+            ``'decode'`` or ``'status'``.
+        header : dict
+            The fields of the schema (the publisher adds ``schema``, ``seq``, ``t_sent``, ``model_id``,
+            ``model_sha256``, ``encoding``; the caller's dict is not modified).
+        arrays : dict of str to ndarray, optional
+            Sent as raw frames (dtype/shape described in the header).
+        """
+        if kind not in KINDS:
+            raise ConfigError(f"message kind {kind!r} is not one of {KINDS}")
+        with self._lock:
+            if self._closed:
+                raise TransportError("publish() after close(); the publisher is closed")
+            seq = self._seq[kind]
+            self._seq[kind] = seq + 1
+            full = dict(header)
+            full.update(self._model_fields)
+            full["schema"] = TOPIC_PREFIX + kind
+            full["seq"] = seq
+            full["encoding"] = self.settings.encoding
+            full["t_sent"] = pylsl.local_clock()
+            frames = encode_message(kind, full, arrays, self.settings.encoding)
+            dropped = False
+            try:
+                self.sock.send_multipart(frames, flags=zmq.NOBLOCK)
+                self._sent[kind] += 1
+                self._bytes += sum(len(f) if isinstance(f, bytes) else f.nbytes for f in frames)
+            except zmq.Again:
+                dropped = True
+                self._dropped[kind] += 1
+            if self.settings.nodrop:
+                self._drain_subscriptions()
+            if kind == "status":
+                self._last_status = full
+            if self._log_file is not None:
+                self._write_log(kind, full, dropped)
+            return seq
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: ``sent``/``dropped``/``next_seq`` per topic, totals, bytes, state requests."""
+        with self._lock:
+            return {
+                "sent": dict(self._sent),
+                "dropped": dict(self._dropped),
+                "next_seq": dict(self._seq),
+                "sent_total": sum(self._sent.values()),
+                "dropped_total": sum(self._dropped.values()),
+                "bytes_sent": self._bytes,
+                "state_requests": self._state_requests,
+                "endpoint": getattr(self, "endpoint", None),
+                "state_endpoint": getattr(self, "state_endpoint", None),
+            }
+
+    def close(self) -> None:
+        """Stop the state thread, close the sockets (linger 0) and the context. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        if self._state_thread is not None:
+            self._state_thread.join(timeout=2.0)
+        sock = getattr(self, "sock", None)
+        if sock is not None:
+            sock.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
+        self.ctx.term()
+        if self._log_file is not None:
+            self._log_file.close()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+    def _drain_subscriptions(self) -> None:
+        # an XPUB queues (un)subscription messages for the application; read them so they never pile up
+        while True:
+            try:
+                self.sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+
+    def _write_log(self, kind: str, full: dict[str, Any], dropped: bool) -> None:
+        rec = {"topic": (TOPIC_PREFIX + kind), "dropped": dropped, "header": full}
+        try:
+            self._log_file.write(encode_header(rec, "json").decode("utf-8") + "\n")  # type: ignore[union-attr]
+        except (OSError, ValueError) as exc:  # the log must never stop publishing
+            log.error("message log write failed (%s); logging disabled", exc)
+            self._log_file = None
+
+    def _state_reply(self) -> bytes:
+        with self._lock:
+            self._state_requests += 1
+            body = {
+                "schema": STATE_SCHEMA,
+                "t_sent": pylsl.local_clock(),
+                "encoding": self.settings.encoding,
+                "model": self.model_info,
+                "status": self._last_status,
+                "seq": dict(self._seq),
+                "stats": {"sent": dict(self._sent), "dropped": dict(self._dropped)},
+                "endpoint": self.endpoint,
+            }
+        return encode_header(body, self.settings.encoding)
+
+    def _serve_state(self, rep: zmq.Socket) -> None:
+        poller = zmq.Poller()
+        poller.register(rep, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                if not poller.poll(100):
+                    continue
+                try:
+                    rep.recv_multipart(zmq.NOBLOCK)  # any request: the reply is always the state
+                except zmq.Again:
+                    continue
+                try:
+                    rep.send_multipart([topic_of("state"), self._state_reply()], zmq.NOBLOCK)
+                except zmq.ZMQError as exc:  # peer vanished: REP resets for the next request
+                    log.debug("state reply failed: %s", exc)
+        except zmq.ContextTerminated:
+            pass
+        finally:
+            rep.close(linger=0)

@@ -1,0 +1,201 @@
+"""A fixed-size ring of model-rate samples, written in place by one thread and read by others.
+
+Samples are addressed by a global index ``g`` (0, 1, 2, ... since the service started, across reconnections).
+The ring keeps the last ``capacity`` of them. A write copies only the new samples into their slots (at most two
+slices when it wraps); readers copy out just the span they ask for. One lock guards both, and it is held only
+for those small copies, so a reader never sees a half-written span and the writer never waits long.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import DataFormatError
+
+__all__ = ["RingBuffer", "RingSpan"]
+
+
+class RingSpan:
+    """A copied-out span of the ring.
+
+    Attributes
+    ----------
+    start : int
+        Global index of the first sample.
+    data : array, shape (n, n_channels)
+    times : array, shape (n,)
+        Time of each sample (LSL clock).
+    seg : array of int64, shape (n,)
+        Continuous-segment number of each sample (changes at a gap or reconnection).
+    bad : array of bool, shape (n, n_channels)
+        Samples computed from non-finite input.
+    newest : array, shape (n,)
+        LSL stamp of the newest raw sample consumed when each sample was produced (for latency).
+    stuck : array of bool, shape (n, n_channels)
+        The raw sample behind each sample repeated its predecessor exactly (clipping / stuck ADC).
+    """
+
+    __slots__ = ("bad", "data", "newest", "seg", "start", "stuck", "times")
+
+    def __init__(self, start: int, data: Any, times: Any, seg: Any, bad: Any, newest: Any,
+                 stuck: Any = None) -> None:
+        self.start = start
+        self.data = data
+        self.times = times
+        self.seg = seg
+        self.bad = bad
+        self.newest = newest
+        self.stuck = stuck
+
+    @property
+    def continuous(self) -> bool:
+        """True when every sample belongs to one segment (no gap inside)."""
+        return bool(len(self.seg) == 0 or self.seg[0] == self.seg[-1])
+
+
+class RingBuffer:
+    """Ring of ``capacity`` samples of ``n_channels`` with times, segment numbers and bad-sample masks.
+
+    Parameters
+    ----------
+    capacity : int
+        Samples kept.
+    n_channels : int
+        Channels per sample.
+    dtype : numpy dtype
+        Sample type (float32, as the offline path stores model-rate data).
+    """
+
+    def __init__(self, capacity: int, n_channels: int, dtype: Any = np.float32) -> None:
+        if capacity < 1 or n_channels < 1:
+            raise DataFormatError(f"ring needs capacity >= 1 and n_channels >= 1, got {capacity}, {n_channels}")
+        self.capacity = int(capacity)
+        self.n_channels = int(n_channels)
+        self._data = np.zeros((self.capacity, self.n_channels), dtype=dtype)
+        self._times = np.zeros(self.capacity, dtype=np.float64)
+        self._seg = np.full(self.capacity, -1, dtype=np.int64)
+        self._bad = np.zeros((self.capacity, self.n_channels), dtype=bool)
+        self._newest = np.full(self.capacity, np.nan, dtype=np.float64)
+        self._stuck = np.zeros((self.capacity, self.n_channels), dtype=bool)
+        self._count = 0
+        self._lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        """Samples written so far (the global index of the next sample)."""
+        return self._count
+
+    @property
+    def oldest(self) -> int:
+        """Global index of the oldest sample still held."""
+        return max(0, self._count - self.capacity)
+
+    @property
+    def fill(self) -> float:
+        """Fraction of the ring holding data (0..1)."""
+        return min(self._count, self.capacity) / self.capacity
+
+    def write(
+        self,
+        data: NDArray[Any],
+        times: NDArray[np.float64],
+        seg: int,
+        bad: NDArray[np.bool_] | None = None,
+        newest: float = float("nan"),
+        stuck: NDArray[np.bool_] | None = None,
+    ) -> int:
+        """Append samples in place.
+
+        Parameters
+        ----------
+        data : array, shape (n, n_channels)
+        times : array, shape (n,)
+        seg : int
+            Segment number of these samples.
+        bad : array of bool, shape (n, n_channels), or None (all good)
+        newest : float
+            LSL stamp of the newest raw sample consumed to produce these samples.
+        stuck : array of bool, shape (n, n_channels), or None
+
+        Returns
+        -------
+        int
+            The new :attr:`count`.
+        """
+        n = len(data)
+        if n == 0:
+            return self._count
+        if data.ndim != 2 or data.shape[1] != self.n_channels or len(times) != n:
+            raise DataFormatError(
+                f"ring write expects data (n, {self.n_channels}) and times (n,), got {data.shape}, {len(times)}"
+            )
+        if n > self.capacity:  # only the newest capacity samples can be kept
+            skip = n - self.capacity
+            with self._lock:
+                self._count += skip
+            data, times = data[skip:], times[skip:]
+            bad = None if bad is None else bad[skip:]
+            stuck = None if stuck is None else stuck[skip:]
+            n = self.capacity
+        with self._lock:
+            i0 = self._count % self.capacity
+            first = min(n, self.capacity - i0)
+            for dst, src in ((slice(i0, i0 + first), slice(0, first)), (slice(0, n - first), slice(first, n))):
+                if src.stop - src.start <= 0:
+                    continue
+                self._data[dst] = data[src]
+                self._times[dst] = times[src]
+                self._seg[dst] = seg
+                self._newest[dst] = newest
+                if bad is None:
+                    self._bad[dst] = False
+                else:
+                    self._bad[dst] = bad[src]
+                if stuck is None:
+                    self._stuck[dst] = False
+                else:
+                    self._stuck[dst] = stuck[src]
+            self._count += n
+            return self._count
+
+    def read(self, start: int, n: int) -> RingSpan:
+        """Copy out samples ``start .. start + n - 1`` (global indices).
+
+        Raises
+        ------
+        IndexError
+            If part of the span has been overwritten or not written yet.
+        """
+        with self._lock:
+            if n < 0 or start < max(0, self._count - self.capacity) or start + n > self._count:
+                raise IndexError(
+                    f"span [{start}, {start + n}) is not in the ring (holds [{self.oldest}, {self._count}))"
+                )
+            idx = (np.arange(start, start + n) % self.capacity) if n else np.zeros(0, dtype=np.int64)
+            i0 = start % self.capacity
+            if i0 + n <= self.capacity:  # contiguous: plain slice copies
+                sl = slice(i0, i0 + n)
+                return RingSpan(start, self._data[sl].copy(), self._times[sl].copy(), self._seg[sl].copy(),
+                                self._bad[sl].copy(), self._newest[sl].copy(), self._stuck[sl].copy())
+            return RingSpan(start, self._data[idx], self._times[idx], self._seg[idx], self._bad[idx],
+                            self._newest[idx], self._stuck[idx])
+
+    def read_meta(self, start: int, n: int) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+        """Times and segment numbers only (cheap search for a time)."""
+        with self._lock:
+            start = max(start, self._count - self.capacity, 0)
+            stop = min(start + n, self._count)
+            idx = np.arange(start, stop) % self.capacity
+            return self._times[idx], self._seg[idx]
+
+    def newest(self) -> tuple[int, float, int] | None:
+        """``(global index, time, segment)`` of the newest sample, or None when empty."""
+        with self._lock:
+            if self._count == 0:
+                return None
+            i = (self._count - 1) % self.capacity
+            return self._count - 1, float(self._times[i]), int(self._seg[i])

@@ -1,0 +1,527 @@
+"""The live decoding service: LSL in, ZeroMQ out.
+
+Threads
+-------
+- **acquisition** (``neurospeech-acq``): pulls chunks from the inlet (``min_samples=1`` into a preallocated
+  buffer), runs the online preprocessing into the model-rate ring, pulls word markers, detects loss (no samples
+  for ``loss_timeout``, or liblsl's LostError) and re-resolves the stream (by ``source_id``) until it returns.
+- **control** (``neurospeech-control``): woken by every chunk; cuts the newest complete sliding window every hop
+  of data and the word-locked windows whose markers are complete, hands them to the worker, and publishes the
+  status heartbeat (every ``status_interval``, and at once on a state change).
+- **worker** (``neurospeech-infer``): encoder + scoring + publish. It holds at most one pending sliding window
+  (a newer one replaces it: the older is counted as a skipped decision) and a short queue of word windows, so
+  an encoder slower than the hop skips decisions instead of queueing without bound.
+
+A crash in any thread stops the service with a logged traceback and a non-zero exit code. SIGINT/SIGTERM stop
+it within a second (``run()`` installs the handlers when called from the main thread).
+
+Programmatic use::
+
+    server = Server(settings)      # loads and checks the artifacts (refusals raise here)
+    server.start()                 # binds the publisher, resolves and checks the stream, starts threads
+    ...                            # server.stats() -> dict (the status header fields)
+    server.stop(); server.join()   # or: exit_code = Server(settings).run()  (blocks until a signal/stop)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+import traceback
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, ContractMismatchError, NeurospeechError, StreamError, TransportError
+from .acquisition import DataInlet, Marker, MarkerInlet, StreamDescription, _pylsl, resolve_stream
+from .config import ServeSettings
+from .decoder import Decoder, load_artifacts
+from .pipeline import OnlinePipeline, QualitySettings, WindowJob, check_stream
+
+__all__ = ["Server"]
+
+log = logging.getLogger(__name__)
+
+_MAX_PENDING_MARKERS = 1000
+_MAX_WORD_QUEUE = 64
+
+
+class Server:
+    """The ``serve`` runtime.
+
+    Parameters
+    ----------
+    settings : ServeSettings
+    publisher : object or None
+        Anything with ``publish(kind, header, arrays=None) -> seq``, ``stats()`` and ``close()``; default: a
+        :class:`neurospeech.service.publisher.Publisher` built from ``settings.publish`` in :meth:`start`.
+
+    Raises
+    ------
+    ConfigError, ArtifactError, ContractMismatchError
+        At construction: bad settings, missing/corrupted model, bank for another model, unknown subject.
+    """
+
+    def __init__(self, settings: ServeSettings, publisher: Any = None) -> None:
+        settings.validate(need_stream=True)
+        self.settings = settings
+        self.model, self.bank, self.subject = load_artifacts(
+            settings.model, settings.bank, settings.subject, settings.intra_op_threads
+        )
+        self.contract = self.model.contract
+        self.decoder = Decoder(self.model, self.bank, self.subject, settings.topk)
+        self.quality = QualitySettings.from_settings(settings)
+        self.model_info = {
+            "model_id": self.contract.model_id,
+            "model_sha256": self.model.sha256,
+            "preset": self.contract.preset,
+            "subject": self.subject,
+            "n_candidates": len(self.bank),
+            "bank_sha256": None,
+        }
+        self.publisher = publisher
+        self._own_publisher = publisher is None
+        self.state = "connecting"
+        self.description: StreamDescription | None = None
+        self.pipeline: OnlinePipeline | None = None
+        self._inlet: DataInlet | None = None
+        self._marker_inlet: MarkerInlet | None = None
+        self._marker_resolver: Any = None
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._status_now = threading.Event()
+        self._data_cond = threading.Condition()
+        self._work_cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._fatal: BaseException | None = None
+        self._fatal_tb = ""
+        self._markers_in: deque[Marker] = deque(maxlen=_MAX_PENDING_MARKERS)
+        self._pending: list[Marker] = []
+        self._word_queue: deque[WindowJob] = deque()
+        self._sliding_slot: WindowJob | None = None
+        self._t_start = time.monotonic()
+        self._last_data = time.monotonic()
+        self._lost_stamp = math.nan
+        self._lost_since: float | None = None
+        self._started = False
+        # counters
+        self.overruns = 0
+        self.skipped_decisions = 0
+        self.decisions = {"sliding": 0, "word": 0}
+        self.flagged_windows = 0
+        self.markers = {"received": 0, "decoded": 0, "dropped": 0}
+        self.reconnects = 0
+        self.losses = 0
+        self._proc_ms: deque[float] = deque(maxlen=2000)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Bind the publisher, resolve and check the stream, start the threads.
+
+        Raises
+        ------
+        TransportError, StreamNotFoundError, ContractMismatchError
+        """
+        if self._started:
+            raise RuntimeError("server already started")
+        self._started = True
+        self._t_start = time.monotonic()
+        if self.publisher is None:
+            from .publisher import Publisher, PublisherSettings
+
+            try:
+                pub_settings = PublisherSettings(**self.settings.publish)
+            except TypeError as exc:
+                raise ConfigError(f"bad [publish] settings {self.settings.publish!r}: {exc}") from exc
+            self.publisher = Publisher(pub_settings, self.model_info)
+        try:
+            self._publish_status()
+            s = self.settings
+            info = resolve_stream(s.stream_name, s.stream_type, s.source_id, s.resolve_timeout,
+                                  should_stop=self._stop.is_set)
+            self._open(info, first=True)
+        except BaseException:
+            self._close_publisher()
+            raise
+        if self.settings.markers and self.settings.marker_stream_name:
+            pylsl = _pylsl()
+            self._marker_resolver = pylsl.ContinuousResolver(
+                pred=f"name='{self.settings.marker_stream_name}' and type='Markers'"
+            )
+        for target, name in ((self._acq_loop, "neurospeech-acq"), (self._worker_loop, "neurospeech-infer"),
+                             (self._control_loop, "neurospeech-control")):
+            t = threading.Thread(target=self._guard, args=(target,), name=name, daemon=True)
+            self._threads.append(t)
+            t.start()
+        log.info("serving model %s (%s) for subject %s on stream %s (%d ch @ %g Hz); hop %.3g s",
+                 self.contract.model_id, self.model.sha256[:12], self.subject, self.description.name,
+                 self.description.n_channels, self.description.sfreq, self.settings.hop)
+
+    def stop(self) -> None:
+        """Ask every thread to stop (returns at once; :meth:`join` waits)."""
+        self._stop.set()
+        with self._data_cond:
+            self._data_cond.notify_all()
+        with self._work_cond:
+            self._work_cond.notify_all()
+
+    def join(self, timeout: float = 1.0) -> None:
+        """Wait for the threads (up to ``timeout`` in all), publish the final status, close everything."""
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                log.warning("thread %s did not stop within %.1f s", t.name, timeout)
+        if self.state != "stopped":
+            self.state = "stopped"
+            if self.publisher is not None:
+                try:
+                    self._publish_status()
+                except NeurospeechError:
+                    log.debug("final status not sent", exc_info=True)
+        self._close_inlets()
+        self._close_publisher()
+        self._done.set()
+
+    @property
+    def exit_code(self) -> int:
+        """0 after a requested stop; the error's exit code (or 1) after a crash."""
+        if self._fatal is None:
+            return 0
+        return self._fatal.exit_code if isinstance(self._fatal, NeurospeechError) else 1
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._fatal
+
+    def run(self) -> int:
+        """Start, serve until SIGINT/SIGTERM (or :meth:`stop`, or a crash), stop; returns the exit code."""
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                handlers[sig] = signal.signal(sig, self._on_signal)
+        try:
+            self.start()
+            while not self._stop.wait(0.05):
+                pass
+            self.join(1.0)
+        finally:
+            for sig, h in handlers.items():
+                signal.signal(sig, h)
+        if self._fatal is not None:
+            log.error("service stopped after an error: %s", self._fatal)
+        return self.exit_code
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        log.info("signal %d received: stopping", signum)
+        self.stop()
+
+    def _guard(self, target: Any) -> None:
+        try:
+            target()
+        except BaseException as exc:
+            self._fatal = exc
+            self._fatal_tb = traceback.format_exc()
+            log.critical("thread %s crashed; stopping the service:\n%s",
+                         threading.current_thread().name, self._fatal_tb)
+            self.stop()
+
+    # ------------------------------------------------------------------ connection
+    def _open(self, info: Any, first: bool) -> None:
+        s = self.settings
+        inlet = DataInlet(info, s.max_buflen, s.clocksync, s.dejitter, s.chunk_samples)
+        d = inlet.description
+        try:
+            cmap = check_stream(self.contract, d.labels, d.sfreq, d.units, d.types, d.channel_format, s.strict_rate)
+        except ContractMismatchError:
+            inlet.close()
+            raise
+        if first:
+            self.pipeline = OnlinePipeline(
+                self.contract, cmap, d.sfreq, self.subject, s.ring_seconds, s.hop, self.quality,
+                s.jump_threshold, s.clock_halftime,
+            )
+        else:
+            p = self.pipeline
+            assert p is not None
+            if d.sfreq != p.sfreq or not np.array_equal(cmap.index, p.index) or not np.allclose(cmap.scale, p.scale):
+                inlet.close()
+                raise ContractMismatchError(
+                    f"the stream came back with another layout ({d.n_channels} ch @ {d.sfreq:g} Hz, was "
+                    f"{self.description.n_channels} ch @ {self.description.sfreq:g} Hz); restart the service"
+                )
+            p.new_segment()
+        if cmap.extra:
+            log.info("ignoring %d stream channels the model does not use (first: %s)", len(cmap.extra),
+                     cmap.extra[:5])
+        self.description = d
+        self._inlet = inlet
+        self._last_data = time.monotonic()
+
+    def _close_inlets(self) -> None:
+        for name in ("_inlet", "_marker_inlet"):
+            inl = getattr(self, name)
+            if inl is not None:
+                setattr(self, name, None)
+                inl.close()
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            log.info("stream state: %s -> %s", self.state, state)
+            self.state = state
+            self._status_now.set()
+            with self._data_cond:
+                self._data_cond.notify_all()
+
+    def _on_lost(self, why: str) -> None:
+        p = self.pipeline
+        assert p is not None
+        self.losses += 1
+        self._lost_stamp = p.t_newest_raw
+        self._lost_since = time.monotonic()
+        log.warning("stream %s lost (%s)", self.description.name if self.description else "?", why)
+        if self._inlet is not None:
+            inl, self._inlet = self._inlet, None
+            inl.close()
+        p.new_segment()
+        self._set_state("lost")
+
+    def _reconnect(self) -> None:
+        d = self.description
+        assert d is not None
+        try:
+            if d.source_id:
+                info = resolve_stream(source_id=d.source_id, timeout=0.3, list_on_failure=False)
+            else:
+                info = resolve_stream(d.name, d.type, timeout=0.3, list_on_failure=False)
+        except StreamError:
+            self._stop.wait(self.settings.reconnect_interval)
+            return
+        self._open(info, first=False)
+        self.reconnects += 1
+        log.info("stream %s found again; waiting for samples", d.name)
+
+    # ------------------------------------------------------------------ acquisition thread
+    def _acq_loop(self) -> None:
+        pylsl = _pylsl()
+        lost_error = pylsl.util.LostError
+        s = self.settings
+        p = self.pipeline
+        assert p is not None
+        next_marker_check = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if self._marker_resolver is not None and now >= next_marker_check:
+                next_marker_check = now + 0.5
+                self._poll_markers(lost_error)
+            if self._inlet is None:
+                self._reconnect()
+                continue
+            try:
+                data, stamps = self._inlet.pull(0.05)
+            except lost_error:
+                self._on_lost("the outlet closed")
+                continue
+            n = len(stamps)
+            if n == 0:
+                if self.state == "running" and time.monotonic() - self._last_data > s.loss_timeout:
+                    self._on_lost(f"no samples for {s.loss_timeout:g} s")
+                continue
+            self._last_data = time.monotonic()
+            if self.state != "running":
+                if self.state == "lost" and math.isfinite(self._lost_stamp):
+                    p.report_gap(self._lost_stamp, float(stamps[0]) - self._lost_stamp)
+                self._set_state("running")
+            if n >= self._inlet.max_samples:
+                self.overruns += 1
+            p.process_chunk(data, stamps)
+            if self._marker_inlet is not None:
+                self._poll_markers(lost_error)
+            with self._data_cond:
+                self._data_cond.notify_all()
+
+    def _poll_markers(self, lost_error: type) -> None:
+        if self._marker_inlet is None:
+            if self._marker_resolver is None:
+                return
+            found = self._marker_resolver.results()
+            if not found:
+                return
+            try:
+                self._marker_inlet = MarkerInlet(found[0], self.settings.clocksync)
+                log.info("word markers from stream %s", found[0].name())
+            except Exception as exc:  # the marker outlet may vanish between resolve and open
+                log.debug("marker inlet failed: %s", exc)
+                return
+        try:
+            got = self._marker_inlet.pull()
+        except lost_error:
+            inl, self._marker_inlet = self._marker_inlet, None
+            inl.close()
+            return
+        if got:
+            self.markers["received"] += len(got)
+            self._markers_in.extend(got)
+
+    # ------------------------------------------------------------------ control thread
+    def _control_loop(self) -> None:
+        p = self.pipeline
+        assert p is not None
+        interval = self.settings.status_interval
+        next_status = time.monotonic() + interval
+        last_key: tuple[int, int] | None = None
+        while not self._stop.is_set():
+            with self._data_cond:
+                wait = next_status - time.monotonic()
+                if wait > 0 and not self._status_now.is_set():
+                    self._data_cond.wait(min(wait, 0.1))
+            if self._stop.is_set():
+                break
+            if self.state == "running":
+                last_key = self._schedule_sliding(p, last_key)
+                self._schedule_words(p)
+            now = time.monotonic()
+            if now >= next_status or self._status_now.is_set():
+                self._status_now.clear()
+                self._publish_status()
+                next_status = max(next_status + interval, now + 0.5 * interval)
+
+    def _schedule_sliding(self, p: OnlinePipeline, last_key: tuple[int, int] | None) -> tuple[int, int] | None:
+        due = p.due_sliding(last_key)
+        if not due:
+            return last_key
+        key, start = due[-1]
+        self.skipped_decisions += len(due) - 1
+        job = p.make_job(start, "sliding")
+        if job is None:
+            self.skipped_decisions += 1
+            return key
+        with self._work_cond:
+            if self._sliding_slot is not None:
+                self.skipped_decisions += 1
+            self._sliding_slot = job
+            self._work_cond.notify()
+        return key
+
+    def _schedule_words(self, p: OnlinePipeline) -> None:
+        while self._markers_in:
+            if len(self._pending) >= _MAX_PENDING_MARKERS:
+                self._markers_in.popleft()
+                self.markers["dropped"] += 1
+            else:
+                self._pending.append(self._markers_in.popleft())
+        if not self._pending:
+            return
+        keep: list[Marker] = []
+        newest = p.ring.newest()
+        horizon = self.settings.ring_seconds
+        for m in self._pending:
+            status, where = p.locate_anchor(m.time)
+            if status == "wait":
+                if newest is not None and newest[1] - m.time > horizon:
+                    self.markers["dropped"] += 1
+                else:
+                    keep.append(m)
+                continue
+            if status == "drop":
+                log.debug("word marker %s at %.3f dropped: %s", m.payload.get("segment_id"), m.time, where)
+                self.markers["dropped"] += 1
+                continue
+            truth = {k: m.payload[k] for k in ("segment_id", "word", "sound", "sound_time", "sentence")
+                     if k in m.payload}
+            job = p.make_job(int(where), "word", truth)
+            if job is None:
+                self.markers["dropped"] += 1
+                continue
+            with self._work_cond:
+                if len(self._word_queue) >= _MAX_WORD_QUEUE:
+                    self.skipped_decisions += 1
+                else:
+                    self._word_queue.append(job)
+                    self._work_cond.notify()
+        self._pending = keep
+
+    # ------------------------------------------------------------------ worker thread
+    def _worker_loop(self) -> None:
+        with_latent = self.settings.send_latent
+        while not self._stop.is_set():
+            with self._work_cond:
+                if not self._word_queue and self._sliding_slot is None:
+                    self._work_cond.wait(0.1)
+                if self._word_queue:
+                    job = self._word_queue.popleft()
+                elif self._sliding_slot is not None:
+                    job, self._sliding_slot = self._sliding_slot, None
+                else:
+                    continue
+            if self.state != "running" or self._stop.is_set():
+                self.skipped_decisions += 1  # never publish after a loss / stop from data queued before it
+                continue
+            header, arrays = self.decoder.decide(job, with_latent)
+            if self._stop.is_set():
+                break
+            try:
+                self.publisher.publish("decode", header, arrays or None)
+            except TransportError:
+                if self._stop.is_set():  # closed under us during shutdown
+                    break
+                raise
+            self._proc_ms.append(header["processing_ms"])
+            self.decisions[job.kind] += 1
+            if job.x is None:
+                self.flagged_windows += 1
+            if job.kind == "word":
+                self.markers["decoded"] += 1
+
+    # ------------------------------------------------------------------ status
+    def stats(self) -> dict[str, Any]:
+        """The status header fields (see ``service/schema/status.v1.json``) plus extra counters."""
+        p = self.pipeline
+        pub = self.publisher.stats() if self.publisher is not None else {"sent": {}, "dropped": {}}
+        lag = None
+        if p is not None and math.isfinite(p.t_newest_raw):
+            lag = float(_pylsl().local_clock() - p.t_newest_raw)
+        proc = np.array(self._proc_ms) if self._proc_ms else None
+        issues: dict[str, Any] = dict(p.timestamp_issues) if p is not None else {}
+        if p is not None:
+            issues["rate_ratio"] = p.clock.rate_ratio
+        return {
+            "state": self.state,
+            "stream": self.description.summary() if self.description else None,
+            "buffer_fill": p.ring.fill if p is not None else 0.0,
+            "lag_s": lag,
+            "samples_received": p.samples_received if p is not None else 0,
+            "dropped_samples": p.dropped_samples if p is not None else 0,
+            "overruns": self.overruns,
+            "skipped_decisions": self.skipped_decisions,
+            "messages_sent": pub.get("sent", {}),
+            "dropped_messages": pub.get("dropped", {}),
+            "gaps": list(p.gaps)[-20:] if p is not None else [],
+            "n_gaps": p.n_gaps if p is not None else 0,
+            "channel_quality": p.channel_quality() if p is not None else None,
+            "uptime_s": time.monotonic() - self._t_start,
+            "timestamp_issues": issues,
+            "decisions": dict(self.decisions),
+            "flagged_windows": self.flagged_windows,
+            "markers": {**self.markers, "pending": len(self._pending)},
+            "processing_ms": None if proc is None else {
+                "p50": float(np.percentile(proc, 50)), "p99": float(np.percentile(proc, 99)),
+                "max": float(proc.max())},
+            "losses": self.losses,
+            "reconnects": self.reconnects,
+            "segment": p.seg if p is not None else 0,
+            "hop": self.settings.hop,
+        }
+
+    def _publish_status(self) -> None:
+        if self.publisher is not None:
+            self.publisher.publish("status", self.stats())
+
+    def _close_publisher(self) -> None:
+        if self.publisher is not None and self._own_publisher:
+            pub, self.publisher = self.publisher, None
+            pub.close()

@@ -1,0 +1,327 @@
+"""Artifacts for the service tests: a small real ONNX encoder (built with onnx.helper), its contract, a
+recording, and a candidate bank in which the windows at known anchors decode to known candidates.
+
+The encoder is a fixed random linear map ``Z = W @ X`` (``(1, C, 343) -> (1, F, 343)``). The bank holds, for
+each planted anchor, the encoder output of the window that the *offline* path cuts there (normalised), plus
+random distractors. A live decision on the same anchor therefore has that candidate as top-1 exactly when the
+online window equals the offline one -- which is what the end-to-end tests assert.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from neurospeech.contract import METADATA_KEY, ChannelSpec, ModelContract, SpeechSpec
+from neurospeech.preprocessing import (
+    PreprocessingSpec,
+    RobustScaler,
+    WindowSpec,
+    extract_windows,
+    preprocess_continuous,
+    preprocess_window,
+)
+from neurospeech.scoring import CandidateBank, normalise_candidates
+
+SUBJECT = "sim01"
+
+
+def segment_id(sound: str, sound_time: float) -> str:
+    key = f"{sound}@{round(float(sound_time) * 1000)}"
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class Artifacts:
+    model: Path
+    bank: Path
+    contract: ModelContract
+    data: np.ndarray  # (C, n) SI units
+    sfreq: float
+    names: list[str]
+    anchors: np.ndarray  # seconds from the first sample
+    ids: list[str]
+    words: list[str]
+    sounds: list[str] = field(default_factory=list)
+    sound_times: list[float] = field(default_factory=list)
+
+
+def make_recording(n_channels: int = 12, sfreq: float = 600.0, duration: float = 40.0, seed: int = 0):
+    """Coloured noise (EEG-like amplitudes, volts), different on every channel. Returns data (C, n), names."""
+    rng = np.random.default_rng(seed)
+    n = int(round(duration * sfreq))
+    white = rng.standard_normal((n_channels, n))
+    # 1/f-ish: cumulative sum with leak, plus white noise
+    data = np.empty_like(white)
+    acc = np.zeros(n_channels)
+    for i in range(0, n, 4096):
+        blk = white[:, i : i + 4096]
+        out = np.empty_like(blk)
+        for j in range(blk.shape[1]):
+            acc = 0.98 * acc + blk[:, j]
+            out[:, j] = acc
+        data[:, i : i + 4096] = out
+    data = (data + 2.0 * white) * 2e-6
+    names = [f"EEG{i + 1:03d}" for i in range(n_channels)]
+    return data, names
+
+
+def make_contract(names, sfreq, scaler: RobustScaler, n_features: int, window=None, spec=None) -> ModelContract:
+    window = window or WindowSpec()
+    spec = spec or PreprocessingSpec()
+    angles = np.linspace(0, 2 * np.pi, len(names), endpoint=False)
+    return ModelContract(
+        model_id="test-linear",
+        preset="test",
+        channels=[ChannelSpec(n, "eeg", "V", (float(np.cos(a)), float(np.sin(a)))) for n, a in zip(names, angles)],
+        sfreq_raw=float(sfreq),
+        window=window,
+        preprocessing=spec,
+        scalers={SUBJECT: scaler.to_dict()},
+        subjects=[SUBJECT],
+        speech=SpeechSpec("mel", n_features),
+        output={"name": "latent", "shape": [n_features, window.n_times]},
+        inputs={"brain": "brain", "subject": "subject"},
+    )
+
+
+def write_onnx(path: Path, contract: ModelContract, weight: np.ndarray) -> None:
+    """Linear encoder ``latent = W @ brain`` with a (used) subject input, contract in the metadata."""
+    f, c = weight.shape
+    t = contract.window.n_times
+    brain = helper.make_tensor_value_info("brain", TensorProto.FLOAT, ["batch", c, t])
+    subject = helper.make_tensor_value_info("subject", TensorProto.INT64, ["batch"])
+    latent = helper.make_tensor_value_info("latent", TensorProto.FLOAT, ["batch", f, t])
+    w = helper.make_tensor("W", TensorProto.FLOAT, [f, c], weight.astype(np.float32).ravel().tolist())
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])
+    nodes = [
+        helper.make_node("MatMul", ["W", "brain"], ["wx"]),
+        # subject enters as 0 * subject (keeps the input in the graph like a real subject layer would)
+        helper.make_node("Cast", ["subject"], ["subj_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["subj_f", "zero"], ["subj0"]),
+        helper.make_node("Unsqueeze", ["subj0", "axes"], ["subj3"]),
+        helper.make_node("Add", ["wx", "subj3"], ["latent"]),
+    ]
+    axes = helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2])
+    graph = helper.make_graph(nodes, "linear_encoder", [brain, subject], [latent], initializer=[w, zero, axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {METADATA_KEY: contract.to_json()})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def offline_windows(data, sfreq, contract: ModelContract, anchors, first_time: float = 0.0):
+    """The trainer's path: preprocess_continuous -> extract_windows -> preprocess_window (scaled, clamped)."""
+    cont, times = preprocess_continuous(data, sfreq, contract.window, contract.preprocessing, first_time=first_time)
+    raw_w, valid = extract_windows(cont, times, np.asarray(anchors) + first_time, contract.window)
+    sc = contract.scaler(SUBJECT)
+    x = preprocess_window(raw_w, contract.window, sc.center, sc.scale, contract.preprocessing.clamp)
+    return x, valid
+
+
+def build_artifacts(
+    tmp: Path,
+    n_channels: int = 12,
+    sfreq: float = 600.0,
+    duration: float = 40.0,
+    n_features: int = 8,
+    n_distractors: int = 200,
+    word_every: float = 0.7,
+    seed: int = 0,
+) -> Artifacts:
+    """Write ``model.onnx`` + ``bank.npz`` into ``tmp`` and return everything a test needs."""
+    tmp = Path(tmp)
+    rng = np.random.default_rng(seed + 1)
+    data, names = make_recording(n_channels, sfreq, duration, seed)
+    window = WindowSpec()
+    cont, times = preprocess_continuous(data, sfreq, window)
+    fit_anchors = np.arange(1.0, duration - 3.0, 0.5)
+    raw_w, _ = extract_windows(cont, times, fit_anchors, window)
+    scaler = RobustScaler.fit(preprocess_window(raw_w, window))
+    contract = make_contract(names, sfreq, scaler, n_features, window)
+    weight = rng.standard_normal((n_features, n_channels)) / np.sqrt(n_channels)
+    model_path = tmp / "model.onnx"
+    write_onnx(model_path, contract, weight)
+    sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    anchors = np.arange(1.0, duration - 3.0, word_every)
+    x, valid = offline_windows(data, sfreq, contract, anchors)
+    anchors = anchors[valid]
+    z = np.einsum("fc,nct->nft", weight.astype(np.float32), x)
+    distract = rng.standard_normal((n_distractors, n_features, window.n_times)).astype(np.float32)
+    feats = normalise_candidates(np.concatenate([z, distract]))
+    sounds = [f"stimuli/s{i // 10:04d}.wav" for i in range(len(anchors))]
+    stimes = [round(float(i % 10) * 0.5, 3) for i in range(len(anchors))]
+    ids = [segment_id(s, t) for s, t in zip(sounds, stimes)]
+    words = [f"w{i}" for i in range(len(anchors))]
+    n_all = len(feats)
+    bank = CandidateBank(
+        features=feats,
+        ids=np.array(ids + [f"d{i:05d}" for i in range(n_distractors)]),
+        words=np.array(words + ["<distractor>"] * n_distractors),
+        sounds=np.array(sounds + ["stimuli/none.wav"] * n_distractors),
+        sentences=np.array(["s"] * n_all),
+        sound_times=np.array(stimes + [0.0] * n_distractors),
+        header={"model_sha256": sha, "output_shape": [n_features, window.n_times], "speech": {"kind": "mel"}},
+    )
+    bank_path = tmp / "bank.npz"
+    bank.save(bank_path)
+    return Artifacts(model_path, bank_path, contract, data, sfreq, names, anchors, ids, words, sounds, stimes)
+
+
+# --------------------------------------------------------------------------------------------- LSL player
+class Player:
+    """A real LSL outlet (plus a word-marker outlet) pushing a recording at real-time pace in a thread.
+
+    Stamps are ``pylsl.local_clock()`` at push time for the chunk's last sample (never future-dated). Faults:
+    ``nan`` {channel index: (t0, t1)} NaN bursts, ``dead`` channel indices (zeros), ``jump_at``/``jump_by``
+    (stamps shifted from that data time on), ``rate_factor`` (true rate = nominal * factor), ``unit``/``scale``
+    (e.g. 'uV', 1e6), ``order`` (channel permutation), ``stop_at`` (data time at which the outlet is destroyed;
+    ``restart_after`` seconds later a new outlet with the same source_id continues).
+    """
+
+    def __init__(self, data, sfreq, names, name=None, chunk=0.02, markers=None, unit="V", scale=1.0,
+                 order=None, nan=None, dead=(), jump_at=None, jump_by=0.0, rate_factor=1.0, stop_at=None,
+                 restart_after=1.0, loop=False, ch_type="EEG", declared_sfreq=None):
+        import threading
+        import uuid
+
+        self.name = name or f"nstest-{uuid.uuid4().hex[:10]}"
+        self.source_id = self.name + "-sid"
+        self.sfreq = float(sfreq)
+        self.declared = float(declared_sfreq or sfreq)
+        x = np.asarray(data, dtype=np.float64).copy()
+        for c, (t0, t1) in (nan or {}).items():
+            x[c, int(t0 * sfreq) : int(t1 * sfreq)] = np.nan
+        for c in dead:
+            x[c] = 0.0
+        x *= scale
+        order = list(range(len(names))) if order is None else list(order)
+        self.data = np.ascontiguousarray(x[order].T, dtype=np.float32)
+        self.names = [names[i] for i in order]
+        self.unit, self.ch_type = unit, ch_type
+        self.chunk = max(1, int(round(chunk * sfreq)))
+        self.markers = sorted(markers or [], key=lambda m: m[0])  # (data time, payload)
+        self.jump_at, self.jump_by = jump_at, jump_by
+        self.rate_factor = rate_factor
+        self.stop_at, self.restart_after = stop_at, restart_after
+        self.loop = loop
+        self.pushed = 0
+        self.t_first = None
+        self.stopped_at = None
+        self.restarted_at = None
+        self.error = None
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _outlets(self):
+        import pylsl
+
+        info = pylsl.StreamInfo(self.name, self.ch_type, len(self.names), self.declared, "float32", self.source_id)
+        chs = info.desc().append_child("channels")
+        for n in self.names:
+            ch = chs.append_child("channel")
+            ch.append_child_value("label", n)
+            ch.append_child_value("type", self.ch_type)
+            ch.append_child_value("unit", self.unit)
+        minfo = pylsl.StreamInfo(self.name + "-markers", "Markers", 1, 0, "string", self.source_id + "-m")
+        return pylsl.StreamOutlet(info, chunk_size=self.chunk, max_buffered=10), pylsl.StreamOutlet(minfo)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def _run(self):
+        import json
+        import time
+
+        import pylsl
+
+        try:
+            out, mout = self._outlets()
+            rate = self.sfreq * self.rate_factor
+            n = len(self.data)
+            i = 0
+            mk = 0
+            t0 = time.monotonic()
+            lsl0 = pylsl.local_clock()
+            shift = 0.0  # pause time removed from the schedule after a restart
+            while not self._halt.is_set():
+                if i >= n:
+                    if not self.loop:
+                        break
+                    i = 0
+                j = min(i + self.chunk, n)
+                due = t0 + shift + j / rate
+                while not self._halt.is_set():
+                    left = due - time.monotonic()
+                    if left <= 0:
+                        break
+                    time.sleep(min(left, 0.005))
+                stamp = pylsl.local_clock()
+                if self.t_first is None:
+                    self.t_first = stamp - (j - 1) / rate
+                    lsl0 = self.t_first
+                if self.jump_at is not None and j / self.sfreq >= self.jump_at:
+                    stamp += self.jump_by
+                out.push_chunk(self.data[i:j], stamp)
+                self.pushed += j - i
+                # markers whose onset sample has been pushed: stamped with the onset sample's LSL time
+                while mk < len(self.markers) and self.markers[mk][0] * self.sfreq < j:
+                    t_data, payload = self.markers[mk]
+                    mout.push_sample([json.dumps(payload)], lsl0 + shift + t_data / self.rate_factor)
+                    mk += 1
+                i = j
+                if self.stop_at is not None and self.stopped_at is None and i / self.sfreq >= self.stop_at:
+                    self.stopped_at = pylsl.local_clock()
+                    del out
+                    import gc
+
+                    gc.collect()
+                    if self._halt.wait(self.restart_after):
+                        return
+                    out, _ = self._outlets_data_only()
+                    self.restarted_at = pylsl.local_clock()
+                    shift += time.monotonic() - (t0 + shift + j / rate)
+        except Exception as exc:  # reported by the test
+            self.error = exc
+
+    def _outlets_data_only(self):
+        import pylsl
+
+        info = pylsl.StreamInfo(self.name, self.ch_type, len(self.names), self.declared, "float32", self.source_id)
+        chs = info.desc().append_child("channels")
+        for nme in self.names:
+            ch = chs.append_child("channel")
+            ch.append_child_value("label", nme)
+            ch.append_child_value("type", self.ch_type)
+            ch.append_child_value("unit", self.unit)
+        return pylsl.StreamOutlet(info, chunk_size=self.chunk, max_buffered=10), None
+
+    @property
+    def done(self):
+        return not self._thread.is_alive()
+
+    def stop(self):
+        self._halt.set()
+        self._thread.join(2.0)
+
+
+def word_markers(art: Artifacts):
+    """(data time, payload) of every planted word."""
+    return [(float(a), {"segment_id": i, "word": w, "sound": s, "sound_time": t, "sentence": "s"})
+            for a, i, w, s, t in zip(art.anchors, art.ids, art.words, art.sounds, art.sound_times)]
+
+
+def serve_settings(art: Artifacts, player: Player, **kw):
+    from neurospeech.service.config import ServeSettings
+
+    base = dict(model=art.model, bank=art.bank, stream_name=player.name, resolve_timeout=5.0, hop=0.25, topk=5,
+                status_interval=0.25, publish={"endpoint": "tcp://127.0.0.1:*"})
+    base.update(kw)
+    return ServeSettings(**base)

@@ -1,0 +1,179 @@
+"""Online pipeline: parity with the offline trainer path, contract checks, clock model, window quality."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _service_fixtures import SUBJECT, make_contract, make_recording, offline_windows
+
+from neurospeech.errors import ContractMismatchError
+from neurospeech.preprocessing import (
+    PreprocessingSpec,
+    RobustScaler,
+    WindowSpec,
+    extract_windows,
+    preprocess_continuous,
+    preprocess_window,
+)
+from neurospeech.service.pipeline import OnlinePipeline, QualitySettings, assess_window, check_stream
+
+
+def _contract(data, sfreq, names, spec=None):
+    window = WindowSpec()
+    spec = spec or PreprocessingSpec()
+    cont, times = preprocess_continuous(data, sfreq, window, spec)
+    raw_w, _ = extract_windows(cont, times, np.arange(1.0, data.shape[1] / sfreq - 3, 0.5), window)
+    return make_contract(names, sfreq, RobustScaler.fit(preprocess_window(raw_w, window)), 4, window, spec)
+
+
+def _stream(pipe, x_stream, sfreq, t0, rng, max_chunk=200):
+    """Feed (n, C) samples in random chunk sizes with exact stamps."""
+    i = 0
+    n = len(x_stream)
+    while i < n:
+        k = int(rng.integers(1, max_chunk))
+        pipe.process_chunk(x_stream[i : i + k], t0 + np.arange(i, min(i + k, n)) / sfreq)
+        i += k
+
+
+@pytest.mark.parametrize(
+    ("sfreq", "spec"),
+    [(600.0, PreprocessingSpec()), (1000.0, PreprocessingSpec(highpass=0.5, resample_half_len=8))],
+)
+def test_online_windows_equal_offline_windows(sfreq, spec):
+    data, names = make_recording(10, sfreq, 14.0, seed=2)
+    data = data.astype(np.float32)
+    contract = _contract(data, sfreq, names, spec)
+    t0 = 4321.125
+    anchors = np.arange(0.8, 10.5, 0.37)
+    x_off, valid = offline_windows(data, sfreq, contract, anchors, first_time=t0)
+    cmap = check_stream(contract, names, sfreq)
+    pipe = OnlinePipeline(contract, cmap, sfreq, SUBJECT, ring_seconds=30)
+    _stream(pipe, data.T, sfreq, t0, np.random.default_rng(7))
+    got = []
+    for a in anchors[valid]:
+        status, start = pipe.locate_anchor(a + t0)
+        assert status == "ready", (a, status, start)
+        job = pipe.make_job(start, "word")
+        assert job.flags == []
+        got.append(job.x)
+    diff = np.abs(np.stack(got) - x_off).max()
+    assert diff <= 1e-5, diff
+    assert len(got) > 20
+
+
+def test_reordered_microvolt_stream_gives_the_same_windows():
+    sfreq = 600.0
+    data, names = make_recording(8, sfreq, 8.0, seed=3)
+    contract = _contract(data, sfreq, names)
+    x_off, valid = offline_windows(data.astype(np.float32), sfreq, contract, [2.0, 3.3, 4.1])
+    order = [3, 0, 7, 1, 6, 2, 5, 4]
+    stream = (data[order] * 1e6).astype(np.float32)  # microvolts, shuffled, plus an extra channel
+    stream = np.vstack([stream, np.zeros((1, stream.shape[1]), np.float32)])
+    snames = [names[i] for i in order] + ["STI014"]
+    units = ["uV"] * 8 + ["V"]
+    types = ["EEG"] * 8 + ["stim"]
+    cmap = check_stream(contract, snames, sfreq, units=units, types=["EEG"] * 8 + ["eeg"])
+    assert cmap.extra == ["STI014"]
+    np.testing.assert_allclose(cmap.scale, 1e-6)
+    pipe = OnlinePipeline(contract, cmap, sfreq, SUBJECT)
+    _stream(pipe, stream.T, sfreq, 0.0, np.random.default_rng(1))
+    for x_ref, a in zip(x_off, [2.0, 3.3, 4.1]):
+        status, start = pipe.locate_anchor(a)
+        assert status == "ready"
+        np.testing.assert_allclose(pipe.make_job(start, "word").x, x_ref, atol=1e-5)
+    with pytest.raises(ContractMismatchError, match="type 'stim'"):
+        check_stream(contract, snames[:8] + [names[order[0]] + "x"], sfreq, types=types[:8] + ["stim"],
+                     units=units)  # fine: the extra channel is ignored ...
+        check_stream(contract, snames, sfreq, types=["stim"] + types[1:])  # ... a wrong type is not
+
+
+def test_contract_refusals_name_the_problem():
+    sfreq = 600.0
+    data, names = make_recording(6, sfreq, 6.0)
+    contract = _contract(data, sfreq, names)
+    with pytest.raises(ContractMismatchError, match=r"lacks 2 .*EEG002.*EEG005"):
+        check_stream(contract, [n for n in names if n not in ("EEG002", "EEG005")], sfreq)
+    with pytest.raises(ContractMismatchError, match="irregular"):
+        check_stream(contract, names, 0.0)
+    with pytest.raises(ContractMismatchError, match="below the model rate"):
+        check_stream(contract, names, 100.0)
+    with pytest.raises(ContractMismatchError, match="strict_rate"):
+        check_stream(contract, names, 1200.0, strict_rate=True)
+    with pytest.raises(ContractMismatchError, match="unknown channel unit"):
+        check_stream(contract, names, sfreq, units=["furlong"] * 6)
+    with pytest.raises(ContractMismatchError, match="type 'MEG'"):
+        check_stream(contract, names, sfreq, types=["MEG"] * 6)
+    with pytest.raises(ContractMismatchError, match="strings"):
+        check_stream(contract, names, sfreq, channel_format="string")
+    check_stream(contract, names, 1200.0)  # another regular rate is fine (resampled)
+
+
+def test_clock_jump_starts_a_new_segment_and_drift_is_followed():
+    sfreq = 600.0
+    data, names = make_recording(4, sfreq, 20.0, seed=4)
+    contract = _contract(data, sfreq, names)
+    cmap = check_stream(contract, names, sfreq)
+    # 1 % fast stream with a +3 s clock jump at 12 s, a duplicated and a reversed stamp
+    pipe = OnlinePipeline(contract, cmap, sfreq, SUBJECT, ring_seconds=40)
+    true_rate = sfreq * 1.01
+    stamps = 100.0 + np.arange(data.shape[1]) / true_rate
+    stamps[int(12 * sfreq):] += 3.0
+    stamps[2000] = stamps[1999]
+    stamps[4001], stamps[4002] = stamps[4002], stamps[4001]
+    x = data.T.astype(np.float32)
+    for i in range(0, len(x), 12):
+        pipe.process_chunk(x[i : i + 12], stamps[i : i + 12])
+    issues = pipe.timestamp_issues
+    assert issues["clock_jumps"] == 1 and issues["duplicated"] >= 1 and issues["non_monotonic"] >= 1
+    assert pipe.seg == 1 and len(pipe.gaps) == 1 and 2.9 < pipe.gaps[0]["duration"] < 3.1
+    assert pipe.clock.rate_ratio == pytest.approx(1.01, abs=2e-3)
+    # sliding windows never straddle the jump; their time spans follow the true rate
+    due = pipe.due_sliding(None)
+    assert due and all(k[0] == 1 for k, _ in due)
+    job = pipe.make_job(due[-1][1], "sliding")
+    span = job.t_window_end - job.t_window_start
+    assert span == pytest.approx(360 / 120 / 1.01, rel=2e-3)
+    # a word before the jump whose window crosses it is dropped, one well before it decodes
+    assert pipe.locate_anchor(100.0 + 11.0 / 1.01)[0] == "drop"
+    assert pipe.locate_anchor(100.0 + 5.0 / 1.01)[0] == "ready"
+
+
+def test_quality_flags_and_policies():
+    sfreq = 600.0
+    data, names = make_recording(12, sfreq, 10.0, seed=5)
+    contract = _contract(data, sfreq, names)
+    cmap = check_stream(contract, names, sfreq)
+    x = data.T.copy()
+    x[int(4.0 * sfreq): int(4.2 * sfreq), 2] = np.nan  # NaN burst
+    x[:, 5] = 0.0  # dead channel
+    x[:, 7] = np.clip(x[:, 7], -1e-6, 1e-6)  # saturated (clipped) channel
+    x[int(6 * sfreq): int(6.1 * sfreq), 9] += 5e-3  # huge artefact
+    for policy in ("skip", "interpolate"):
+        q = QualitySettings(policy=policy, max_bad_fraction=0.4)
+        pipe = OnlinePipeline(contract, cmap, sfreq, SUBJECT, quality=q)
+        for i in range(0, len(x), 30):
+            pipe.process_chunk(x[i : i + 30].astype(np.float32), np.arange(i, min(i + 30, len(x))) / sfreq)
+        status, start = pipe.locate_anchor(4.5)  # window -0.5 .. 2.5 s holds the NaN burst and the artefact
+        job = pipe.make_job(start, "word")
+        flags = " ".join(job.flags)
+        for expect in ("nonfinite:EEG003", "flat:EEG006", "saturated:EEG008", "artefact:EEG010"):
+            assert expect in flags, (expect, job.flags)
+        if policy == "skip":
+            assert job.x is None and "skipped" in job.flags
+        else:
+            assert job.x is not None and np.isfinite(job.x).all()
+            assert any(f.startswith("interpolated:") for f in job.flags)
+        assert set(pipe.channel_quality()["bad"]) == {"EEG003", "EEG006", "EEG008", "EEG010"}
+        # a window far from the NaN burst: no nonfinite flag
+        status, start = pipe.locate_anchor(1.0)
+        assert "nonfinite" not in " ".join(pipe.make_job(start, "word").flags)
+
+
+def test_assess_window_refuses_too_many_bad_channels():
+    w = np.random.default_rng(0).standard_normal((8, WindowSpec().n_window)).astype(np.float32)
+    w[:4] = 0.0
+    sc = RobustScaler(np.zeros(8), np.ones(8))
+    x, flags, bad = assess_window(w, WindowSpec(), sc, 20.0, QualitySettings(policy="interpolate"),
+                                  [f"c{i}" for i in range(8)])
+    assert x is None and "skipped" in flags and len(bad) == 4

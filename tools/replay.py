@@ -1,0 +1,499 @@
+"""Replay a recording into LSL at real-time pace (or faster), with honest timestamps and word markers.
+
+Sources: a BIDS run (via :mod:`neurospeech.data`), a FIF/EDF/BDF/BrainVision file (via mne), or an XDF file
+(via pyxdf). The data stream carries channel metadata in ``desc/channels/channel`` (``label``, ``type``,
+``unit``; MNE types ``mag``/``grad``/``eeg``, SI units ``T``/``T/m``/``V`` unless ``units='display'``: fT,
+fT/cm, uV). A second stream ``<name>-markers`` (type ``Markers``, one string channel, irregular rate) carries
+one JSON object per word: ``{"segment_id", "word", "sound", "sound_time", "sentence"}`` with
+``segment_id = neurospeech.data.segment_id(sound, sound_time)``, stamped with the LSL time of the word's onset
+sample.
+
+Timing: chunk ``k`` (``chunk_s`` of data) is pushed once its last sample is due, i.e. at
+``t_start + (index of last sample + 1) / (sfreq * speed)`` on the LSL clock. Its **last sample is stamped with
+``pylsl.local_clock()`` at the push** (never in the future); earlier samples are back-dated by
+``1 / (sfreq * speed)`` each, compressed if needed so that stamps never go backwards after a stall. A marker
+is pushed together with the chunk that holds its onset sample and carries that sample's stamp. At
+``speed > 1`` the stamps are compressed in time accordingly (the data really arrive faster).
+
+``LSLAPICFG`` is set to the project's ``deploy/lsl_api.cfg`` when unset, before liblsl starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import ConfigError, DataFormatError, StreamError
+from ..service.acquisition import ensure_lsl_config
+
+__all__ = [
+    "ReplaySettings",
+    "ReplaySource",
+    "ReplayStats",
+    "Replayer",
+    "WordMarker",
+    "load_bids_run",
+    "load_file",
+    "load_source",
+    "load_xdf",
+]
+
+log = logging.getLogger(__name__)
+
+_SI_UNITS = {"mag": "T", "grad": "T/m", "eeg": "V", "meg": "T", "seeg": "V", "ecog": "V"}
+_DISPLAY = {"T": ("fT", 1e15), "T/m": ("fT/cm", 1e13), "V": ("uV", 1e6)}
+_MNE_READERS = {".fif": "fif", ".gz": "fif", ".edf": "edf", ".bdf": "bdf", ".vhdr": "brainvision"}
+
+
+@dataclass(frozen=True)
+class WordMarker:
+    """A word event at data sample ``sample`` (index from the first sample of the source)."""
+
+    sample: int
+    payload: dict[str, Any]
+
+
+@dataclass
+class ReplaySource:
+    """Data ready for the outlet.
+
+    Attributes
+    ----------
+    data : array, shape (n_times, n_channels), float32
+        Samples in ``units``.
+    sfreq : float
+        Sampling rate, Hz.
+    labels, types, units : list of str
+        Per-channel metadata.
+    markers : list of WordMarker
+        Word events, sorted by sample.
+    name : str
+        Default stream name (from the file name).
+    stream_type : str
+        LSL content type (``MEG`` or ``EEG``).
+    """
+
+    data: NDArray[np.float32]
+    sfreq: float
+    labels: list[str]
+    types: list[str]
+    units: list[str]
+    markers: list[WordMarker] = field(default_factory=list)
+    name: str = "neurospeech-replay"
+    stream_type: str = "MEG"
+
+    def __post_init__(self) -> None:
+        n_ch = self.data.shape[1] if self.data.ndim == 2 else -1
+        if self.data.ndim != 2 or not (len(self.labels) == len(self.types) == len(self.units) == n_ch):
+            raise DataFormatError(
+                "replay data must be (n_times, n_channels) with one label/type/unit per channel; got data "
+                f"{self.data.shape}, {len(self.labels)} labels, {len(self.types)} types, "
+                f"{len(self.units)} units"
+            )
+        if not np.isfinite(self.sfreq) or self.sfreq <= 0:
+            raise DataFormatError(f"replay needs a regular sampling rate > 0, got {self.sfreq!r}")
+
+    @property
+    def duration(self) -> float:
+        return self.data.shape[0] / self.sfreq
+
+
+def _segment_id(sound: str, sound_time: float) -> str:
+    from ..data import segment_id
+
+    return segment_id(sound, sound_time)
+
+
+def _markers_from_events(events: Any, sfreq: float, first_time: float = 0.0) -> list[WordMarker]:
+    """Word rows of a :class:`neurospeech.data.Events` -> markers (onset seconds on the raw.times clock)."""
+    words = events.words()
+    out = []
+    for k in range(len(words)):
+        sound, st = str(words.sound[k]), float(words.sound_time[k])
+        out.append(WordMarker(
+            sample=round((float(words.onset[k]) - first_time) * sfreq),
+            payload={"segment_id": _segment_id(sound, st), "word": str(words.word[k]), "sound": sound,
+                     "sound_time": st, "sentence": str(words.sentence[k])},
+        ))
+    return sorted(out, key=lambda m: m.sample)
+
+
+def _from_raw(raw: Any, events: Any | None, name: str) -> ReplaySource:
+    import mne
+
+    picks = mne.pick_types(raw.info, meg=True, eeg=True, seeg=True, ecog=True, ref_meg=False, exclude=[])
+    if len(picks) == 0:
+        raise DataFormatError(f"{name}: no MEG/EEG channels to replay")
+    raw = raw.copy().pick(picks)
+    types = raw.get_channel_types()
+    data = np.ascontiguousarray(raw.get_data().T, dtype=np.float32)
+    units = [_SI_UNITS.get(t, "V") for t in types]
+    stype = "MEG" if any(t in ("mag", "grad") for t in types) else "EEG"
+    markers = _markers_from_events(events, raw.info["sfreq"]) if events is not None else []
+    return ReplaySource(data=data, sfreq=float(raw.info["sfreq"]), labels=list(raw.ch_names),
+                        types=list(types), units=units, markers=markers, name=name, stream_type=stype)
+
+
+def load_bids_run(
+    root: str | Path, subject: str | None = None, task: str | None = None, run: str | None = None,
+    session: str | None = None,
+) -> ReplaySource:
+    """The first BIDS run matching the entities (:func:`neurospeech.data.load_dataset`), with its words.
+
+    Raises
+    ------
+    DataFormatError
+        No run matches (the message lists the runs found).
+    """
+    from ..data import load_dataset
+
+    recs = load_dataset(root, subjects=[subject] if subject else None, tasks=[task] if task else None)
+    match = [r for r in recs if (run is None or r.run == run) and (session is None or r.session == session)]
+    if not match:
+        raise DataFormatError(
+            f"no run with subject={subject} session={session} task={task} run={run} in {root}; found: "
+            + ", ".join(r.name for r in recs[:20])
+        )
+    rec = match[0]
+    log.info("replaying BIDS run %s", rec.name)
+    events = rec.load_events() if rec.events_path.is_file() else None
+    return _from_raw(rec.load_raw(), events, rec.name)
+
+
+def load_file(path: str | Path, events_tsv: str | Path | None = None) -> ReplaySource:
+    """A FIF / EDF / BDF / BrainVision file via mne; word events from ``events_tsv`` or a BIDS sibling
+    ``*_events.tsv`` when present."""
+    import mne
+
+    from ..data import read_events_tsv
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataFormatError(f"recording {str(p)!r} does not exist")
+    if p.suffix.lower() not in _MNE_READERS:
+        raise DataFormatError(f"cannot replay {p.name!r}: use .fif, .edf, .bdf, .vhdr, .xdf or a BIDS root")
+    try:
+        raw = mne.io.read_raw(p, preload=True, verbose="error")
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise DataFormatError(f"cannot read {str(p)!r}: {exc}") from exc
+    if events_tsv is None:
+        stem = p.name.split(".")[0]
+        sib = p.with_name(stem.rsplit("_", 1)[0] + "_events.tsv") if "_" in stem else None
+        if sib is not None and sib.is_file():
+            events_tsv = sib
+    events = read_events_tsv(events_tsv) if events_tsv is not None else None
+    if events is not None:
+        log.info("word events from %s", events_tsv)
+    return _from_raw(raw, events, p.name.split(".")[0])
+
+
+def _xdf_channels(info: dict[str, Any], n: int) -> tuple[list[str], list[str], list[str]]:
+    labels, types, units = [], [], []
+    try:
+        chans = info["desc"][0]["channels"][0]["channel"]
+    except (KeyError, IndexError, TypeError):
+        chans = []
+    for k in range(n):
+        c = chans[k] if k < len(chans) and isinstance(chans[k], dict) else {}
+
+        def first(key: str, default: str, c: dict[str, Any] = c) -> str:
+            v = c.get(key)
+            return str(v[0]) if isinstance(v, list) and v and v[0] is not None else default
+
+        labels.append(first("label", f"ch{k:03d}"))
+        types.append(first("type", "eeg").lower())
+        units.append(first("unit", ""))
+    return labels, types, units
+
+
+def load_xdf(path: str | Path, stream: str | None = None) -> ReplaySource:
+    """A data stream (by name, or the numeric stream with the most channels) and its word markers from XDF.
+
+    Markers are read from a string stream named ``<data name>-markers`` (or any ``Markers`` stream) whose
+    samples are the JSON objects this module writes; their stamps are mapped to data sample indices.
+    """
+    import pyxdf
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataFormatError(f"XDF file {str(p)!r} does not exist")
+    try:
+        streams, _ = pyxdf.load_xdf(str(p), dejitter_timestamps=False)
+    except Exception as exc:  # pyxdf raises many types on corrupt files
+        raise DataFormatError(f"cannot read XDF {str(p)!r}: {exc}") from exc
+
+    def nm(s: dict[str, Any]) -> str:
+        return str(s["info"]["name"][0])
+
+    numeric = [s for s in streams if s["info"]["channel_format"][0] != "string" and len(s["time_stamps"])]
+    if stream is not None:
+        numeric = [s for s in numeric if nm(s) == stream]
+    if not numeric:
+        raise DataFormatError(
+            f"{p.name}: no numeric stream{' named ' + repr(stream) if stream else ''}; streams: "
+            + ", ".join(f"{nm(s)} ({s['info']['channel_format'][0]})" for s in streams)
+        )
+    data_s = max(numeric, key=lambda s: int(s["info"]["channel_count"][0]))
+    info = data_s["info"]
+    x = np.ascontiguousarray(np.asarray(data_s["time_series"], dtype=np.float32))
+    ts = np.asarray(data_s["time_stamps"], dtype=np.float64)
+    sfreq = float(info["nominal_srate"][0])
+    if sfreq <= 0:
+        if len(ts) < 2:
+            raise DataFormatError(f"{p.name}: stream {nm(data_s)!r} has no nominal rate and < 2 samples")
+        sfreq = float((len(ts) - 1) / (ts[-1] - ts[0]))
+    labels, types, units = _xdf_channels(info, x.shape[1])
+    markers: list[WordMarker] = []
+    mk_candidates = [s for s in streams if s["info"]["channel_format"][0] == "string"
+                     and (nm(s) == nm(data_s) + "-markers" or s["info"]["type"][0].lower() == "markers")]
+    for ms in mk_candidates[:1]:
+        for stamp, sample in zip(ms["time_stamps"], ms["time_series"], strict=False):
+            try:
+                payload = json.loads(sample[0])
+            except (ValueError, TypeError, IndexError):
+                continue
+            if not isinstance(payload, dict) or "segment_id" not in payload:
+                continue
+            idx = int(np.searchsorted(ts, float(stamp) - 0.5 / sfreq))
+            if 0 <= idx < len(ts):
+                markers.append(WordMarker(sample=idx, payload=payload))
+    stype = str(info["type"][0]) or "EEG"
+    return ReplaySource(data=x, sfreq=sfreq, labels=labels, types=types, units=units,
+                        markers=sorted(markers, key=lambda m: m.sample), name=nm(data_s), stream_type=stype)
+
+
+def load_source(
+    path: str | Path, *, subject: str | None = None, session: str | None = None, task: str | None = None,
+    run: str | None = None, events: str | Path | None = None, stream: str | None = None,
+) -> ReplaySource:
+    """Dispatch on ``path``: a directory is a BIDS root, ``.xdf`` goes to pyxdf, anything else to mne."""
+    p = Path(path)
+    if p.is_dir():
+        return load_bids_run(p, subject=subject, task=task, run=run, session=session)
+    if p.suffix.lower() == ".xdf":
+        return load_xdf(p, stream=stream)
+    return load_file(p, events_tsv=events)
+
+
+@dataclass
+class ReplaySettings:
+    """Settings of :class:`Replayer`.
+
+    Attributes
+    ----------
+    speed : float
+        1.0 = real time; 2.0 = twice as fast.
+    chunk_s : float
+        Seconds of data per pushed chunk.
+    loop : bool
+        Start again at the end (markers again too).
+    name : str or None
+        Stream name (default: the source's name); the marker stream is ``<name>-markers``.
+    source_id : str or None
+        LSL source_id (default ``neurospeech-replay-<name>``); the marker stream gets ``<source_id>-markers``.
+    markers : bool
+        Create the marker stream.
+    units : str
+        ``'si'`` (V, T, T/m) or ``'display'`` (uV, fT, fT/cm; data scaled to match).
+    start_s, duration_s : float
+        Replay only ``[start_s, start_s + duration_s)`` of the source (None: to the end).
+    max_buffered : int
+        Outlet buffer in seconds.
+    """
+
+    speed: float = 1.0
+    chunk_s: float = 0.02
+    loop: bool = False
+    name: str | None = None
+    source_id: str | None = None
+    markers: bool = True
+    units: str = "si"
+    start_s: float = 0.0
+    duration_s: float | None = None
+    max_buffered: int = 30
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.speed) and self.speed > 0):
+            raise ConfigError(f"speed must be > 0, got {self.speed!r}")
+        if not (0 < self.chunk_s <= 5):
+            raise ConfigError(f"chunk_s must be in (0, 5] s, got {self.chunk_s!r}")
+        if self.units not in ("si", "display"):
+            raise ConfigError(f"units must be 'si' or 'display', got {self.units!r}")
+        if self.start_s < 0 or (self.duration_s is not None and self.duration_s <= 0):
+            raise ConfigError(
+                f"start_s >= 0 and duration_s > 0 needed, got {self.start_s}, {self.duration_s}"
+            )
+
+
+@dataclass
+class ReplayStats:
+    samples_pushed: int = 0
+    chunks_pushed: int = 0
+    markers_pushed: int = 0
+    loops: int = 0
+    t_first: float | None = None
+    t_last: float | None = None
+    max_late_s: float = 0.0  # worst lateness of a push behind its schedule
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Replayer:
+    """Push a :class:`ReplaySource` into LSL outlets.
+
+    Use :meth:`run` (blocking, until the end or ``stop()``), or :meth:`start` for a background thread.
+    Outlets are created in the constructor, so consumers can resolve them before data flow.
+    """
+
+    def __init__(self, source: ReplaySource, settings: ReplaySettings | None = None) -> None:
+        ensure_lsl_config()
+        import pylsl
+
+        self._lsl = pylsl
+        self.settings = s = settings or ReplaySettings()
+        self.source = source
+        i0 = round(s.start_s * source.sfreq)
+        i1 = source.data.shape[0] if s.duration_s is None else min(source.data.shape[0],
+                                                                   i0 + round(s.duration_s * source.sfreq))
+        if i1 - i0 < 1:
+            raise ConfigError(
+                f"nothing to replay: start_s={s.start_s} lies beyond the recording ({source.duration:.1f} s)"
+            )
+        self._i0, self._i1 = i0, i1
+        units = list(source.units)
+        data = source.data[i0:i1]
+        if s.units == "display":
+            scale = np.ones(len(units), dtype=np.float32)
+            for k, u in enumerate(units):
+                if u in _DISPLAY:
+                    units[k], f = _DISPLAY[u]
+                    scale[k] = f
+            data = data * scale[None, :]
+        self._data = np.ascontiguousarray(data, dtype=np.float32)
+        self._markers = [m for m in source.markers if i0 <= m.sample < i1]
+        self.name = s.name or source.name
+        self.source_id = s.source_id or f"neurospeech-replay-{self.name}"
+        info = pylsl.StreamInfo(self.name, source.stream_type, self._data.shape[1], source.sfreq,
+                                pylsl.cf_float32, self.source_id)
+        chans = info.desc().append_child("channels")
+        for lab, typ, unit in zip(source.labels, source.types, units, strict=True):
+            ch = chans.append_child("channel")
+            ch.append_child_value("label", lab)
+            ch.append_child_value("type", typ)
+            ch.append_child_value("unit", unit)
+        info.desc().append_child("acquisition").append_child_value("manufacturer", "neurospeech replay")
+        self.units = units
+        self.outlet = pylsl.StreamOutlet(info, 0, s.max_buffered)
+        self.marker_outlet = None
+        if s.markers:
+            minfo = pylsl.StreamInfo(f"{self.name}-markers", "Markers", 1, pylsl.IRREGULAR_RATE,
+                                     pylsl.cf_string, f"{self.source_id}-markers")
+            self.marker_outlet = pylsl.StreamOutlet(minfo)
+        self.stats = ReplayStats()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        log.info("LSL outlet %r (%s, %d ch @ %g Hz, source_id %r), %d word markers, speed %g",
+                 self.name, source.stream_type, self._data.shape[1], source.sfreq, self.source_id,
+                 len(self._markers), s.speed)
+
+    # ------------------------------------------------------------------ running
+    def run(self, max_seconds: float | None = None) -> ReplayStats:
+        """Push until the end (or for ever with ``loop``), ``stop()``, or ``max_seconds`` of wall time."""
+        lsl = self._lsl
+        s = self.settings
+        sf = self.source.sfreq
+        dt = 1.0 / (sf * s.speed)  # wall seconds per sample
+        n = self._data.shape[0]
+        step = max(1, round(s.chunk_s * sf))
+        marker_samples = np.array([m.sample - self._i0 for m in self._markers], dtype=np.int64)
+        t_start = lsl.local_clock()
+        pushed_total = 0  # samples pushed since t_start, across loops (drives the schedule)
+        prev_last: float | None = None
+        while not self._stop.is_set():
+            i = 0
+            while i < n and not self._stop.is_set():
+                j = min(n, i + step)
+                due = t_start + (pushed_total + (j - i)) * dt
+                now = lsl.local_clock()
+                if now < due:
+                    if self._stop.wait(due - now):
+                        break
+                    now = lsl.local_clock()
+                self.stats.max_late_s = max(self.stats.max_late_s, now - due)
+                m = j - i
+                spacing = dt if prev_last is None else min(dt, (now - prev_last) / m)
+                stamps = now - spacing * np.arange(m - 1, -1, -1, dtype=np.float64)
+                self.outlet.push_chunk(self._data[i:j], stamps.tolist())
+                if self.marker_outlet is not None and marker_samples.size:
+                    lo, hi = np.searchsorted(marker_samples, [i, j])
+                    for k in range(lo, hi):
+                        payload = json.dumps(self._markers[k].payload)
+                        self.marker_outlet.push_sample([payload], float(stamps[marker_samples[k] - i]))
+                        self.stats.markers_pushed += 1
+                prev_last = float(stamps[-1])
+                if self.stats.t_first is None:
+                    self.stats.t_first = float(stamps[0])
+                self.stats.t_last = prev_last
+                self.stats.samples_pushed += m
+                self.stats.chunks_pushed += 1
+                pushed_total += m
+                i = j
+                if max_seconds is not None and now - t_start >= max_seconds:
+                    self._stop.set()
+            if not s.loop or self._stop.is_set():
+                break
+            self.stats.loops += 1
+        return self.stats
+
+    def start(self, max_seconds: float | None = None) -> threading.Thread:
+        """Run in a background thread (daemon); :meth:`stop` ends it."""
+        def target() -> None:
+            try:
+                self.run(max_seconds)
+            except BaseException as exc:  # surfaced by join()
+                self._error = exc
+                log.exception("replay thread failed")
+
+        self._thread = threading.Thread(target=target, name="neurospeech-replay", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> ReplayStats:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._error is not None:
+            raise StreamError(f"replay failed: {self._error}") from self._error
+        return self.stats
+
+    @property
+    def done(self) -> bool:
+        return self._thread is not None and not self._thread.is_alive()
+
+    def close(self) -> None:
+        """Stop, join and destroy the outlets (consumers see the stream disappear)."""
+        self.stop()
+        if self._thread is not None:
+            self._thread.join(5.0)
+        for attr in ("outlet", "marker_outlet"):
+            o = getattr(self, attr, None)
+            if o is not None:
+                setattr(self, attr, None)
+                del o
+
+    def __enter__(self) -> Replayer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,84 @@
+"""CLI: ``neurospeech simulate``, ``neurospeech data-check``, ``neurospeech calibrate``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import click
+
+__all__ = ["calibrate", "data_check", "simulate"]
+
+log = logging.getLogger(__name__)
+
+
+@click.command("simulate")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--preset", type=click.Choice(["ci", "meg-bench", "eeg-bench"]), default="ci",
+              show_default=True, help="Settings preset.")
+@click.option("--seed", type=int, default=None, help="Random seed (same seed, same data).")
+@click.option("--snr-db", type=float, default=None, help="Signal-to-background ratio in dB.")
+@click.option("--subjects", "n_subjects", type=int, default=None, help="Number of subjects.")
+@click.option("--minutes", type=float, default=None, help="Minutes of distinct speech.")
+@click.option("--sensors", type=str, default=None,
+              help="ctf275, ctf151, neuromag306, biosemi32, biosemi64, biosemi128, easycap-M10.")
+@click.option("--sfreq", type=float, default=None, help="Sampling rate of the recordings (Hz).")
+@click.option("--speech", type=click.Choice(["numpy", "auto", "festival"]), default=None,
+              help="Speech engine: numpy synthesiser (default) or festival TTS when installed.")
+@click.option("--line-noise", type=float, default=None, help="50 Hz line noise relative to the background.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing simulated dataset at OUT.")
+def simulate(out: Path, preset: str, seed: int | None, snr_db: float | None, n_subjects: int | None,
+             minutes: float | None, sensors: str | None, sfreq: float | None, speech: str | None,
+             line_noise: float | None, overwrite: bool) -> None:
+    """Simulate a BIDS M/EEG speech-listening dataset into OUT."""
+    from ._build import settings_for, simulate_dataset
+
+    s = settings_for(preset, seed=seed, snr_db=snr_db, n_subjects=n_subjects, minutes=minutes,
+                     sensors=sensors, sfreq=sfreq, speech=speech, line_noise=line_noise)
+    summary = simulate_dataset(out, s, overwrite=overwrite)
+    click.echo(
+        f"wrote {out}: preset {s.preset}, {s.n_subjects} subjects, {s.sensors} @ {s.sfreq:g} Hz, "
+        f"{summary['speech_seconds'] / 60:.1f} min speech in {summary['n_sounds']} sentences "
+        f"(test split: {summary['sounds_per_split']['test']} sentences, "
+        f"{summary['words_per_split']['test']} words), SNR {s.snr_db:g} dB; "
+        f"built in {summary['build_seconds']:.1f} s, {summary['size_bytes'] / 1e6:.1f} MB"
+    )
+
+
+@click.command("data-check")
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--subject", default=None, help="Subject to check (default: the first).")
+@click.option("--max-runs", type=int, default=2, show_default=True, help="Runs used per check.")
+def data_check(root: Path, out: Path, subject: str | None, max_runs: int) -> None:
+    """Plot spectra (1/f slope, alpha) and word-onset evoked responses of a dataset into OUT."""
+    from ._checks import run_checks
+
+    res = run_checks(root, out, subject=subject, max_runs=max_runs)
+    click.echo(json.dumps(res, indent=1))
+
+
+@click.command("calibrate")
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_json", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON result file (default: ROOT/derivatives/calibration.json).")
+@click.option("--subjects", default=None, help="Comma-separated subjects (default: all).")
+@click.option("--max-train", type=int, default=6000, show_default=True,
+              help="At most this many training windows (random subset).")
+def calibrate(root: Path, out_json: Path | None, subjects: str | None, max_train: int) -> None:
+    """Ridge regression (lagged brain -> log-mel) scored by top-k segment retrieval on the test split."""
+    from ._calibrate import run_calibration
+
+    subj = [s.strip() for s in subjects.split(",")] if subjects else None
+    res = run_calibration(root, subjects=subj, max_train=max_train)
+    out_json = out_json or root / "derivatives" / "calibration.json"
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(res, indent=1))
+    click.echo(
+        f"ridge -> log-mel on {res['dataset']}: top-1 {res['top1'] * 100:.1f} %, "
+        f"top-10 {res['top10'] * 100:.1f} % "
+        f"among {res['n_candidates']} test segments (chance top-10 {res['chance_top10'] * 100:.2f} %); "
+        f"word top-10 {res['word']['top10'] * 100:.1f} % (chance {res['word']['chance_top10'] * 100:.1f} %). "
+        f"Saved {out_json}"
+    )
