@@ -1,3 +1,3 @@
-"""neurospeech.models: brain encoder, contrastive trainer, ONNX export, candidate banks, working-memory RNN."""
+"""neurospeech.models: brain encoder, contrastive trainer, ONNX export, candidate banks, WM RNN."""
 
 __all__: list[str] = []

@@ -1,6 +1,7 @@
 """Data plumbing of the trainer: speech targets in the scoring representation, segments, tensors.
 
-All signal processing is :mod:`neurospeech.preprocessing` via :func:`neurospeech.data.segments.build_segments`;
+All signal processing is :mod:`neurospeech.preprocessing` via
+:func:`neurospeech.data.segments.build_segments`;
 speech features come from :mod:`neurospeech.speech` (extractor + on-disk cache). This module only wires them:
 
     wav --extractor--> (F, n) --standardise (train-split stats)--> --project (PCA, train split)--> (F', n)
@@ -69,11 +70,13 @@ class SpeechTargets:
         return self._extractor
 
     def raw(self, sound: str) -> NDArray[np.float32]:
-        """Extractor features ``(dim, n_frames)`` of a sound file (cached on disk when ``cache_dir`` is set)."""
+        """Extractor features ``(dim, n_frames)`` of a sound file (cached on disk when ``cache_dir`` is
+        set)."""
         return _raw_features(self.root, sound, self.extractor(), self.cache_dir)
 
     def __call__(self, sound: str) -> NDArray[np.float32]:
-        """Standardised, projected features ``(out_dim, n_frames)`` of ``sound`` (the ``build_segments`` input)."""
+        """Standardised, projected features ``(out_dim, n_frames)`` of ``sound`` (the ``build_segments``
+        input)."""
         if sound not in self._memo:
             f = self.raw(sound).astype(np.float64)
             f = (f - self.mean[:, None]) / self.std[:, None]
@@ -96,10 +99,12 @@ class SpeechTargets:
                    cache_dir=None if cache_dir is None else Path(cache_dir))
 
 
-def _raw_features(root: Path, sound: str, extractor: Any, cache_dir: Path | None) -> NDArray[np.float32]:
+def _raw_features(root: Path, sound: str, extractor: Any,
+    cache_dir: Path | None) -> NDArray[np.float32]:
     path = Path(root) / sound
     if not path.is_file():
-        raise DataFormatError(f"stimulus {sound!r} not found under {root}; the events table names a missing wav")
+        raise DataFormatError(
+            f"stimulus {sound!r} not found under {root}; the events table names a missing wav")
     if cache_dir is not None:
         from ..speech import FeatureCache
 
@@ -130,7 +135,8 @@ def make_speech_targets(root: str | Path, recordings: list[Recording], kind: str
     cache = None if cache_dir is None else Path(cache_dir)
     train_sounds = [s for s in dataset_sounds(recordings) if split_of(s) == "train"]
     if not train_sounds:
-        raise DataFormatError(f"no training sounds in {root}: every stimulus fell in val/test; add more sounds")
+        raise DataFormatError(
+            f"no training sounds in {root}: every stimulus fell in val/test; add more sounds")
     feats = [_raw_features(root, s, extractor, cache)
              for s in tqdm(train_sounds, desc=f"{kind} features", unit="wav", disable=not progress)]
     mean, std = fit_standardizer(feats)
@@ -183,42 +189,79 @@ class TensorSet:
 def segments(recordings: list[Recording], targets: SpeechTargets, split: str, anchors: str,
              subjects: list[str], window: WindowSpec, spec: PreprocessingSpec, step: float = 0.5,
              scalers: dict[str, RobustScaler] | None = None, max_windows: int | None = None, seed: int = 0,
-             progress: bool = True) -> tuple[TensorSet, dict[str, RobustScaler], Any]:
+             progress: bool = True, pool: bool = True) -> tuple[TensorSet, dict[str, RobustScaler],
+             SegmentInfo]:
     """Windows of one split via ``build_segments``, targets pooled to the scoring representation.
+
+    ``build_segments`` is called once per subject (it fits scalers per subject, so the result is the same as
+    one call) to bound the peak memory; ``max_windows`` is shared equally between subjects.
+    ``pool=False`` keeps the targets at the full frame rate (for the ridge baseline).
 
     Returns
     -------
     tensors : TensorSet
     scalers : dict
         Subject -> RobustScaler (fitted here when ``scalers`` is None).
-    segset : SegmentSet
-        The underlying segments without the (large) arrays, for metadata (channels, sounds, times).
+    info : SegmentInfo
+        Channels and per-window sound/sentence/time (no arrays of signals).
     """
     from ..data.segments import build_segments
 
     out_dim = targets.representation.out_dim
-    seg, scalers = build_segments(
-        recordings, targets, split=split, anchors=anchors, step=step, window=window, spec=spec,
-        scalers=scalers, speech_stats=(np.zeros(out_dim), np.ones(out_dim)), progress=progress,
-    )
-    if len(seg) == 0:
-        raise DataFormatError(f"no {anchors}-anchored windows in the {split!r} split; check the events")
-    if max_windows is not None and len(seg) > max_windows:
-        keep = np.sort(np.random.default_rng(seed).choice(len(seg), max_windows, replace=False))
-        seg = seg.select(keep)
-    unknown = sorted(set(seg.subject) - set(subjects))
+    by_subject: dict[str, list[Recording]] = {}
+    for r in recordings:
+        by_subject.setdefault(r.subject, []).append(r)
+    unknown = sorted(set(by_subject) - set(subjects))
     if unknown:
         raise DataFormatError(f"subjects {unknown} are not in the model's subject list {subjects}")
     index = {s: i for i, s in enumerate(subjects)}
-    tensors = TensorSet(
-        brain=np.ascontiguousarray(seg.brain, dtype=np.float32),
-        speech=targets.representation.pool(seg.speech),
-        subject=np.asarray([index[s] for s in seg.subject], dtype=np.int64),
-        segment_id=seg.segment_id, word=seg.word, subject_name=seg.subject,
-    )
-    seg.speech = seg.speech[:0]
-    seg.brain = seg.brain[:0]
-    return tensors, scalers, seg
+    cap = None if max_windows is None else max(1, max_windows // len(by_subject))
+    parts: list[TensorSet] = []
+    infos: list[dict[str, Any]] = []
+    fitted: dict[str, RobustScaler] = {}
+    channels = None
+    for k, (subj, recs) in enumerate(sorted(by_subject.items())):
+        seg, sc = build_segments(
+            recs, targets, split=split, anchors=anchors, step=step, window=window, spec=spec,
+            scalers=None if scalers is None else {subj: scalers[subj]} if subj in scalers else scalers,
+            speech_stats=(np.zeros(out_dim), np.ones(out_dim)), progress=progress,
+        )
+        fitted.update(sc)
+        if channels is None:
+            channels = seg.channels
+        elif [c.name for c in seg.channels] != [c.name for c in channels]:
+            raise DataFormatError(f"subject {subj} has another montage; train on recordings of one montage")
+        if len(seg) == 0:
+            continue
+        if cap is not None and len(seg) > cap:
+            seg = seg.select(np.sort(np.random.default_rng([seed, k]).choice(len(seg), cap, replace=False)))
+        parts.append(TensorSet(
+            brain=np.ascontiguousarray(seg.brain, dtype=np.float32),
+            speech=targets.representation.pool(seg.speech) if pool else seg.speech,
+            subject=np.full(len(seg), index[subj], dtype=np.int64),
+            segment_id=seg.segment_id, word=seg.word, subject_name=seg.subject,
+        ))
+        infos.append({"sound": seg.sound, "sentence": seg.sentence, "sound_time": seg.sound_time})
+        del seg
+    if not parts:
+        raise DataFormatError(f"no {anchors}-anchored windows in the {split!r} split; check the events")
+    tensors = TensorSet(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                          ("brain", "speech", "subject", "segment_id", "word", "subject_name")))
+    info = SegmentInfo(channels=channels or [],
+                       sound=np.concatenate([i["sound"] for i in infos]),
+                       sentence=np.concatenate([i["sentence"] for i in infos]),
+                       sound_time=np.concatenate([i["sound_time"] for i in infos]))
+    return tensors, (fitted if scalers is None else dict(scalers)), info
+
+
+@dataclass
+class SegmentInfo:
+    """Per-window metadata next to a :class:`TensorSet`: channels, sound, sentence, sound_time."""
+
+    channels: list[Any]
+    sound: NDArray[np.str_]
+    sentence: NDArray[np.str_]
+    sound_time: NDArray[np.float64]
 
 
 def raw_sfreq(rec: Recording) -> float:

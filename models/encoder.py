@@ -102,7 +102,8 @@ class EncoderConfig:
             if int(getattr(self, f)) < 1:
                 raise ConfigError(f"encoder {f} must be >= 1, got {getattr(self, f)!r}")
         if self.kernel % 2 == 0 or self.glu_kernel % 2 == 0:
-            raise ConfigError(f"encoder kernels must be odd ('same' padding), got {self.kernel}, {self.glu_kernel}")
+            raise ConfigError(f"encoder kernels must be odd ('same' padding), got {self.kernel}, "
+                f"{self.glu_kernel}")
         if not 0 <= self.spatial_dropout < 1:
             raise ConfigError(f"spatial_dropout radius must be in [0, 1), got {self.spatial_dropout!r}")
 
@@ -187,7 +188,8 @@ class SpatialAttention(nn.Module):
         self.dropout_radius = float(dropout_radius)
 
     def weights(self, drop_centre: Tensor | None = None) -> Tensor:
-        """Attention weights ``(n_out, C)`` (rows sum to 1); ``drop_centre`` (2,) removes a disc of sensors."""
+        """Attention weights ``(n_out, C)`` (rows sum to 1); ``drop_centre`` (2,) removes a disc of
+        sensors."""
         scores = self.heads @ self.embedding.T  # (n_out, C)
         mask = ~self.valid
         if drop_centre is not None:
@@ -264,7 +266,8 @@ class BrainEncoder(nn.Module):
         super().__init__()
         if n_subjects < 1 or out_dim < 1 or time_pool < 1:
             raise ConfigError(
-                f"encoder needs n_subjects, out_dim and time_pool >= 1, got {n_subjects}, {out_dim}, {time_pool}"
+                f"encoder needs n_subjects, out_dim and time_pool >= 1, got {n_subjects}, {out_dim}, "
+                f"{time_pool}"
             )
         self.config = config
         self.n_channels = int(np.asarray(positions).reshape(-1, 2).shape[0])
@@ -325,7 +328,8 @@ class _Trunk(nn.Module):
         self.glus = nn.ModuleDict()
         for k in range(cfg.n_blocks):
             dil = 2 ** (k % cfg.dilation_cycle)
-            self.blocks.append(_ConvBNGelu(c_in if k == 0 else h, h, cfg.kernel, dilation=dil, residual=k > 0))
+            self.blocks.append(_ConvBNGelu(c_in if k == 0 else h, h, cfg.kernel, dilation=dil, residual=k >
+            0))
             if k % cfg.glu_every == 1 % cfg.glu_every:
                 self.glus[str(k)] = _GLUConv(h, cfg.glu_kernel)
         self.head_in = nn.Conv1d(h, cfg.head_hidden, 1)

@@ -1,14 +1,17 @@
 """ONNX export of a trained encoder with its :class:`~neurospeech.contract.ModelContract`.
 
 For a fixed montage the spatial attention, the 1x1 conv and the subject layer are linear and input-independent
-in eval mode, so they fold into one ``D x C`` matrix (plus bias) per subject (:meth:`BrainEncoder.folded_front`):
+in eval mode, so they fold into one ``D x C`` matrix (plus bias) per subject
+(:meth:`BrainEncoder.folded_front`):
 
 - ``--subject S``: a single-subject model, input ``brain (batch, C, T)`` only (contract ``inputs.subject`` is
   null, ``subjects == [S]``);
-- otherwise: all subjects' matrices stacked ``(S, D, C)``, selected by an int64 input ``subject_index (batch,)``
+- otherwise: all subjects' matrices stacked ``(S, D, C)``, selected by an int64 input
+  ``subject_index (batch,)``
   (contract ``inputs.subject == "subject_index"``; index = position in ``contract.subjects``).
 
-The output ``latent (batch, F', T')`` is exactly what :meth:`neurospeech.scoring.CandidateBank.scores` consumes.
+The output ``latent (batch, F', T')`` is exactly what :meth:`neurospeech.scoring.CandidateBank.scores`
+consumes.
 The contract goes into the ONNX ``metadata_props`` under :data:`neurospeech.contract.METADATA_KEY` (with its
 sha256 under ``neurospeech.contract.sha256``) and into a sidecar ``<model>.contract.json``. The export checks
 onnxruntime against PyTorch on the exact window shape and records the largest absolute difference.
@@ -165,7 +168,8 @@ def _parity(model: BrainEncoder, onnx_bytes: bytes, subject: int | None, n_times
     return float(np.max(np.abs(out - ref)))
 
 
-def export_onnx(model: BrainEncoder, contract: ModelContract, path: str | Path, subject_index: int | None = None,
+def export_onnx(model: BrainEncoder, contract: ModelContract, path: str | Path, subject_index: int | None =
+None,
                 tolerance: float = 1e-4) -> dict[str, Any]:
     """Write ``path`` (ONNX with the contract in its metadata) and its sidecar JSON.
 

@@ -4,7 +4,8 @@ CLIP (Défossez et al. 2022): for brain latents ``Z_i`` and speech segments ``Y_
 ``score(i, j) = <Z_i, Y_j> / ||Y_j||_F`` (only the speech side is normalised, no temperature) and the loss is
 the cross-entropy of picking ``Y_i`` among every ``Y_j`` of the batch. With ``gather=True`` the speech
 candidates of every process are gathered (``torch.distributed.all_gather``), so the negatives -- and hence the
-loss -- do not depend on how many processes share the global batch. Speech features are fixed targets (they carry
+loss -- do not depend on how many processes share the global batch. Speech features are fixed targets (they
+carry
 no gradient), so gathering them loses nothing.
 """
 

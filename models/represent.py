@@ -1,7 +1,10 @@
-"""The scoring representation: how standardised speech features become what the encoder outputs and banks store.
+"""The scoring representation: how standardised speech features become what the encoder outputs and banks
+store.
 
-The paper scores a brain latent against full ``1024 x 343`` wav2vec2 segments (1.4 MB per candidate); a bank of
-10,000 such candidates costs 3.5 G multiply-accumulates per decision, more than the encoder itself. We keep the
+The paper scores a brain latent against full ``1024 x 343`` wav2vec2 segments (1.4 MB per candidate); a
+bank of
+10,000 such candidates costs 3.5 G multiply-accumulates per decision, more than the encoder itself. We keep
+the
 paper's features and window but score in a smaller linear image of them:
 
 - a projection ``P (F_out, F_in)`` onto the first principal components of the standardised training features
@@ -64,10 +67,11 @@ class ScoringRepresentation:
         return n_times // self.time_pool
 
     def project(self, features: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
-        """Project features along their feature axis: ``(..., F_in, n) -> (..., F_out, n)`` float32."""
+        """Project features along their feature axis: ``(..., F_in, n) -> (..., F_out, n)``."""
         x = np.asarray(features, dtype=np.float32)
         if x.shape[-2] != self.in_dim:
-            raise DataFormatError(f"features have {x.shape[-2]} dims, the representation expects {self.in_dim}")
+            raise DataFormatError(
+                f"features have {x.shape[-2]} dims, the representation expects {self.in_dim}")
         if self.projection is None:
             return x
         return np.einsum("of,...ft->...ot", self.projection, x, optimize=True).astype(np.float32)
@@ -104,7 +108,8 @@ class ScoringRepresentation:
                 explained_variance=d.get("explained_variance"),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(f"scoring representation is malformed ({exc!r}); re-export the model") from exc
+            raise ArtifactError(
+                f"scoring representation is malformed ({exc!r}); re-export the model") from exc
 
 
 def fit_pca_projection(features: list[NDArray[np.floating[Any]]], n_components: int) -> tuple[NDArray, float]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import linalg
 
 from ..errors import ConfigError, DataFormatError
 
@@ -23,16 +24,17 @@ __all__ = ["RidgeDecoder"]
 log = logging.getLogger(__name__)
 
 
-def _lagged(x: NDArray[Any], lags: int, lag_start: int, step: int = 1) -> NDArray[np.float64]:
-    """(n, C, T) -> (n * ceil(T/step), C * lags): rows are time points, zero padded outside the window."""
+def _lagged(x: NDArray[Any], lags: int, lag_start: int, step: int = 1, lag_step: int = 1
+            ) -> NDArray[np.float64]:
+    """(n, C, T) -> (n * ceil(T/step), C * n_lags): rows are time points, zero padded outside the window."""
     n, c, t = x.shape
     pad_lo, pad_hi = max(0, -lag_start), max(0, lag_start + lags - 1)
     xp = np.zeros((n, c, t + pad_lo + pad_hi), dtype=np.float64)
     xp[:, :, pad_lo:pad_lo + t] = x
     times = np.arange(0, t, step)
-    cols = [xp[:, :, times + pad_lo + lag_start + j] for j in range(lags)]  # each (n, C, nt)
+    cols = [xp[:, :, times + pad_lo + lag_start + j] for j in range(0, lags, lag_step)]  # (n, C, nt)
     z = np.stack(cols, axis=2)  # (n, C, lags, nt)
-    return z.transpose(0, 3, 1, 2).reshape(n * len(times), c * lags)
+    return z.transpose(0, 3, 1, 2).reshape(n * len(times), c * len(cols))
 
 
 class RidgeDecoder:
@@ -46,6 +48,8 @@ class RidgeDecoder:
         Candidate ridge penalties (relative to the mean eigenvalue of the normal matrix).
     lag_start : int
         First lag in samples (0: the brain sample aligned with the speech sample; negative looks earlier).
+    lag_step : int
+        Use every ``lag_step``-th lag (fewer features, same time span).
     n_components : int or None
         PCA components of the channels kept (None: all channels).
     row_step : int
@@ -62,6 +66,7 @@ class RidgeDecoder:
         alphas: NDArray[Any] | None = None,
         *,
         lag_start: int = 0,
+        lag_step: int = 1,
         n_components: int | None = 64,
         row_step: int = 4,
         val_fraction: float = 0.2,
@@ -78,6 +83,9 @@ class RidgeDecoder:
         if self.alphas.ndim != 1 or self.alphas.size == 0 or np.any(self.alphas < 0):
             raise ConfigError(f"alphas must be a non-empty list of non-negative numbers, got {alphas!r}")
         self.lag_start = int(lag_start)
+        if lag_step < 1:
+            raise ConfigError(f"lag_step must be >= 1, got {lag_step!r}")
+        self.lag_step = int(lag_step)
         self.n_components = n_components
         self.row_step = int(row_step)
         self.val_fraction = float(val_fraction)
@@ -91,7 +99,7 @@ class RidgeDecoder:
         return np.einsum("kc,nct->nkt", self.components_, x - self.x_mean_[None, :, None])
 
     def _design(self, x: NDArray[Any], step: int) -> NDArray[np.float64]:
-        return _lagged(self._project(x), self.lags, self.lag_start, step)
+        return _lagged(self._project(x), self.lags, self.lag_start, step, self.lag_step)
 
     @staticmethod
     def _check(x: NDArray[Any], name: str) -> NDArray[Any]:
@@ -125,8 +133,9 @@ class RidgeDecoder:
         val, tr = perm[:n_val], perm[n_val:]
 
         def normal(idx: NDArray[np.int64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-            xtx = np.zeros((k * self.lags, k * self.lags))
-            xty = np.zeros((k * self.lags, Y.shape[1]))
+            n_feat = k * len(range(0, self.lags, self.lag_step))
+            xtx = np.zeros((n_feat, n_feat))
+            xty = np.zeros((n_feat, Y.shape[1]))
             for b in range(0, len(idx), 256):
                 sel = np.sort(idx[b:b + 256])
                 d = self._design(X[sel], self.row_step)
@@ -138,18 +147,15 @@ class RidgeDecoder:
 
         xtx_tr, xty_tr = normal(tr if n_val else perm)
         if n_val and len(self.alphas) > 1:
-            s, v = np.linalg.eigh(xtx_tr)
-            s = np.clip(s, 0, None)
-            scale = float(s.mean()) or 1.0
-            proj = v.T @ xty_tr
+            scale = float(np.trace(xtx_tr) / len(xtx_tr)) or 1.0
             dv = self._design(X[np.sort(val)], self.row_step)
             yv = (Y[np.sort(val)][:, :, :: self.row_step] - self.y_mean_[None, :, None]).transpose(0, 2, 1)
             yv = yv.reshape(-1, Y.shape[1])
-            dvv = dv @ v
             best, best_a = -np.inf, float(self.alphas[0])
+            eye = np.eye(len(xtx_tr))
             for a in self.alphas:
-                pred = dvv @ (proj / (s + a * scale)[:, None])
-                r = _mean_corr(pred, yv)
+                w = linalg.solve(xtx_tr + a * scale * eye, xty_tr, assume_a="pos")
+                r = _mean_corr(dv @ w, yv)
                 self.val_scores_[float(a)] = r
                 if r > best:
                     best, best_a = r, float(a)
@@ -160,7 +166,7 @@ class RidgeDecoder:
             self.alpha_ = float(self.alphas[0])
             xtx, xty = xtx_tr, xty_tr
         scale = float(np.trace(xtx) / len(xtx)) or 1.0
-        self.coef_ = np.linalg.solve(xtx + self.alpha_ * scale * np.eye(len(xtx)), xty)  # (k*lags, F)
+        self.coef_ = linalg.solve(xtx + self.alpha_ * scale * np.eye(len(xtx)), xty, assume_a="pos")
         log.info("ridge: alpha=%g (validation corr %s)", self.alpha_,
                  {f"{a:g}": round(v, 4) for a, v in self.val_scores_.items()})
         return self

@@ -58,7 +58,8 @@ RUN_FORMAT = 1
 
 @dataclass
 class TrainConfig:
-    """Settings of ``neurospeech train`` (TOML keys have the same names; see deploy/configs/train.example.toml).
+    """Settings of ``neurospeech train`` (TOML keys have the same names; see
+    deploy/configs/train.example.toml).
 
     Attributes
     ----------
@@ -81,7 +82,7 @@ class TrainConfig:
     feature_cache : str or None
         Directory of the on-disk feature cache (None: ``<data>/derivatives/neurospeech-features``).
     score_dim : int or None
-        Scoring representation: PCA components of the standardised features (None: all, as in the paper).
+        Scoring representation: PCA components of the standardised features (None or 0: all, as in the paper).
     time_pool : int
         Scoring representation: frames averaged together (1: 120 Hz as in the paper; 7: 343 -> 49 frames).
     lag : float
@@ -148,9 +149,12 @@ class TrainConfig:
         if self.loss not in ("clip", "mse"):
             raise ConfigError(f"loss must be 'clip' or 'mse', got {self.loss!r}")
         if self.batch_size < 2:
-            raise ConfigError(f"batch_size must be >= 2 (the CLIP loss needs negatives), got {self.batch_size}")
+            raise ConfigError(
+                f"batch_size must be >= 2 (the CLIP loss needs negatives), got {self.batch_size}")
         if self.time_pool < 1:
             raise ConfigError(f"time_pool must be >= 1, got {self.time_pool}")
+        if self.score_dim == 0:
+            self.score_dim = None  # TOML has no null: 0 means "every feature"
         if self.score_dim is not None and self.score_dim < 1:
             raise ConfigError(f"score_dim must be None or >= 1, got {self.score_dim}")
         if not self.lr > 0:
@@ -367,7 +371,8 @@ def fit(model: BrainEncoder, train_set: Any, val_set: Any, cfg: TrainConfig, run
         bar = tqdm(range(n_batches), desc=f"epoch {epoch}", unit="batch", leave=False,
                    disable=not cfg.progress or rank != 0)
         for b in bar:
-            idx = torch.from_numpy(perm[b * global_bs + rank * local_bs: b * global_bs + (rank + 1) * local_bs])
+            idx = torch.from_numpy(perm[b * global_bs + rank * local_bs: b * global_bs + (rank + 1) *
+            local_bs])
             x = brain_t[idx].to(device, non_blocking=True)
             y = speech_t[idx].to(device, non_blocking=True)
             s = subj_t[idx].to(device, non_blocking=True)
@@ -400,7 +405,8 @@ def fit(model: BrainEncoder, train_set: Any, val_set: Any, cfg: TrainConfig, run
                      val_top10, rec["seconds"], " *" if improved else "")
             if run_dir is not None:
                 if improved:
-                    _atomic_save({"model": model.state_dict(), "epoch": epoch, "val_loss": val_loss}, best_path)
+                    _atomic_save({"model": model.state_dict(), "epoch": epoch, "val_loss": val_loss},
+                                 best_path)
                 rng = [torch.get_rng_state()]
                 _atomic_save({
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "best": best,
@@ -445,7 +451,7 @@ def train(cfg: TrainConfig) -> Path:
         dist.barrier()
     targets = _data.make_speech_targets(root, recordings, cfg.features, cfg.feature_params, cfg.score_dim,
                                         cfg.time_pool, cache, progress=progress)
-    train_set, scalers, seg_train = _data.segments(
+    train_set, scalers, info_train = _data.segments(
         recordings, targets, "train", "regular", subjects, window, spec, step=cfg.step,
         max_windows=cfg.max_train_windows, seed=cfg.seed, progress=progress)
     val_set, _, _ = _data.segments(recordings, targets, "val", "regular", subjects, window, spec,
@@ -455,7 +461,7 @@ def train(cfg: TrainConfig) -> Path:
     t_data = time.perf_counter() - t_start
 
     enc_cfg = preset_config(cfg.preset, **cfg.encoder)
-    positions = _positions(seg_train.channels)
+    positions = _positions(info_train.channels)
     torch.manual_seed(cfg.seed)
     rep = targets.representation
     model = BrainEncoder(enc_cfg, positions, len(subjects), rep.out_dim, rep.time_pool)
@@ -477,7 +483,7 @@ def train(cfg: TrainConfig) -> Path:
             "format": RUN_FORMAT,
             "config": cfg.to_dict(),
             "encoder": enc_cfg.to_dict(),
-            "channels": [c.to_dict() for c in seg_train.channels],
+            "channels": [c.to_dict() for c in info_train.channels],
             "sfreq_raw": _data.raw_sfreq(recordings[0]),
             "window": window.to_dict(),
             "preprocessing": spec.to_dict(),
@@ -491,7 +497,8 @@ def train(cfg: TrainConfig) -> Path:
                 "n_recordings": len(recordings),
                 "recordings": [r.name for r in recordings],
                 "n_windows": {"train": len(train_set), "val": len(val_set)},
-                "n_train_sounds": len(set(seg_train.sound)),
+                "n_train_sounds": len(set(info_train.sound)),
+                "train_sounds": sorted(set(info_train.sound.tolist())),
                 "split": {"by": "sound", "fractions": [0.7, 0.1, 0.2], "salt": "neurospeech",
                           "function": "neurospeech.data.split_of"},
                 "anchors": {"train": f"regular every {cfg.step} s", "val": f"regular every {cfg.step} s",
@@ -548,7 +555,8 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[BrainEncoder, di
     rd = Path(run_dir)
     meta_path = rd / "meta.json"
     if not meta_path.is_file():
-        raise ArtifactError(f"{rd} is not a finished training run (no meta.json); run `neurospeech train` first")
+        raise ArtifactError(
+            f"{rd} is not a finished training run (no meta.json); run `neurospeech train` first")
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != RUN_FORMAT:
         raise ArtifactError(f"run format {meta.get('format')!r} unsupported (expected {RUN_FORMAT}); retrain")

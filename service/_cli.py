@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,19 +20,42 @@ log = logging.getLogger(__name__)
 
 def _common(f: Any) -> Any:
     opts = [
-        click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="TOML settings (see deploy/configs/serve.example.toml); options below override it."),
-        click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="Exported ONNX encoder (contract in its metadata)."),
-        click.option("--bank", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="Candidate bank (.npz) built for that model."),
-        click.option("--subject", default=None, help="Subject whose scaler to use (default: the model's only one)."),
-        click.option("--hop", type=float, default=None, help="Seconds of data between sliding decisions [0.25]."),
+        click.option(
+            "--config",
+            "config",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="TOML settings (see deploy/configs/serve.example.toml); options below override it.",
+        ),
+        click.option(
+            "--model",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Exported ONNX encoder (contract in its metadata).",
+        ),
+        click.option(
+            "--bank",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Candidate bank (.npz) built for that model.",
+        ),
+        click.option(
+            "--subject", default=None, help="Subject whose scaler to use (default: the model's only one)."
+        ),
+        click.option(
+            "--hop", type=float, default=None, help="Seconds of data between sliding decisions [0.25]."
+        ),
         click.option("--topk", type=int, default=None, help="Candidates per decision [10]."),
-        click.option("--policy", "bad_channel_policy", type=click.Choice(["skip", "interpolate"]), default=None,
-                     help="Bad-channel policy [skip]."),
-        click.option("--threads", "intra_op_threads", type=int, default=None,
-                     help="onnxruntime intra-op threads [1]."),
+        click.option(
+            "--policy",
+            "bad_channel_policy",
+            type=click.Choice(["skip", "interpolate"]),
+            default=None,
+            help="Bad-channel policy [skip].",
+        ),
+        click.option(
+            "--threads", "intra_op_threads", type=int, default=None, help="onnxruntime intra-op threads [1]."
+        ),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -46,12 +70,28 @@ def _common(f: Any) -> Any:
 @click.option("--resolve-timeout", type=float, default=None, help="Seconds to wait for the stream [10].")
 @click.option("--no-markers", is_flag=True, help="Ignore the word-marker stream.")
 @click.option("--pub", "endpoint", default=None, help="ZeroMQ PUB endpoint [tcp://127.0.0.1:5556].")
-@click.option("--state", "state_endpoint", default=None, help="REP endpoint answering late joiners (optional).")
-@click.option("--encoding", type=click.Choice(["json", "msgpack"]), default=None, help="Header encoding [json].")
-@click.option("--log-messages", "jsonl_log", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Append every published header to this JSONL file.")
-def serve(config: Path | None, no_markers: bool, endpoint: str | None, state_endpoint: str | None,
-          encoding: str | None, jsonl_log: Path | None, **opts: Any) -> None:
+@click.option(
+    "--state", "state_endpoint", default=None, help="REP endpoint answering late joiners (optional)."
+)
+@click.option(
+    "--encoding", type=click.Choice(["json", "msgpack"]), default=None, help="Header encoding [json]."
+)
+@click.option(
+    "--log-messages",
+    "jsonl_log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Append every published header to this JSONL file.",
+)
+def serve(
+    config: Path | None,
+    no_markers: bool,
+    endpoint: str | None,
+    state_endpoint: str | None,
+    encoding: str | None,
+    jsonl_log: Path | None,
+    **opts: Any,
+) -> None:
     """Decode a live LSL stream and publish decisions and status over ZeroMQ.
 
     Runs until SIGINT/SIGTERM. Exit codes: 0 clean stop, 2 bad settings, 4 model/bank problem, 5 stream does
@@ -64,25 +104,55 @@ def serve(config: Path | None, no_markers: bool, endpoint: str | None, state_end
     ensure_lsl_config()
     from .server import Server
 
-    publish = {k: v for k, v in (("endpoint", endpoint), ("state_endpoint", state_endpoint),
-                                 ("encoding", encoding), ("jsonl_log", jsonl_log)) if v is not None}
+    publish = {
+        k: v
+        for k, v in (
+            ("endpoint", endpoint),
+            ("state_endpoint", state_endpoint),
+            ("encoding", encoding),
+            ("jsonl_log", jsonl_log),
+        )
+        if v is not None
+    }
     settings = load_settings(config, markers=False if no_markers else None, publish=publish, **opts)
     code = Server(settings).run()
-    if code:
-        sys.exit(code)
+    # Every thread is joined and every socket/inlet closed at this point. The interpreter's own teardown
+    # (module finalisation of scipy, onnxruntime ...) takes another 0.5-1 s on this machine, which would break
+    # the "stopped within 1 s of SIGTERM" promise, so the process ends here.
+    log.debug("serve returned %d", code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @click.command("decode-file")
 @click.argument("recording", type=click.Path(path_type=Path))
 @_common
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Decisions as JSON lines.")
-@click.option("--events", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Events table with word rows (default: the BIDS run's _events.tsv when present).")
-@click.option("--chunk", "chunk_seconds", type=float, default=1.0, show_default=True,
-              help="Seconds fed per step (the result does not depend on it).")
-def decode_file(recording: Path, config: Path | None, out: Path, events: Path | None, chunk_seconds: float,
-                **opts: Any) -> None:
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Decisions as JSON lines.",
+)
+@click.option(
+    "--events",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Events table with word rows (default: the BIDS run's _events.tsv when present).",
+)
+@click.option(
+    "--chunk",
+    "chunk_seconds",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Seconds fed per step (the result does not depend on it).",
+)
+def decode_file(
+    recording: Path, config: Path | None, out: Path, events: Path | None, chunk_seconds: float, **opts: Any
+) -> None:
     """Run the streaming pipeline over a recording file (FIF/EDF/BrainVision, BIDS runs) as fast as possible.
 
     Writes every sliding and word-locked decision to --out and prints a JSON summary (real-time factor,
@@ -93,6 +163,7 @@ def decode_file(recording: Path, config: Path | None, out: Path, events: Path | 
     from .filesource import decode_file as run
 
     settings = load_settings(config, **opts)
-    summary = run(recording, out, settings, events=events, chunk_seconds=chunk_seconds,
-                  progress=sys.stderr.isatty())
+    summary = run(
+        recording, out, settings, events=events, chunk_seconds=chunk_seconds, progress=sys.stderr.isatty()
+    )
     click.echo(json.dumps(summary, indent=1))

@@ -1,11 +1,11 @@
 """LSL acquisition with pylsl >= 1.18: resolve, describe, pull into a preallocated buffer, word markers.
 
-``pull_chunk(timeout, max_samples, dest_obj=buffer, min_samples=1)`` returns as soon as one sample is there and
+``pull_chunk(timeout, max_samples, dest_obj=buffer, min_samples=1)`` returns once one sample is there and
 then drains what is already available, straight into a C-contiguous buffer of the stream's dtype (no Python
 lists, no per-chunk allocation of the data). The inlet's buffer is small (``max_buflen`` seconds) so that a
 stalled consumer drops old data instead of drifting minutes behind.
 
-Set ``LSLAPICFG`` (e.g. to ``deploy/lsl_api.cfg``) before pylsl is first imported for reliable discovery on one
+Set ``LSLAPICFG`` (e.g. to ``deploy/lsl_api.cfg``) before pylsl is imported for reliable discovery on one
 machine; :func:`ensure_lsl_config` does that when it is unset.
 """
 
@@ -37,8 +37,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _FORMATS = {1: "float32", 2: "double64", 3: "string", 4: "int32", 5: "int16", 6: "int8", 7: "int64"}
-_DTYPES = {"float32": np.float32, "double64": np.float64, "int32": np.int32, "int16": np.int16,
-           "int8": np.int8, "int64": np.int64}
+_DTYPES = {
+    "float32": np.float32,
+    "double64": np.float64,
+    "int32": np.int32,
+    "int16": np.int16,
+    "int8": np.int8,
+    "int64": np.int64,
+}
 
 
 def ensure_lsl_config() -> None:
@@ -74,7 +80,12 @@ class StreamDescription:
     units: list[str]
 
     def summary(self) -> dict[str, Any]:
-        return {"name": self.name, "source_id": self.source_id, "sfreq": self.sfreq, "n_channels": self.n_channels}
+        return {
+            "name": self.name,
+            "source_id": self.source_id,
+            "sfreq": self.sfreq,
+            "n_channels": self.n_channels,
+        }
 
 
 def _quote(v: str) -> str:
@@ -88,14 +99,16 @@ def list_streams(wait: float = 1.0) -> list[str]:
     pylsl = _pylsl()
     out = []
     for s in pylsl.resolve_streams(wait_time=wait):
-        out.append(f"{s.name()} (type {s.type()}, source_id {s.source_id() or '-'}, "
-                   f"{s.channel_count()} ch @ {s.nominal_srate():g} Hz, host {s.hostname()})")
+        out.append(
+            f"{s.name()} (type {s.type()}, source_id {s.source_id() or '-'}, "
+            f"{s.channel_count()} ch @ {s.nominal_srate():g} Hz, host {s.hostname()})"
+        )
     return sorted(out)
 
 
 def resolve_stream(
     name: str | None = None,
-    type: str | None = None,  # noqa: A002 - LSL's term
+    type: str | None = None,
     source_id: str | None = None,
     timeout: float = 10.0,
     should_stop: Any = None,
@@ -103,7 +116,7 @@ def resolve_stream(
 ) -> Any:
     """Find one stream by name / type / source_id.
 
-    Resolves in short rounds (so ``should_stop()`` can interrupt), until ``timeout``.
+    Polls a background resolver (``should_stop()`` can interrupt) until ``timeout``.
 
     Returns
     -------
@@ -126,15 +139,20 @@ def resolve_stream(
         raise StreamError("give a stream name, type or source_id to resolve")
     pred = " and ".join(parts)
     deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        found = pylsl.resolve_bypred(pred, 1, max(0.05, min(0.5, left)))
-        if found:
-            if len(found) > 1:
-                log.warning("%d streams match %s; using the first (%s)", len(found), pred, found[0].uid())
-            return found[0]
-        if time.monotonic() >= deadline or (should_stop is not None and should_stop()):
-            break
+    # a background resolver keeps sending resolve waves; a single short resolve call can miss a stream
+    resolver = pylsl.ContinuousResolver(pred=pred)
+    try:
+        while True:
+            found = resolver.results()
+            if found:
+                if len(found) > 1:
+                    log.warning("%d streams match %s; using the first (%s)", len(found), pred, found[0].uid())
+                return found[0]
+            if time.monotonic() >= deadline or (should_stop is not None and should_stop()):
+                break
+            time.sleep(0.02)
+    finally:
+        del resolver
     if not list_on_failure:
         raise StreamNotFoundError(f"no LSL stream matches {pred}")
     others = list_streams(0.5)
@@ -159,16 +177,23 @@ def _describe(info: Any) -> StreamDescription:
         ch = ch.next_sibling("channel")
     if len(labels) != n or not all(labels):
         raise StreamError(
-            f"stream {info.name()!r} has {n} channels but channel labels for {sum(map(bool, labels))} of them in "
+            f"stream {info.name()!r} has {n} channels but labels for {sum(map(bool, labels))} of them in "
             "desc/channels/channel/label; the outlet must describe every channel (label, type, unit)"
         )
     stype = info.type()
     types = [t or stype for t in types]
     return StreamDescription(
-        name=info.name(), type=stype, source_id=info.source_id(), uid=info.uid(), hostname=info.hostname(),
-        sfreq=float(info.nominal_srate()), n_channels=n,
+        name=info.name(),
+        type=stype,
+        source_id=info.source_id(),
+        uid=info.uid(),
+        hostname=info.hostname(),
+        sfreq=float(info.nominal_srate()),
+        n_channels=n,
         channel_format=_FORMATS.get(info.channel_format(), str(info.channel_format())),
-        labels=labels, types=types, units=units,
+        labels=labels,
+        types=types,
+        units=units,
     )
 
 
@@ -189,8 +214,15 @@ class DataInlet:
         Seconds to wait for the full stream info.
     """
 
-    def __init__(self, info: Any, max_buflen: int = 2, clocksync: bool = True, dejitter: bool = False,
-                 chunk_samples: int = 0, open_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        info: Any,
+        max_buflen: int = 2,
+        clocksync: bool = True,
+        dejitter: bool = False,
+        chunk_samples: int = 0,
+        open_timeout: float = 2.0,
+    ) -> None:
         pylsl = _pylsl()
         self._pylsl = pylsl
         flags = 0
@@ -204,11 +236,15 @@ class DataInlet:
             full = self.inlet.info(timeout=open_timeout)
         except Exception as exc:
             self.inlet.close_stream()
-            raise StreamError(f"could not read the stream's description ({exc}); is the outlet alive?") from exc
+            raise StreamError(
+                f"could not read the stream's description ({exc}); is the outlet alive?"
+            ) from exc
         self.description = _describe(full)
         fmt = self.description.channel_format
         if fmt not in _DTYPES:
-            raise StreamError(f"stream {self.description.name!r} has channel format {fmt!r}; need a numeric stream")
+            raise StreamError(
+                f"stream {self.description.name!r} has channel format {fmt!r}; need a numeric stream"
+            )
         self.dtype = np.dtype(_DTYPES[fmt])
         n = chunk_samples or max(16, int(self.description.sfreq * 0.25))
         self.buffer = np.zeros((n, self.description.n_channels), dtype=self.dtype)
@@ -225,8 +261,9 @@ class DataInlet:
         StreamLostError-like
             ``pylsl.util.LostError`` propagates when the outlet is gone.
         """
-        _, stamps = self.inlet.pull_chunk(timeout=timeout, max_samples=self.max_samples, dest_obj=self.buffer,
-                                          min_samples=1)
+        _, stamps = self.inlet.pull_chunk(
+            timeout=timeout, max_samples=self.max_samples, dest_obj=self.buffer, min_samples=1
+        )
         n = len(stamps)
         return self.buffer[:n], np.asarray(stamps, dtype=np.float64)
 

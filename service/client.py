@@ -93,7 +93,9 @@ class Subscriber:
                 "CURVE needs both curve_secret_key (this client's) and curve_server_key (the service's)"
             )
         self.topics = tuple(topics)
-        self._curve = (curve_secret_key, curve_server_key) if curve_secret_key is not None else None
+        self._curve: tuple[str | Path, str | Path] | None = None
+        if curve_secret_key is not None and curve_server_key is not None:
+            self._curve = (curve_secret_key, curve_server_key)
         self._own_ctx = context is None
         self.ctx = context if context is not None else zmq.Context()
         self.sock = self.ctx.socket(zmq.SUB)

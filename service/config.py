@@ -23,13 +23,35 @@ __all__ = ["SECTIONS", "ServeSettings", "load_settings"]
 #: TOML section -> the ServeSettings fields it may hold
 SECTIONS: dict[str, tuple[str, ...]] = {
     "model": ("model", "bank", "subject", "intra_op_threads"),
-    "stream": ("stream_name", "stream_type", "source_id", "resolve_timeout", "markers", "marker_stream",
-               "strict_rate"),
-    "acquisition": ("clocksync", "dejitter", "max_buflen", "chunk_samples", "loss_timeout",
-                    "reconnect_interval", "ring_seconds", "jump_threshold", "clock_halftime"),
+    "stream": (
+        "stream_name",
+        "stream_type",
+        "source_id",
+        "resolve_timeout",
+        "markers",
+        "marker_stream",
+        "strict_rate",
+    ),
+    "acquisition": (
+        "clocksync",
+        "dejitter",
+        "max_buflen",
+        "chunk_samples",
+        "loss_timeout",
+        "reconnect_interval",
+        "ring_seconds",
+        "jump_threshold",
+        "clock_halftime",
+    ),
     "decode": ("hop", "topk", "status_interval", "send_latent"),
-    "quality": ("bad_channel_policy", "flat_rel", "artefact_threshold", "saturation_fraction",
-                "max_bad_fraction", "n_neighbours"),
+    "quality": (
+        "bad_channel_policy",
+        "flat_rel",
+        "artefact_threshold",
+        "saturation_fraction",
+        "max_bad_fraction",
+        "n_neighbours",
+    ),
 }
 _POLICIES = ("skip", "interpolate")
 
@@ -192,7 +214,9 @@ class ServeSettings:
         for name in ("stream_name", "stream_type", "source_id", "marker_stream", "subject"):
             text(name)
         if self.bad_channel_policy not in _POLICIES:
-            raise ConfigError(f"bad_channel_policy must be one of {_POLICIES}, got {self.bad_channel_policy!r}")
+            raise ConfigError(
+                f"bad_channel_policy must be one of {_POLICIES}, got {self.bad_channel_policy!r}"
+            )
         if not isinstance(self.publish, dict):
             raise ConfigError(f"[publish] must be a table of publisher settings, got {self.publish!r}")
         if need_stream and not (self.stream_name or self.stream_type or self.source_id):
@@ -248,7 +272,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> ServeSett
             for key, value in table.items():
                 if key not in SECTIONS[section]:
                     raise ConfigError(
-                        f"unknown key {key!r} in [{section}] of {str(p)!r}; allowed: {list(SECTIONS[section])}"
+                        f"unknown key {key!r} in [{section}] of {str(p)!r}; allowed:{list(SECTIONS[section])}"
                     )
                 if key in ("model", "bank"):
                     if not isinstance(value, str):

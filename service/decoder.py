@@ -1,6 +1,6 @@
 """Window -> encoder -> CLIP scores against the candidate bank -> top-k decision header.
 
-Used by the live server and by ``decode-file`` alike, so both produce the same decisions from the same windows.
+Used by the live server and by ``decode-file`` alike: both make the same decisions from the same windows.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def load_artifacts(
     shape = bank.header.get("output_shape")
     if shape and model.output_shape and tuple(shape) != tuple(model.output_shape):
         raise ArtifactError(
-            f"bank output shape {tuple(shape)} differs from the model's {model.output_shape}; rebuild the bank"
+            f"bank output shape {tuple(shape)} differs from the model's {model.output_shape}; rebuild it"
         )
     return model, bank, subject
 
@@ -78,7 +78,9 @@ class Decoder:
         self._sounds = bank.sounds.astype(str)
         self._times = np.asarray(bank.sound_times, dtype=np.float64)
 
-    def decide(self, job: WindowJob, with_latent: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def decide(
+        self, job: WindowJob, with_latent: bool = False
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Decode one window.
 
         Returns

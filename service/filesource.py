@@ -2,9 +2,9 @@
 
 The file (FIF, EDF, BrainVision, BIDS runs of those; anything :func:`mne.io.read_raw` reads) is fed in chunks
 through the same :class:`~neurospeech.service.pipeline.OnlinePipeline` and
-:class:`~neurospeech.service.decoder.Decoder` the server uses, with the sample times of ``raw.times`` as stamps.
+:class:`~neurospeech.service.decoder.Decoder` the server uses, with ``raw.times`` as stamps.
 Every sliding window (one per hop of data) is decoded -- none is skipped -- and, when word events are known
-(the BIDS run's ``_events.tsv`` or ``--events``), every word-locked window too, carrying the event's segment id
+(the BIDS run's ``_events.tsv`` or ``--events``), every word-locked window too, with the event's segment id
 as ground truth. Decisions are written as JSON lines with the same fields as the published decode headers.
 """
 
@@ -39,7 +39,7 @@ class FileMarker:
 
 
 def events_path_for(path: Path) -> Path | None:
-    """The BIDS ``_events.tsv`` next to a run file (``sub-01_task-x_meg.fif`` -> ``sub-01_task-x_events.tsv``)."""
+    """The BIDS ``_events.tsv`` next to a run (``sub-01_task-x_meg.fif`` -> ``sub-01_task-x_events.tsv``)."""
     stem = path.name.split(".")[0]
     if "_" not in stem:
         return None
@@ -55,9 +55,18 @@ def read_word_markers(events_tsv: Path) -> list[FileMarker]:
     out = []
     for k in range(len(ev)):
         sound, st = str(ev.sound[k]), float(ev.sound_time[k])
-        out.append(FileMarker(float(ev.onset[k]), {
-            "segment_id": segment_id(sound, st), "word": str(ev.word[k]), "sound": sound, "sound_time": st,
-            "sentence": str(ev.sentence[k])}))
+        out.append(
+            FileMarker(
+                float(ev.onset[k]),
+                {
+                    "segment_id": segment_id(sound, st),
+                    "word": str(ev.word[k]),
+                    "sound": sound,
+                    "sound_time": st,
+                    "sentence": str(ev.sentence[k]),
+                },
+            )
+        )
     return out
 
 
@@ -101,18 +110,28 @@ def decode_raw(
     chunk_seconds : float
         Chunk size fed to the pipeline (does not change the result).
     """
-    model, bank, subject = artifacts or load_artifacts(settings.model, settings.bank, settings.subject,
-                                                       settings.intra_op_threads)
+    model, bank, subject = artifacts or load_artifacts(
+        settings.model, settings.bank, settings.subject, settings.intra_op_threads
+    )
     contract = model.contract
     cmap = check_stream(contract, names, sfreq, units, types, strict_rate=settings.strict_rate)
     need = contract.window.n_window / contract.window.sfreq + 2 * chunk_seconds + 2.0
-    pipe = OnlinePipeline(contract, cmap, sfreq, subject, max(need, 10.0), settings.hop,
-                          QualitySettings.from_settings(settings), np.inf, settings.clock_halftime)
+    pipe = OnlinePipeline(
+        contract,
+        cmap,
+        sfreq,
+        subject,
+        max(need, 10.0),
+        settings.hop,
+        QualitySettings.from_settings(settings),
+        np.inf,
+        settings.clock_halftime,
+    )
     pipe.clock.min_span = np.inf  # file times are exact: keep the nominal rate
     decoder = Decoder(model, bank, subject, settings.topk)
     pending = sorted(markers or [], key=lambda m: m.time)
     n = data.shape[1]
-    step = max(1, int(round(chunk_seconds * sfreq)))
+    step = max(1, round(chunk_seconds * sfreq))
     stamps_all = first_time + np.arange(n) / sfreq
     last_key = None
     for i in range(0, n, step):
@@ -149,8 +168,9 @@ def decode_file(
     seconds of data, wall time and the real-time factor.
     """
     path = Path(path)
-    model, bank, subject = load_artifacts(settings.model, settings.bank, settings.subject,
-                                          settings.intra_op_threads)
+    model, bank, subject = load_artifacts(
+        settings.model, settings.bank, settings.subject, settings.intra_op_threads
+    )
     raw = _read_raw(path)
     ev_path = Path(events) if events is not None else events_path_for(path)
     if events is not None and not Path(events).is_file():
@@ -174,10 +194,18 @@ def decode_file(
 
             bar = tqdm(total=round(duration), unit="s", desc=path.name)
         last = 0.0
-        for seq, h in enumerate(decode_raw(data, sfreq, names, settings, markers, types, None, chunk_seconds,
-                                           0.0, (model, bank, subject))):
-            h = {"schema": "neurospeech.v1.decode", "seq": seq, "model_id": model.contract.model_id,
-                 "model_sha256": model.sha256, **h}
+        for seq, h in enumerate(
+            decode_raw(
+                data, sfreq, names, settings, markers, types, None, chunk_seconds, 0.0, (model, bank, subject)
+            )
+        ):
+            h = {
+                "schema": "neurospeech.v1.decode",
+                "seq": seq,
+                "model_id": model.contract.model_id,
+                "model_sha256": model.sha256,
+                **h,
+            }
             fh.write(json.dumps(h, separators=(",", ":")) + "\n")
             counts[h["kind"]] += 1
             if not h["topk"]:

@@ -1,7 +1,7 @@
 """The exported brain encoder in onnxruntime: SHA-256 checked before load, contract read from the file.
 
 The file's bytes are read once, hashed, checked against the hash the caller expects (the candidate bank's
-``model_sha256``), and only then handed to onnxruntime, so the session runs exactly the bytes that were checked.
+``model_sha256``), and only then handed to onnxruntime: the session runs exactly the bytes that were checked.
 The :class:`~neurospeech.contract.ModelContract` comes from the ONNX metadata key
 :data:`neurospeech.contract.METADATA_KEY`, or from a ``<model>.contract.json`` sidecar.
 """
@@ -70,7 +70,7 @@ class EncoderModel:
         self.sha256 = hashlib.sha256(data).hexdigest()
         if expected_sha256 is not None and expected_sha256 != self.sha256:
             raise ArtifactError(
-                f"model {str(p)!r} has sha256 {self.sha256[:12]}... but {expected_sha256[:12]}... was expected; "
+                f"model {str(p)!r} has sha256 {self.sha256[:12]}..., not {expected_sha256[:12]}...; "
                 "the file is corrupted or not the model you meant"
             )
         if check is not None:
@@ -101,7 +101,9 @@ class EncoderModel:
                 )
         sub = self.contract.inputs.get("subject", "subject")
         self.subject_input = sub if sub in inputs and sub != self.brain_input else None
-        self._subject_dtype = _ORT_INT.get(inputs[self.subject_input].type, np.int64) if self.subject_input else None
+        self._subject_dtype = (
+            _ORT_INT.get(inputs[self.subject_input].type, np.int64) if self.subject_input else None
+        )
         outputs = [o.name for o in self.session.get_outputs()]
         want = self.contract.output.get("name")
         self.output_name = want if want in outputs else outputs[0]
@@ -111,7 +113,7 @@ class EncoderModel:
         n_ch = len(self.contract.channels)
         if len(brain_shape) == 3 and isinstance(brain_shape[1], int) and brain_shape[1] != n_ch:
             raise ArtifactError(
-                f"model input {self.brain_input!r} has {brain_shape[1]} channels but its contract lists {n_ch}; "
+                f"model input {self.brain_input!r} has {brain_shape[1]} channels, its contract lists {n_ch}; "
                 "re-export the model"
             )
 
@@ -131,7 +133,7 @@ class EncoderModel:
         """Index of ``subject`` in the model's subject layer."""
         if subject not in self.contract.subjects:
             raise ContractMismatchError(
-                f"subject {subject!r} is not in the model (known: {self.contract.subjects}); pass one of these"
+                f"subject {subject!r} is not in the model (known: {self.contract.subjects}); pass one of them"
             )
         return self.contract.subjects.index(subject)
 

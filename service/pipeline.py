@@ -1,9 +1,10 @@
 """Online preprocessing: stream chunks -> model-rate ring -> quality-checked, scaled windows.
 
 The continuous part is :class:`neurospeech.preprocessing.StreamPreprocessor` (the same object the offline
-trainer path feeds whole recordings through), the window part :func:`neurospeech.preprocessing.preprocess_window`
-with the subject's :class:`~neurospeech.preprocessing.RobustScaler` from the model contract. What this module adds
-is what a live stream needs:
+trainer path feeds whole recordings through), the window part
+:func:`neurospeech.preprocessing.preprocess_window` with the subject's
+:class:`~neurospeech.preprocessing.RobustScaler` from the model contract. What this module adds is what a live
+stream needs:
 
 - the contract check on connect (:func:`check_stream`): reorder by name, unit conversion, rate, types;
 - a clock model (:class:`ClockModel`): an exponentially-forgetting linear fit of the LSL stamps against the
@@ -123,6 +124,7 @@ class ClockModel:
         self.t_ref: float | None = None
         self.a = 0.0
         self.b = 0.0
+        self.fitted = False  # the slope has been estimated from enough data
         self._s = np.zeros(5)  # w, j, r, jj, jr
 
     def predict(self, j: float | NDArray[np.float64]) -> Any:
@@ -149,6 +151,7 @@ class ClockModel:
         if var > self.min_span**2 / 12 and w > 2.5:
             b = (sjr / w - mj * mr) / var
             self.b = float(np.clip(b, -self.max_slope, self.max_slope))
+            self.fitted = True
         else:
             self.b = 0.0
         self.a = float(mr - self.b * mj)
@@ -173,8 +176,14 @@ class QualitySettings:
 
     @classmethod
     def from_settings(cls, s: Any) -> QualitySettings:
-        return cls(s.bad_channel_policy, s.flat_rel, s.artefact_threshold, s.saturation_fraction,
-                   s.max_bad_fraction, s.n_neighbours)
+        return cls(
+            s.bad_channel_policy,
+            s.flat_rel,
+            s.artefact_threshold,
+            s.saturation_fraction,
+            s.max_bad_fraction,
+            s.n_neighbours,
+        )
 
 
 def assess_window(
@@ -211,7 +220,8 @@ def assess_window(
     x : array, shape (n_channels, n_times) float32, or None
         What the model sees (None: the window must be skipped).
     flags : list of str
-        ``nonfinite:<ch,..>``, ``flat:..``, ``saturated:..``, ``artefact:..``, ``interpolated:..``, ``skipped``.
+        ``nonfinite:<ch,..>``, ``flat:..``, ``saturated:..``, ``artefact:..``, ``interpolated:..``,
+        ``skipped``.
     bad : dict
         Channel name -> reasons, for the channels found bad.
     """
@@ -238,11 +248,17 @@ def assess_window(
         return x, [], {}
     flags: list[str] = []
     bad: dict[str, list[str]] = {}
-    for reason, mask in (("nonfinite", nonfinite), ("flat", flat), ("saturated", saturated),
-                         ("artefact", artefact)):
+    for reason, mask in (
+        ("nonfinite", nonfinite),
+        ("flat", flat),
+        ("saturated", saturated),
+        ("artefact", artefact),
+    ):
         idx = np.flatnonzero(mask)
         if idx.size:
-            flags.append(f"{reason}:" + ",".join(names[i] for i in idx[:20]) + ("..." if idx.size > 20 else ""))
+            flags.append(
+                f"{reason}:" + ",".join(names[i] for i in idx[:20]) + ("..." if idx.size > 20 else "")
+            )
             for i in idx:
                 bad.setdefault(names[i], []).append(reason)
     n_bad = int(bad_mask.sum())
@@ -341,7 +357,9 @@ class OnlinePipeline:
         self.positions = None if any(p is None for p in pos) else np.array(pos, dtype=np.float64)
         self.index = np.asarray(channel_map.index, dtype=np.int64)
         self.scale = np.asarray(channel_map.scale, dtype=np.float64)
-        self._identity = bool(np.array_equal(self.index, np.arange(len(self.index))) and np.all(self.scale == 1))
+        self._identity = bool(
+            np.array_equal(self.index, np.arange(len(self.index))) and np.all(self.scale == 1)
+        )
         self.sfreq = float(sfreq)
         self.scaler = contract.scaler(subject)
         self.subject = subject
@@ -351,9 +369,9 @@ class OnlinePipeline:
         rs = self.pre.resampler
         self._up, self._down, self._delay_up, self._k = rs.up, rs.down, rs.delay_up, rs.k_taps
         self.clock = ClockModel(self.sfreq, clock_halftime * self.sfreq)
-        n_ring = max(int(round(ring_seconds * self.window.sfreq)), 2 * self.window.n_window)
+        n_ring = max(round(ring_seconds * self.window.sfreq), 2 * self.window.n_window)
         self.ring = RingBuffer(n_ring, self.n_channels, np.float32)
-        self.hop_n = max(1, int(round(hop * self.window.sfreq)))
+        self.hop_n = max(1, round(hop * self.window.sfreq))
         self.lock = threading.Lock()  # guards segment bookkeeping read by other threads
         # counters (written by the acquisition thread, read by the status loop)
         self.samples_received = 0
@@ -367,12 +385,15 @@ class OnlinePipeline:
         self.seg_n_raw = 0
         self.t_newest_raw = float("nan")
         self._t_last_stamp = float("nan")
+        self._last_rate_ratio = 1.0
         self.new_segment()
 
     # ------------------------------------------------------------------ segments
     def new_segment(self) -> None:
         """Forget filter state and the clock model: the next samples start a new continuous segment."""
         with self.lock:
+            if self.clock.fitted:
+                self._last_rate_ratio = self.clock.rate_ratio
             self.pre.reset()
             self.clock.reset()
             self.seg += 1
@@ -385,11 +406,16 @@ class OnlinePipeline:
             self._last_raw = np.full(self.n_channels, np.nan)
 
     def report_gap(self, start: float, duration: float) -> None:
-        """Record a gap (stream loss or dropped data) of ``duration`` seconds starting at LSL time ``start``."""
+        """Record a gap (stream loss or dropped data) of ``duration`` s starting at LSL time ``start``."""
         self.gaps.append({"start": float(start), "duration": float(duration)})
         self.n_gaps += 1
         if duration > 0 and math.isfinite(duration):
-            self.dropped_samples += int(round(duration * self.sfreq))
+            self.dropped_samples += round(duration * self.sfreq)
+
+    @property
+    def rate_ratio(self) -> float:
+        """Estimated true / nominal stream rate (the last fitted estimate when the segment is too short)."""
+        return self.clock.rate_ratio if self.clock.fitted else self._last_rate_ratio
 
     # ------------------------------------------------------------------ input
     def _check_stamps(self, stamps: NDArray[np.float64]) -> None:
@@ -548,15 +574,40 @@ class OnlinePipeline:
         except IndexError:
             return None
         if not span.continuous:
-            return WindowJob(kind, None, ["gap", "skipped"], float(span.times[0]), float(span.times[-1]),
-                             float(span.newest[-1]), truth, start, t0)
+            return WindowJob(
+                kind,
+                None,
+                ["gap", "skipped"],
+                float(span.times[0]),
+                float(span.times[-1]),
+                float(span.newest[-1]),
+                truth,
+                start,
+                t0,
+            )
         x, flags, bad = assess_window(
-            span.data.T, self.window, self.scaler, self.spec.clamp, self.quality, self.names, self.positions,
-            span.bad.any(axis=0), None if span.stuck is None else span.stuck.mean(axis=0),
+            span.data.T,
+            self.window,
+            self.scaler,
+            self.spec.clamp,
+            self.quality,
+            self.names,
+            self.positions,
+            span.bad.any(axis=0),
+            None if span.stuck is None else span.stuck.mean(axis=0),
         )
         self.last_quality = bad
-        return WindowJob(kind, x, flags, float(span.times[0]), float(span.times[-1]), float(span.newest[-1]),
-                         truth, start, t0)
+        return WindowJob(
+            kind,
+            x,
+            flags,
+            float(span.times[0]),
+            float(span.times[-1]),
+            float(span.newest[-1]),
+            truth,
+            start,
+            t0,
+        )
 
     last_quality: dict[str, list[str]] = {}  # noqa: RUF012 - replaced per instance on first window
 

@@ -146,7 +146,7 @@ class Publisher:
         self._state_requests = 0
         self._last_status: dict[str, Any] | None = None
         self._closed = False
-        self._auth = None
+        self._auth: Any = None
         self._state_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._log_file: IO[str] | None = None

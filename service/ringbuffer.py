@@ -1,9 +1,9 @@
 """A fixed-size ring of model-rate samples, written in place by one thread and read by others.
 
 Samples are addressed by a global index ``g`` (0, 1, 2, ... since the service started, across reconnections).
-The ring keeps the last ``capacity`` of them. A write copies only the new samples into their slots (at most two
-slices when it wraps); readers copy out just the span they ask for. One lock guards both, and it is held only
-for those small copies, so a reader never sees a half-written span and the writer never waits long.
+The ring keeps the last ``capacity`` of them. A write copies only the new samples into their slots
+(at most two slices when it wraps); readers copy out just the span they ask for. One lock guards both, held
+only for those small copies, so a reader never sees a half-written span and the writer never waits long.
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ class RingSpan:
 
     __slots__ = ("bad", "data", "newest", "seg", "start", "stuck", "times")
 
-    def __init__(self, start: int, data: Any, times: Any, seg: Any, bad: Any, newest: Any,
-                 stuck: Any = None) -> None:
+    def __init__(
+        self, start: int, data: Any, times: Any, seg: Any, bad: Any, newest: Any, stuck: Any = None
+    ) -> None:
         self.start = start
         self.data = data
         self.times = times
@@ -72,7 +73,9 @@ class RingBuffer:
 
     def __init__(self, capacity: int, n_channels: int, dtype: Any = np.float32) -> None:
         if capacity < 1 or n_channels < 1:
-            raise DataFormatError(f"ring needs capacity >= 1 and n_channels >= 1, got {capacity}, {n_channels}")
+            raise DataFormatError(
+                f"ring needs capacity >= 1 and n_channels >= 1, got {capacity}, {n_channels}"
+            )
         self.capacity = int(capacity)
         self.n_channels = int(n_channels)
         self._data = np.zeros((self.capacity, self.n_channels), dtype=dtype)
@@ -131,7 +134,7 @@ class RingBuffer:
             return self._count
         if data.ndim != 2 or data.shape[1] != self.n_channels or len(times) != n:
             raise DataFormatError(
-                f"ring write expects data (n, {self.n_channels}) and times (n,), got {data.shape}, {len(times)}"
+                f"ring write needs data (n, {self.n_channels}) and times (n,), got {data.shape}, {len(times)}"
             )
         if n > self.capacity:  # only the newest capacity samples can be kept
             skip = n - self.capacity
@@ -144,7 +147,10 @@ class RingBuffer:
         with self._lock:
             i0 = self._count % self.capacity
             first = min(n, self.capacity - i0)
-            for dst, src in ((slice(i0, i0 + first), slice(0, first)), (slice(0, n - first), slice(first, n))):
+            for dst, src in (
+                (slice(i0, i0 + first), slice(0, first)),
+                (slice(0, n - first), slice(first, n)),
+            ):
                 if src.stop - src.start <= 0:
                     continue
                 self._data[dst] = data[src]
@@ -179,10 +185,24 @@ class RingBuffer:
             i0 = start % self.capacity
             if i0 + n <= self.capacity:  # contiguous: plain slice copies
                 sl = slice(i0, i0 + n)
-                return RingSpan(start, self._data[sl].copy(), self._times[sl].copy(), self._seg[sl].copy(),
-                                self._bad[sl].copy(), self._newest[sl].copy(), self._stuck[sl].copy())
-            return RingSpan(start, self._data[idx], self._times[idx], self._seg[idx], self._bad[idx],
-                            self._newest[idx], self._stuck[idx])
+                return RingSpan(
+                    start,
+                    self._data[sl].copy(),
+                    self._times[sl].copy(),
+                    self._seg[sl].copy(),
+                    self._bad[sl].copy(),
+                    self._newest[sl].copy(),
+                    self._stuck[sl].copy(),
+                )
+            return RingSpan(
+                start,
+                self._data[idx],
+                self._times[idx],
+                self._seg[idx],
+                self._bad[idx],
+                self._newest[idx],
+                self._stuck[idx],
+            )
 
     def read_meta(self, start: int, n: int) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
         """Times and segment numbers only (cheap search for a time)."""

@@ -3,11 +3,12 @@
 Threads
 -------
 - **acquisition** (``neurospeech-acq``): pulls chunks from the inlet (``min_samples=1`` into a preallocated
-  buffer), runs the online preprocessing into the model-rate ring, pulls word markers, detects loss (no samples
-  for ``loss_timeout``, or liblsl's LostError) and re-resolves the stream (by ``source_id``) until it returns.
-- **control** (``neurospeech-control``): woken by every chunk; cuts the newest complete sliding window every hop
-  of data and the word-locked windows whose markers are complete, hands them to the worker, and publishes the
-  status heartbeat (every ``status_interval``, and at once on a state change).
+  buffer), runs the online preprocessing into the model-rate ring, pulls word markers, detects loss (no
+  samples for ``loss_timeout``, or liblsl's LostError) and re-resolves the stream (by ``source_id``) until
+  it returns.
+- **control** (``neurospeech-control``): woken by every chunk; cuts the newest complete sliding window every
+  hop of data and the word-locked windows whose markers are complete, hands them to the worker, and
+  publishes the status heartbeat (every ``status_interval``, and at once on a state change).
 - **worker** (``neurospeech-infer``): encoder + scoring + publish. It holds at most one pending sliding window
   (a newer one replaces it: the older is counted as a skipped decision) and a short queue of word windows, so
   an encoder slower than the hop skips decisions instead of queueing without bound.
@@ -36,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, ContractMismatchError, NeurospeechError, StreamError, TransportError
+from ..errors import ConfigError, ContractMismatchError, NeurospeechError, TransportError
 from .acquisition import DataInlet, Marker, MarkerInlet, StreamDescription, _pylsl, resolve_stream
 from .config import ServeSettings
 from .decoder import Decoder, load_artifacts
@@ -91,6 +92,8 @@ class Server:
         self._inlet: DataInlet | None = None
         self._marker_inlet: MarkerInlet | None = None
         self._marker_resolver: Any = None
+        self._data_resolver: Any = None
+        self._lost_uid = ""
         self._stop = threading.Event()
         self._done = threading.Event()
         self._status_now = threading.Event()
@@ -141,8 +144,9 @@ class Server:
         try:
             self._publish_status()
             s = self.settings
-            info = resolve_stream(s.stream_name, s.stream_type, s.source_id, s.resolve_timeout,
-                                  should_stop=self._stop.is_set)
+            info = resolve_stream(
+                s.stream_name, s.stream_type, s.source_id, s.resolve_timeout, should_stop=self._stop.is_set
+            )
             self._open(info, first=True)
         except BaseException:
             self._close_publisher()
@@ -152,14 +156,24 @@ class Server:
             self._marker_resolver = pylsl.ContinuousResolver(
                 pred=f"name='{self.settings.marker_stream_name}' and type='Markers'"
             )
-        for target, name in ((self._acq_loop, "neurospeech-acq"), (self._worker_loop, "neurospeech-infer"),
-                             (self._control_loop, "neurospeech-control")):
+        for target, name in (
+            (self._acq_loop, "neurospeech-acq"),
+            (self._worker_loop, "neurospeech-infer"),
+            (self._control_loop, "neurospeech-control"),
+        ):
             t = threading.Thread(target=self._guard, args=(target,), name=name, daemon=True)
             self._threads.append(t)
             t.start()
-        log.info("serving model %s (%s) for subject %s on stream %s (%d ch @ %g Hz); hop %.3g s",
-                 self.contract.model_id, self.model.sha256[:12], self.subject, self.description.name,
-                 self.description.n_channels, self.description.sfreq, self.settings.hop)
+        log.info(
+            "serving model %s (%s) for subject %s on stream %s (%d ch @ %g Hz); hop %.3g s",
+            self.contract.model_id,
+            self.model.sha256[:12],
+            self.subject,
+            self.description.name,
+            self.description.n_channels,
+            self.description.sfreq,
+            self.settings.hop,
+        )
 
     def stop(self) -> None:
         """Ask every thread to stop (returns at once; :meth:`join` waits)."""
@@ -171,7 +185,8 @@ class Server:
 
     def join(self, timeout: float = 1.0) -> None:
         """Wait for the threads (up to ``timeout`` in all), publish the final status, close everything."""
-        deadline = time.monotonic() + timeout
+        t0 = time.monotonic()
+        deadline = t0 + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
             if t.is_alive():
@@ -183,9 +198,13 @@ class Server:
                     self._publish_status()
                 except NeurospeechError:
                     log.debug("final status not sent", exc_info=True)
+        t1 = time.monotonic()
         self._close_inlets()
+        self._marker_resolver = self._data_resolver = None
         self._close_publisher()
         self._done.set()
+        log.debug("stopped: threads joined in %.0f ms, closed in %.0f ms", 1e3 * (t1 - t0),
+                  1e3 * (time.monotonic() - t1))
 
     @property
     def exit_code(self) -> int:
@@ -226,29 +245,45 @@ class Server:
         except BaseException as exc:
             self._fatal = exc
             self._fatal_tb = traceback.format_exc()
-            log.critical("thread %s crashed; stopping the service:\n%s",
-                         threading.current_thread().name, self._fatal_tb)
+            log.critical(
+                "thread %s crashed; stopping the service:\n%s",
+                threading.current_thread().name,
+                self._fatal_tb,
+            )
             self.stop()
 
     # ------------------------------------------------------------------ connection
-    def _open(self, info: Any, first: bool) -> None:
+    def _open(self, info: Any, first: bool, open_timeout: float = 2.0) -> None:
         s = self.settings
-        inlet = DataInlet(info, s.max_buflen, s.clocksync, s.dejitter, s.chunk_samples)
+        inlet = DataInlet(info, s.max_buflen, s.clocksync, s.dejitter, s.chunk_samples, open_timeout)
         d = inlet.description
         try:
-            cmap = check_stream(self.contract, d.labels, d.sfreq, d.units, d.types, d.channel_format, s.strict_rate)
+            cmap = check_stream(
+                self.contract, d.labels, d.sfreq, d.units, d.types, d.channel_format, s.strict_rate
+            )
         except ContractMismatchError:
             inlet.close()
             raise
         if first:
             self.pipeline = OnlinePipeline(
-                self.contract, cmap, d.sfreq, self.subject, s.ring_seconds, s.hop, self.quality,
-                s.jump_threshold, s.clock_halftime,
+                self.contract,
+                cmap,
+                d.sfreq,
+                self.subject,
+                s.ring_seconds,
+                s.hop,
+                self.quality,
+                s.jump_threshold,
+                s.clock_halftime,
             )
         else:
             p = self.pipeline
             assert p is not None
-            if d.sfreq != p.sfreq or not np.array_equal(cmap.index, p.index) or not np.allclose(cmap.scale, p.scale):
+            if (
+                d.sfreq != p.sfreq
+                or not np.array_equal(cmap.index, p.index)
+                or not np.allclose(cmap.scale, p.scale)
+            ):
                 inlet.close()
                 raise ContractMismatchError(
                     f"the stream came back with another layout ({d.n_channels} ch @ {d.sfreq:g} Hz, was "
@@ -256,8 +291,11 @@ class Server:
                 )
             p.new_segment()
         if cmap.extra:
-            log.info("ignoring %d stream channels the model does not use (first: %s)", len(cmap.extra),
-                     cmap.extra[:5])
+            log.info(
+                "ignoring %d stream channels the model does not use (first: %s)",
+                len(cmap.extra),
+                cmap.extra[:5],
+            )
         self.description = d
         self._inlet = inlet
         self._last_data = time.monotonic()
@@ -283,6 +321,7 @@ class Server:
         self.losses += 1
         self._lost_stamp = p.t_newest_raw
         self._lost_since = time.monotonic()
+        self._lost_uid = self.description.uid if self.description else ""
         log.warning("stream %s lost (%s)", self.description.name if self.description else "?", why)
         if self._inlet is not None:
             inl, self._inlet = self._inlet, None
@@ -291,19 +330,30 @@ class Server:
         self._set_state("lost")
 
     def _reconnect(self) -> None:
+        """One attempt to get the stream back (by source_id, else name/type), from a background resolver."""
         d = self.description
         assert d is not None
-        try:
-            if d.source_id:
-                info = resolve_stream(source_id=d.source_id, timeout=0.3, list_on_failure=False)
-            else:
-                info = resolve_stream(d.name, d.type, timeout=0.3, list_on_failure=False)
-        except StreamError:
-            self._stop.wait(self.settings.reconnect_interval)
+        if self._data_resolver is None:
+            pylsl = _pylsl()
+            pred = f"source_id='{d.source_id}'" if d.source_id else f"name='{d.name}' and type='{d.type}'"
+            self._data_resolver = pylsl.ContinuousResolver(pred=pred, forget_after=2.0)
+        found = self._data_resolver.results()
+        # a killed outlet lingers in the resolver for a while: try other (new) uids first
+        found = sorted(found, key=lambda i: i.uid() == self._lost_uid)
+        for info in found:
+            if self._stop.is_set():
+                return
+            try:
+                self._open(info, first=False, open_timeout=0.5)
+            except ContractMismatchError:
+                raise
+            except Exception as exc:  # a dead outlet still listed, or it vanished again
+                log.debug("reconnect to %s failed: %s", info.uid(), exc)
+                continue
+            self.reconnects += 1
+            log.info("stream %s found again (uid %s); waiting for samples", d.name, info.uid())
             return
-        self._open(info, first=False)
-        self.reconnects += 1
-        log.info("stream %s found again; waiting for samples", d.name)
+        self._stop.wait(self.settings.reconnect_interval)
 
     # ------------------------------------------------------------------ acquisition thread
     def _acq_loop(self) -> None:
@@ -390,7 +440,9 @@ class Server:
                 self._publish_status()
                 next_status = max(next_status + interval, now + 0.5 * interval)
 
-    def _schedule_sliding(self, p: OnlinePipeline, last_key: tuple[int, int] | None) -> tuple[int, int] | None:
+    def _schedule_sliding(
+        self, p: OnlinePipeline, last_key: tuple[int, int] | None
+    ) -> tuple[int, int] | None:
         due = p.due_sliding(last_key)
         if not due:
             return last_key
@@ -431,8 +483,11 @@ class Server:
                 log.debug("word marker %s at %.3f dropped: %s", m.payload.get("segment_id"), m.time, where)
                 self.markers["dropped"] += 1
                 continue
-            truth = {k: m.payload[k] for k in ("segment_id", "word", "sound", "sound_time", "sentence")
-                     if k in m.payload}
+            truth = {
+                k: m.payload[k]
+                for k in ("segment_id", "word", "sound", "sound_time", "sentence")
+                if k in m.payload
+            }
             job = p.make_job(int(where), "word", truth)
             if job is None:
                 self.markers["dropped"] += 1
@@ -488,7 +543,7 @@ class Server:
         proc = np.array(self._proc_ms) if self._proc_ms else None
         issues: dict[str, Any] = dict(p.timestamp_issues) if p is not None else {}
         if p is not None:
-            issues["rate_ratio"] = p.clock.rate_ratio
+            issues["rate_ratio"] = p.rate_ratio
         return {
             "state": self.state,
             "stream": self.description.summary() if self.description else None,
@@ -508,9 +563,13 @@ class Server:
             "decisions": dict(self.decisions),
             "flagged_windows": self.flagged_windows,
             "markers": {**self.markers, "pending": len(self._pending)},
-            "processing_ms": None if proc is None else {
-                "p50": float(np.percentile(proc, 50)), "p99": float(np.percentile(proc, 99)),
-                "max": float(proc.max())},
+            "processing_ms": None
+            if proc is None
+            else {
+                "p50": float(np.percentile(proc, 50)),
+                "p99": float(np.percentile(proc, 99)),
+                "max": float(proc.max()),
+            },
             "losses": self.losses,
             "reconnects": self.reconnects,
             "segment": p.seg if p is not None else 0,

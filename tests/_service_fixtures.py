@@ -54,7 +54,7 @@ class Artifacts:
 def make_recording(n_channels: int = 12, sfreq: float = 600.0, duration: float = 40.0, seed: int = 0):
     """Coloured noise (EEG-like amplitudes, volts), different on every channel. Returns data (C, n), names."""
     rng = np.random.default_rng(seed)
-    n = int(round(duration * sfreq))
+    n = round(duration * sfreq)
     white = rng.standard_normal((n_channels, n))
     # 1/f-ish: cumulative sum with leak, plus white noise
     data = np.empty_like(white)
@@ -71,14 +71,18 @@ def make_recording(n_channels: int = 12, sfreq: float = 600.0, duration: float =
     return data, names
 
 
-def make_contract(names, sfreq, scaler: RobustScaler, n_features: int, window=None, spec=None) -> ModelContract:
+def make_contract(
+    names, sfreq, scaler: RobustScaler, n_features: int, window=None, spec=None
+) -> ModelContract:
     window = window or WindowSpec()
     spec = spec or PreprocessingSpec()
     angles = np.linspace(0, 2 * np.pi, len(names), endpoint=False)
     return ModelContract(
         model_id="test-linear",
         preset="test",
-        channels=[ChannelSpec(n, "eeg", "V", (float(np.cos(a)), float(np.sin(a)))) for n, a in zip(names, angles)],
+        channels=[
+            ChannelSpec(n, "eeg", "V", (float(np.cos(a)), float(np.sin(a)))) for n, a in zip(names, angles)
+        ],
         sfreq_raw=float(sfreq),
         window=window,
         preprocessing=spec,
@@ -108,7 +112,9 @@ def write_onnx(path: Path, contract: ModelContract, weight: np.ndarray) -> None:
         helper.make_node("Add", ["wx", "subj3"], ["latent"]),
     ]
     axes = helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2])
-    graph = helper.make_graph(nodes, "linear_encoder", [brain, subject], [latent], initializer=[w, zero, axes])
+    graph = helper.make_graph(
+        nodes, "linear_encoder", [brain, subject], [latent], initializer=[w, zero, axes]
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     helper.set_model_props(model, {METADATA_KEY: contract.to_json()})
@@ -118,7 +124,9 @@ def write_onnx(path: Path, contract: ModelContract, weight: np.ndarray) -> None:
 
 def offline_windows(data, sfreq, contract: ModelContract, anchors, first_time: float = 0.0):
     """The trainer's path: preprocess_continuous -> extract_windows -> preprocess_window (scaled, clamped)."""
-    cont, times = preprocess_continuous(data, sfreq, contract.window, contract.preprocessing, first_time=first_time)
+    cont, times = preprocess_continuous(
+        data, sfreq, contract.window, contract.preprocessing, first_time=first_time
+    )
     raw_w, valid = extract_windows(cont, times, np.asarray(anchors) + first_time, contract.window)
     sc = contract.scaler(SUBJECT)
     x = preprocess_window(raw_w, contract.window, sc.center, sc.scale, contract.preprocessing.clamp)
@@ -180,14 +188,36 @@ class Player:
 
     Stamps are ``pylsl.local_clock()`` at push time for the chunk's last sample (never future-dated). Faults:
     ``nan`` {channel index: (t0, t1)} NaN bursts, ``dead`` channel indices (zeros), ``jump_at``/``jump_by``
-    (stamps shifted from that data time on), ``rate_factor`` (true rate = nominal * factor), ``unit``/``scale``
-    (e.g. 'uV', 1e6), ``order`` (channel permutation), ``stop_at`` (data time at which the outlet is destroyed;
+    (stamps shifted from that data time on), ``rate_factor`` (true rate = nominal * factor),
+    ``unit``/``scale`` (e.g. 'uV', 1e6), ``order`` (channel permutation), ``stop_at`` (data time at which the
+    outlet is destroyed;
     ``restart_after`` seconds later a new outlet with the same source_id continues).
     """
 
-    def __init__(self, data, sfreq, names, name=None, chunk=0.02, markers=None, unit="V", scale=1.0,
-                 order=None, nan=None, dead=(), jump_at=None, jump_by=0.0, rate_factor=1.0, stop_at=None,
-                 restart_after=1.0, loop=False, ch_type="EEG", declared_sfreq=None):
+    def __init__(
+        self,
+        data,
+        sfreq,
+        names,
+        name=None,
+        chunk=0.02,
+        markers=None,
+        unit="V",
+        scale=1.0,
+        order=None,
+        nan=None,
+        dead=(),
+        jump_at=None,
+        jump_by=0.0,
+        rate_factor=1.0,
+        stop_at=None,
+        restart_after=1.0,
+        loop=False,
+        ch_type="EEG",
+        declared_sfreq=None,
+        wait_consumers=True,
+        kill=True,
+    ):
         import threading
         import uuid
 
@@ -205,12 +235,14 @@ class Player:
         self.data = np.ascontiguousarray(x[order].T, dtype=np.float32)
         self.names = [names[i] for i in order]
         self.unit, self.ch_type = unit, ch_type
-        self.chunk = max(1, int(round(chunk * sfreq)))
+        self.chunk = max(1, round(chunk * sfreq))
         self.markers = sorted(markers or [], key=lambda m: m[0])  # (data time, payload)
         self.jump_at, self.jump_by = jump_at, jump_by
         self.rate_factor = rate_factor
         self.stop_at, self.restart_after = stop_at, restart_after
         self.loop = loop
+        self.wait_consumers = wait_consumers
+        self.kill = kill
         self.pushed = 0
         self.t_first = None
         self.stopped_at = None
@@ -222,7 +254,9 @@ class Player:
     def _outlets(self):
         import pylsl
 
-        info = pylsl.StreamInfo(self.name, self.ch_type, len(self.names), self.declared, "float32", self.source_id)
+        info = pylsl.StreamInfo(
+            self.name, self.ch_type, len(self.names), self.declared, "float32", self.source_id
+        )
         chs = info.desc().append_child("channels")
         for n in self.names:
             ch = chs.append_child("channel")
@@ -244,6 +278,10 @@ class Player:
 
         try:
             out, mout = self._outlets()
+            if self.wait_consumers:  # start pushing once the service has both inlets (bounded wait)
+                out.wait_for_consumers(10.0)
+                if self.markers:
+                    mout.wait_for_consumers(5.0)
             rate = self.sfreq * self.rate_factor
             n = len(self.data)
             i = 0
@@ -279,13 +317,15 @@ class Player:
                 i = j
                 if self.stop_at is not None and self.stopped_at is None and i / self.sfreq >= self.stop_at:
                     self.stopped_at = pylsl.local_clock()
-                    del out
-                    import gc
+                    if self.kill:
+                        del out
+                        import gc
 
-                    gc.collect()
+                        gc.collect()
                     if self._halt.wait(self.restart_after):
                         return
-                    out, _ = self._outlets_data_only()
+                    if self.kill:
+                        out, _ = self._outlets_data_only()
                     self.restarted_at = pylsl.local_clock()
                     shift += time.monotonic() - (t0 + shift + j / rate)
         except Exception as exc:  # reported by the test
@@ -294,7 +334,9 @@ class Player:
     def _outlets_data_only(self):
         import pylsl
 
-        info = pylsl.StreamInfo(self.name, self.ch_type, len(self.names), self.declared, "float32", self.source_id)
+        info = pylsl.StreamInfo(
+            self.name, self.ch_type, len(self.names), self.declared, "float32", self.source_id
+        )
         chs = info.desc().append_child("channels")
         for nme in self.names:
             ch = chs.append_child("channel")
@@ -314,14 +356,24 @@ class Player:
 
 def word_markers(art: Artifacts):
     """(data time, payload) of every planted word."""
-    return [(float(a), {"segment_id": i, "word": w, "sound": s, "sound_time": t, "sentence": "s"})
-            for a, i, w, s, t in zip(art.anchors, art.ids, art.words, art.sounds, art.sound_times)]
+    return [
+        (float(a), {"segment_id": i, "word": w, "sound": s, "sound_time": t, "sentence": "s"})
+        for a, i, w, s, t in zip(art.anchors, art.ids, art.words, art.sounds, art.sound_times)
+    ]
 
 
 def serve_settings(art: Artifacts, player: Player, **kw):
     from neurospeech.service.config import ServeSettings
 
-    base = dict(model=art.model, bank=art.bank, stream_name=player.name, resolve_timeout=5.0, hop=0.25, topk=5,
-                status_interval=0.25, publish={"endpoint": "tcp://127.0.0.1:*"})
+    base = dict(
+        model=art.model,
+        bank=art.bank,
+        stream_name=player.name,
+        resolve_timeout=5.0,
+        hop=0.25,
+        topk=5,
+        status_interval=0.25,
+        publish={"endpoint": "tcp://127.0.0.1:*"},
+    )
     base.update(kw)
     return ServeSettings(**base)

@@ -88,3 +88,16 @@ def test_bad_key_paths_are_transport_errors(keys, tmp_path):
     empty.mkdir()
     with pytest.raises(TransportError, match="no client public"):
         make_publisher(curve_secret_key=keys["server_sec"], curve_authorized_keys=empty)
+
+
+def test_keys_command_writes_a_pair_and_never_overwrites(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "neurospeech", "keys", "--dir", str(tmp_path / "k"), "--name", "listener1"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    public = load_public_key(tmp_path / "k" / "listener1.key")
+    assert public == load_keypair(tmp_path / "k" / "listener1.key_secret")[0]
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 7 and "already exist" in again.stderr

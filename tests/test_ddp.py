@@ -12,7 +12,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from neurospeech.models.encoder import BrainEncoder, normalise_positions, preset_config
 from neurospeech.models.loss import ClipLoss
 from neurospeech.models.train import TrainConfig, fit, init_distributed, model_sha256

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from neurospeech.errors import ConfigError
 from neurospeech.models.encoder import (
     BrainEncoder,
     EncoderConfig,
@@ -15,6 +13,8 @@ from neurospeech.models.encoder import (
     normalise_positions,
     preset_config,
 )
+
+from neurospeech.errors import ConfigError
 
 T = 343
 

@@ -8,9 +8,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-
-from neurospeech.contract import METADATA_KEY, ModelContract, sha256_file
-from neurospeech.errors import ArtifactError
 from neurospeech.models.encoder import BrainEncoder, normalise_positions, preset_config
 from neurospeech.models.export import (
     INPUT_BRAIN,
@@ -22,6 +19,9 @@ from neurospeech.models.export import (
     sidecar_path,
 )
 from neurospeech.models.represent import ScoringRepresentation
+
+from neurospeech.contract import METADATA_KEY, ModelContract, sha256_file
+from neurospeech.errors import ArtifactError
 from neurospeech.preprocessing import PreprocessingSpec, RobustScaler, WindowSpec
 
 C, T = 9, 343

@@ -9,8 +9,6 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from neurospeech.errors import ConfigError, DataFormatError
 from neurospeech.tools.analyses.geometry import (
     GeometrySettings,
     alignment_index,
@@ -29,6 +27,8 @@ from neurospeech.tools.analyses.geometry import (
     variance_explained,
 )
 
+from neurospeech.errors import ConfigError, DataFormatError
+
 N_FEAT = 40
 
 
@@ -40,8 +40,9 @@ def _basis(seed: int = 0) -> np.ndarray:
 def rings(kind: str, n_per: int = 30, noise: float = 0.05, seed: int = 0, phase2: float = 0.0):
     """Two rings of 16 colours (n_per trials each) embedded in N_FEAT dims by a random rotation.
 
-    kind: 'orthogonal' (ring 2 in a plane at 90 deg), 'parallel' (same orientation, offset), 'mirror' (parallel but
-    traversed the other way), 'disjoint' (ring 2 in two dimensions unused by ring 1), 'same' (same subspace).
+    kind: 'orthogonal' (ring 2 in a plane at 90 deg), 'parallel' (same orientation, offset), 'mirror'
+    (parallel but traversed the other way), 'disjoint' (ring 2 in two dimensions unused by ring 1),
+    'same' (same subspace).
     """
     rng = np.random.default_rng(seed)
     q = _basis(seed)
@@ -124,7 +125,7 @@ def test_time_resolved_follows_a_rotation():
     for t, phi in enumerate(np.linspace(np.pi / 2, 0, n_t)):
         p0 = np.stack([np.cos(ang), np.sin(ang), np.ones_like(ang)], 1)
         # ring in the plane spanned by x and (cos phi * y + sin phi * z)
-        p1 = np.stack([np.cos(ang), np.cos(phi) * np.sin(ang), np.sin(phi) * np.sin(ang)], 1) + [0, 0, -1]
+        p1 = np.stack([np.cos(ang), np.cos(phi) * np.sin(ang), np.sin(phi) * np.sin(ang) - 1.0], 1)
         for i, p in enumerate((p0, p1)):
             full = np.zeros((len(ang), N_FEAT))
             full[:, :3] = p
@@ -213,8 +214,22 @@ def test_cli_geometry(tmp_path):
     path = tmp_path / "in.npz"
     np.savez(path, data=x3, feature=f, context=c)
     out = tmp_path / "out"
-    res = CliRunner().invoke(cli, ["analyze", "geometry", "--input", str(path), "--out", str(out), "--time", "pre=0",
-                                   "--cv", "3", "--no-cross-temporal"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "analyze",
+            "geometry",
+            "--input",
+            str(path),
+            "--out",
+            str(out),
+            "--time",
+            "pre=0",
+            "--cv",
+            "3",
+            "--no-cross-temporal",
+        ],
+    )
     assert res.exit_code == 0, res.output
     data = json.loads((out / "geometry.json").read_text())
     assert abs(data["at"]["pre"]["theta"] - 90) < 3
@@ -222,9 +237,24 @@ def test_cli_geometry(tmp_path):
     assert (out / "time_resolved.png").is_file()
     # a malformed file and a bad --time give real exit codes through the entry point
     np.savez(tmp_path / "bad.npz", data=x3)
-    p = subprocess.run([sys.executable, "-m", "neurospeech", "analyze", "geometry", "--input",
-                        str(tmp_path / "bad.npz"), "--out", str(out)], capture_output=True, text=True)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "neurospeech",
+            "analyze",
+            "geometry",
+            "--input",
+            str(tmp_path / "bad.npz"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 3 and "lacks arrays" in p.stderr
-    p = subprocess.run([sys.executable, "-m", "neurospeech", "analyze", "geometry", "--input", str(path),
-                        "--out", str(out), "--time", "pre"], capture_output=True, text=True)
-    assert p.returncode == 2 and "NAME=INDEX" in p.stderr
+    res = CliRunner().invoke(
+        cli, ["analyze", "geometry", "--input", str(path), "--out", str(out), "--time", "pre"]
+    )
+    assert isinstance(res.exception, ConfigError) and res.exception.exit_code == 2
+    assert "NAME=INDEX" in str(res.exception)

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from neurospeech.models.loss import ClipLoss, RegressionLoss, clip_scores, make_loss
 
 from neurospeech.errors import ConfigError
-from neurospeech.models.loss import ClipLoss, RegressionLoss, clip_scores, make_loss
 
 
 def _hand_clip(z: np.ndarray, y: np.ndarray) -> float:

@@ -14,7 +14,6 @@ import time
 import numpy as np
 import pytest
 from _service_fixtures import Player, build_artifacts, serve_settings, word_markers
-
 from neurospeech.service.client import Subscriber
 from neurospeech.service.messages import validate_header
 from neurospeech.service.server import Server
@@ -43,14 +42,17 @@ def test_replay_serve_subscribe_end_to_end(art):
     player = Player(art.data, art.sfreq, art.names, markers=word_markers(art)).start()
     server = Server(serve_settings(art, player, hop=0.25))
     server.start()
+    sub = Subscriber(server.publisher.endpoint)
+    sub2 = Subscriber(server.publisher.endpoint, topics=["status"])
     try:
-        sub = Subscriber(server.publisher.endpoint)
-        sub2 = Subscriber(server.publisher.endpoint, topics=["status"])
         t0 = time.monotonic()
         msgs = collect(sub, lambda ms: player.done, timeout=9.0 + 5.0)
         elapsed = time.monotonic() - t0
         st2 = collect(sub2, lambda ms: len(ms) >= 2, timeout=2.0)
+        sub_stats = sub.stats()
     finally:
+        sub.close()
+        sub2.close()
         server.stop()
         server.join()
         player.stop()
@@ -70,7 +72,7 @@ def test_replay_serve_subscribe_end_to_end(art):
     ends = np.array([m["t_window_end"] for m in sliding])
     assert len(sliding) >= 15 and np.allclose(np.diff(ends), 0.25, atol=0.02)
     seqs = [m.seq for m in dec]
-    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) and sub.stats()["missed"]["decode"] == 0
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) and sub_stats["missed"]["decode"] == 0
     lat = np.array([m.latency for m in dec])
     assert np.all(lat > 0) and np.median(lat) < 0.5  # sanity only; the benchmark measures latency
     assert status[-1]["state"] in ("running", "lost") and status[-1]["samples_received"] > 0
@@ -85,14 +87,39 @@ def test_decode_file_over_a_fif_with_bids_style_events(art, tmp_path):
     raw = mne.io.RawArray(art.data, info, verbose="error")
     fif = tmp_path / "sub-01_task-listen_eeg.fif"
     raw.save(fif, verbose="error")
-    rows = [{"onset": float(a), "duration": 0.3, "kind": "word", "word": w, "sound": s, "sound_time": t,
-             "sentence": "s"} for a, w, s, t in zip(art.anchors, art.words, art.sounds, art.sound_times)]
+    rows = [
+        {
+            "onset": float(a),
+            "duration": 0.3,
+            "kind": "word",
+            "word": w,
+            "sound": s,
+            "sound_time": t,
+            "sentence": "s",
+        }
+        for a, w, s, t in zip(art.anchors, art.words, art.sounds, art.sound_times)
+    ]
     write_events_tsv(tmp_path / "sub-01_task-listen_events.tsv", events_from_rows(rows))
     out = tmp_path / "decisions.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "neurospeech", "decode-file", str(fif), "--model", str(art.model),
-         "--bank", str(art.bank), "--out", str(out), "--hop", "0.25"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "neurospeech",
+            "decode-file",
+            str(fif),
+            "--model",
+            str(art.model),
+            "--bank",
+            str(art.bank),
+            "--out",
+            str(out),
+            "--hop",
+            "0.25",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout)

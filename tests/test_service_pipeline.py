@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _service_fixtures import SUBJECT, make_contract, make_recording, offline_windows
+from neurospeech.service.pipeline import OnlinePipeline, QualitySettings, assess_window, check_stream
 
 from neurospeech.errors import ContractMismatchError
 from neurospeech.preprocessing import (
@@ -15,7 +16,6 @@ from neurospeech.preprocessing import (
     preprocess_continuous,
     preprocess_window,
 )
-from neurospeech.service.pipeline import OnlinePipeline, QualitySettings, assess_window, check_stream
 
 
 def _contract(data, sfreq, names, spec=None):
@@ -66,7 +66,7 @@ def test_reordered_microvolt_stream_gives_the_same_windows():
     sfreq = 600.0
     data, names = make_recording(8, sfreq, 8.0, seed=3)
     contract = _contract(data, sfreq, names)
-    x_off, valid = offline_windows(data.astype(np.float32), sfreq, contract, [2.0, 3.3, 4.1])
+    x_off, _valid = offline_windows(data.astype(np.float32), sfreq, contract, [2.0, 3.3, 4.1])
     order = [3, 0, 7, 1, 6, 2, 5, 4]
     stream = (data[order] * 1e6).astype(np.float32)  # microvolts, shuffled, plus an extra channel
     stream = np.vstack([stream, np.zeros((1, stream.shape[1]), np.float32)])
@@ -83,9 +83,10 @@ def test_reordered_microvolt_stream_gives_the_same_windows():
         assert status == "ready"
         np.testing.assert_allclose(pipe.make_job(start, "word").x, x_ref, atol=1e-5)
     with pytest.raises(ContractMismatchError, match="type 'stim'"):
-        check_stream(contract, snames[:8] + [names[order[0]] + "x"], sfreq, types=types[:8] + ["stim"],
-                     units=units)  # fine: the extra channel is ignored ...
-        check_stream(contract, snames, sfreq, types=["stim"] + types[1:])  # ... a wrong type is not
+        check_stream(
+            contract, [*snames[:8], names[order[0]] + "x"], sfreq, types=[*types[:8], "stim"], units=units
+        )  # fine: the extra channel is ignored ...
+        check_stream(contract, snames, sfreq, types=["stim", *types[1:]])  # ... a wrong type is not
 
 
 def test_contract_refusals_name_the_problem():
@@ -118,7 +119,7 @@ def test_clock_jump_starts_a_new_segment_and_drift_is_followed():
     pipe = OnlinePipeline(contract, cmap, sfreq, SUBJECT, ring_seconds=40)
     true_rate = sfreq * 1.01
     stamps = 100.0 + np.arange(data.shape[1]) / true_rate
-    stamps[int(12 * sfreq):] += 3.0
+    stamps[int(12 * sfreq) :] += 3.0
     stamps[2000] = stamps[1999]
     stamps[4001], stamps[4002] = stamps[4002], stamps[4001]
     x = data.T.astype(np.float32)
@@ -145,16 +146,16 @@ def test_quality_flags_and_policies():
     contract = _contract(data, sfreq, names)
     cmap = check_stream(contract, names, sfreq)
     x = data.T.copy()
-    x[int(4.0 * sfreq): int(4.2 * sfreq), 2] = np.nan  # NaN burst
+    x[int(4.0 * sfreq) : int(4.2 * sfreq), 2] = np.nan  # NaN burst
     x[:, 5] = 0.0  # dead channel
     x[:, 7] = np.clip(x[:, 7], -1e-6, 1e-6)  # saturated (clipped) channel
-    x[int(6 * sfreq): int(6.1 * sfreq), 9] += 5e-3  # huge artefact
+    x[int(6 * sfreq) : int(6.1 * sfreq), 9] += 5e-3  # huge artefact
     for policy in ("skip", "interpolate"):
         q = QualitySettings(policy=policy, max_bad_fraction=0.4)
         pipe = OnlinePipeline(contract, cmap, sfreq, SUBJECT, quality=q)
         for i in range(0, len(x), 30):
             pipe.process_chunk(x[i : i + 30].astype(np.float32), np.arange(i, min(i + 30, len(x))) / sfreq)
-        status, start = pipe.locate_anchor(4.5)  # window -0.5 .. 2.5 s holds the NaN burst and the artefact
+        _, start = pipe.locate_anchor(4.5)  # window -0.5 .. 2.5 s holds the NaN burst and the artefact
         job = pipe.make_job(start, "word")
         flags = " ".join(job.flags)
         for expect in ("nonfinite:EEG003", "flat:EEG006", "saturated:EEG008", "artefact:EEG010"):
@@ -166,7 +167,7 @@ def test_quality_flags_and_policies():
             assert any(f.startswith("interpolated:") for f in job.flags)
         assert set(pipe.channel_quality()["bad"]) == {"EEG003", "EEG006", "EEG008", "EEG010"}
         # a window far from the NaN burst: no nonfinite flag
-        status, start = pipe.locate_anchor(1.0)
+        _status, start = pipe.locate_anchor(1.0)
         assert "nonfinite" not in " ".join(pipe.make_job(start, "word").flags)
 
 
@@ -174,6 +175,7 @@ def test_assess_window_refuses_too_many_bad_channels():
     w = np.random.default_rng(0).standard_normal((8, WindowSpec().n_window)).astype(np.float32)
     w[:4] = 0.0
     sc = RobustScaler(np.zeros(8), np.ones(8))
-    x, flags, bad = assess_window(w, WindowSpec(), sc, 20.0, QualitySettings(policy="interpolate"),
-                                  [f"c{i}" for i in range(8)])
+    x, flags, bad = assess_window(
+        w, WindowSpec(), sc, 20.0, QualitySettings(policy="interpolate"), [f"c{i}" for i in range(8)]
+    )
     assert x is None and "skipped" in flags and len(bad) == 4

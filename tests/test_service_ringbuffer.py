@@ -1,4 +1,4 @@
-"""Ring buffer: in-place writes with wraparound, span reads, and a concurrent reader that never sees a torn span."""
+"""Ring buffer: in-place writes with wraparound, span reads, a concurrent reader never seeing a torn span."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-
 from neurospeech.service.ringbuffer import RingBuffer
 
 

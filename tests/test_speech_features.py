@@ -93,7 +93,7 @@ def test_wav2vec2_without_torch_is_a_clear_error(tiny_w2v, monkeypatch):
 
 
 def test_wav2vec2_missing_checkpoint(tmp_path):
-    with pytest.raises(ArtifactError, match="config.json"):
+    with pytest.raises(ArtifactError, match=r"config\.json"):
         get_extractor("wav2vec2", model_path=tmp_path)
 
 
@@ -156,7 +156,7 @@ def test_fit_standardizer():
     np.testing.assert_allclose(mean, cat.mean(axis=1), rtol=1e-5)
     np.testing.assert_allclose(std, cat.std(axis=1), rtol=1e-4)
     assert mean.dtype == std.dtype == np.float32
-    m2, s2 = fit_standardizer([np.ones((3, 5))])
+    _, s2 = fit_standardizer([np.ones((3, 5))])
     assert np.all(s2 > 0)
     with pytest.raises(DataFormatError):
         fit_standardizer([])

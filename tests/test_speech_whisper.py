@@ -86,8 +86,11 @@ def test_long_file_chunk_stitching():
     tail = ex.encode_layers(x[20 * SR :], SR)[1]
     a, b = full[:, 1250:2000], tail[:, 250:1000]
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.999
-    out = ex(x, SR)
-    assert out.shape == (384, 4800)
+    # why the overlap: frames at a chunk's start (no left context) differ more from the full-context ones
+    # (kept from chunk 1 here) than the frames kept from chunk 2 do
+    edge = np.linalg.norm(full[:, 1000:1250] - tail[:, :250])
+    kept = np.linalg.norm(a[:, :250] - b[:, :250])
+    assert edge > 10 * kept, (edge, kept)
 
 
 def test_params_rebuild_and_errors(extractor_all, tmp_path):
@@ -101,7 +104,7 @@ def test_params_rebuild_and_errors(extractor_all, tmp_path):
         get_extractor("whisper", layers=1, model_sha256="0" * 64)
     with pytest.raises(ConfigError, match="0 <= lo <= hi <= 4"):
         get_extractor("whisper", layers=5)
-    with pytest.raises(ArtifactError, match="model.bin"):
+    with pytest.raises(ArtifactError, match=r"model\.bin"):
         get_extractor("whisper", model_dir=tmp_path)
     (tmp_path / "model.bin").write_bytes(b"\x06\x00\x00")
     with pytest.raises(ArtifactError, match="truncated"):

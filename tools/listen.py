@@ -151,7 +151,8 @@ def listen(settings: ListenSettings, out: TextIO | None = None,
                     if settings.as_json:
                         top = [c.get("id") for c in (msg.get("topk") or [])[:settings.topk]]
                         emit(json.dumps({"type": "decode", "seq": msg.seq, "kind": msg.get("kind"),
-                                         "hit": hit, "latency": msg.latency, "top": top}))
+                                         "hit": hit, "latency": msg.latency, "t": msg.t_received,
+                                         "top": top}))
                     else:
                         emit(format_decode(msg, hit, acc, settings.topk))
                 elif msg.kind == "status" and settings.show_status:

@@ -3,8 +3,8 @@
 Reads the ``states.npz`` written by :func:`neurospeech.models.wm_rnn.train.export_states` and runs
 :mod:`neurospeech.tools.analyses.geometry` with the paper's two labellings:
 
-- *location*: each trial twice, the colour at location 1 in context 0 and the colour at location 2 in context 1
-  (the pre-cue planes, read at the last pre-cue delay step);
+- *location*: each trial twice, the colour at location 1 in context 0 and the colour at location 2 in
+  context 1 (the pre-cue planes, read at the last pre-cue delay step);
 - *cued*: the cued colour, context = cued location (the post-cue planes, read at the last step).
 """
 
@@ -15,8 +15,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-
-from neurospeech.errors import DataFormatError
 from neurospeech.tools.analyses.geometry import (
     GeometrySettings,
     analyze,
@@ -26,6 +24,8 @@ from neurospeech.tools.analyses.geometry import (
     jsonable,
     time_resolved,
 )
+
+from neurospeech.errors import DataFormatError
 
 __all__ = ["analyze_seed", "labelling", "load_states", "summarize", "write_geometry_inputs"]
 
@@ -41,7 +41,9 @@ def load_states(path: str | Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             d = {k: z[k] for k in z.files}
     except (OSError, ValueError) as exc:
-        raise DataFormatError(f"cannot read states file {path}: {exc}; run `neurospeech wm-rnn export-states`") from exc
+        raise DataFormatError(
+            f"cannot read states file {path}: {exc}; run `neurospeech wm-rnn export-states`"
+        ) from exc
     missing = [k for k in _KEYS if k not in d]
     if missing:
         raise DataFormatError(f"{path} lacks {missing}; it is not a wm-rnn states export")
@@ -53,8 +55,11 @@ def labelling(states: dict[str, np.ndarray], kind: str) -> tuple[np.ndarray, np.
     h = states["hidden"]
     if kind == "location":
         n = len(h)
-        return (np.concatenate([h, h]), np.concatenate([states["colour1"], states["colour2"]]),
-                np.repeat(np.array([0, 1]), n))
+        return (
+            np.concatenate([h, h]),
+            np.concatenate([states["colour1"], states["colour2"]]),
+            np.repeat(np.array([0, 1]), n),
+        )
     if kind == "cued":
         cued = states["cued"].astype(np.int64)
         feat = np.where(cued == 0, states["colour1"], states["colour2"])
@@ -70,14 +75,16 @@ def write_geometry_inputs(states: dict[str, np.ndarray], out_dir: str | Path) ->
     for kind in ("location", "cued"):
         x, f, c = labelling(states, kind)
         p = out_dir / f"geometry_{kind}.npz"
-        np.savez_compressed(p, data=x.astype(np.float32), feature=f, context=c,
-                            time_axis=np.arange(x.shape[1], dtype=float))
+        np.savez_compressed(
+            p, data=x.astype(np.float32), feature=f, context=c, time_axis=np.arange(x.shape[1], dtype=float)
+        )
         paths.append(p)
     return paths
 
 
-def analyze_seed(states_path: str | Path, settings: GeometrySettings | None = None, plots_dir: Path | None = None
-                 ) -> dict:
+def analyze_seed(
+    states_path: str | Path, settings: GeometrySettings | None = None, plots_dir: Path | None = None
+) -> dict:
     """Geometry of one network: pre-cue (location labelling) and post-cue (cued labelling).
 
     Returns a JSON-ready dict with ``pre`` and ``post`` (theta, psi, AI d=2/3, principal angles, decoding),
@@ -87,8 +94,13 @@ def analyze_seed(states_path: str | Path, settings: GeometrySettings | None = No
     settings = settings or GeometrySettings()
     st = load_states(states_path)
     pre_t, post_t = int(st["pre_cue_step"]), int(st["post_cue_step"])
-    no_ct = GeometrySettings(n_bins=settings.n_bins, cv=settings.cv, decoding=settings.decoding,
-                             cross_temporal=False, seed=settings.seed)
+    no_ct = GeometrySettings(
+        n_bins=settings.n_bins,
+        cv=settings.cv,
+        decoding=settings.decoding,
+        cross_temporal=False,
+        seed=settings.seed,
+    )
     xl, fl, cl = labelling(st, "location")
     xc, fc, cc = labelling(st, "cued")
     pre = analyze(xl[:, pre_t], fl, cl, None, no_ct)["at"]["t"]
@@ -105,7 +117,8 @@ def analyze_seed(states_path: str | Path, settings: GeometrySettings | None = No
     }
     if settings.decoding and settings.cross_temporal:
         out["cross_temporal_cued"] = cross_temporal_decoding(
-            xc, bin_feature(fc, settings.n_bins), settings.cv, settings.seed).tolist()
+            xc, bin_feature(fc, settings.n_bins), settings.cv, settings.seed
+        ).tolist()
     if "report" in st:
         target = np.where(st["probed"] == 0, st["colour1"], st["colour2"])
         err = np.degrees(np.abs((st["report"] - target + np.pi) % (2 * np.pi) - np.pi))
@@ -114,15 +127,20 @@ def analyze_seed(states_path: str | Path, settings: GeometrySettings | None = No
         from neurospeech.tools.analyses._geometry_plot import plot_planes, plot_time_resolved
 
         plots_dir.mkdir(parents=True, exist_ok=True)
-        plot_planes({f"pre-cue (step {pre_t})": pre, f"post-cue (step {post_t})": post},
-                    plots_dir / "planes.png", ("location 1 / cued 1", "location 2 / cued 2"))
-        plot_time_resolved(out["time_resolved"], plots_dir / "time_resolved.png",
-                           {"cue": float(st["cue_step"])})
+        plot_planes(
+            {f"pre-cue (step {pre_t})": pre, f"post-cue (step {post_t})": post},
+            plots_dir / "planes.png",
+            ("location 1 / cued 1", "location 2 / cued 2"),
+        )
+        plot_time_resolved(
+            out["time_resolved"], plots_dir / "time_resolved.png", {"cue": float(st["cue_step"])}
+        )
     return jsonable(out)  # type: ignore[return-value]
 
 
 def summarize(per_seed: list[dict]) -> dict:
     """Group figures over networks: medians, per-seed criteria, circular statistics of theta and psi."""
+
     def col(part: str, key: str) -> np.ndarray:
         return np.array([np.nan if s[part][key] is None else s[part][key] for s in per_seed], dtype=float)
 

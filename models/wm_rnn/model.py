@@ -33,8 +33,14 @@ class WMRNN(nn.Module):
         ``W_rec`` is initialised as ``rec_gain`` times a random orthogonal matrix (1.0: plain orthogonal).
     """
 
-    def __init__(self, n_inputs: int = 36, n_hidden: int = 200, n_outputs: int = 17, noise_sd: float = 0.07,
-                 rec_gain: float = 1.0) -> None:
+    def __init__(
+        self,
+        n_inputs: int = 36,
+        n_hidden: int = 200,
+        n_outputs: int = 17,
+        noise_sd: float = 0.07,
+        rec_gain: float = 1.0,
+    ) -> None:
         super().__init__()
         self.n_hidden = n_hidden
         self.noise_sd = noise_sd
@@ -77,7 +83,7 @@ class WMRNN(nn.Module):
 
 
 def target_onehot(target: torch.Tensor, n_channels: int = 17) -> torch.Tensor:
-    """One-hot target at the output channel whose centre is nearest to each target colour, shape (batch, n)."""
+    """One-hot target at the output channel nearest to each target colour, shape (batch, n)."""
     centres = torch.as_tensor(output_centres(n_channels), dtype=target.dtype)
     d = torch.remainder(centres[None, :] - target[:, None] + math.pi, 2 * math.pi) - math.pi
     idx = d.abs().argmin(dim=1)
@@ -99,7 +105,8 @@ def circular_weighted_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.T
     """
     if probs.ndim != 2 or target.ndim != 1 or probs.shape[0] != target.shape[0]:
         raise DataFormatError(
-            f"loss needs probs (batch, K) and target (batch,), got {tuple(probs.shape)} and {tuple(target.shape)}"
+            f"loss needs probs (batch, K) and target (batch,), got {tuple(probs.shape)} and "
+            f"{tuple(target.shape)}"
         )
     k = probs.shape[1]
     centres = torch.as_tensor(output_centres(k), dtype=probs.dtype)
@@ -109,7 +116,7 @@ def circular_weighted_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.T
 
 
 def uniform_loss(n_channels: int = 17, n_colours: int = 16) -> float:
-    """The loss of a network that outputs ``1/K`` on every channel (the plateau), averaged over the colours."""
+    """Loss of a network that outputs ``1/K`` on every channel (the plateau), averaged over colours."""
     cols = -math.pi + 2 * math.pi * torch.arange(n_colours, dtype=torch.float64) / n_colours
     p = torch.full((n_colours, n_channels), 1.0 / n_channels, dtype=torch.float64)
     return float(circular_weighted_loss(p, cols))

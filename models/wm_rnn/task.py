@@ -1,8 +1,9 @@
 """The retro-cue working-memory task of Piwek, Stokes & Summerfield (2023).
 
 Two colours are shown at step 0, one per location, each coded by ``n_channels`` (17) von Mises tuning curves
-(kappa 5, peak 1, centres ``-pi + 2 pi k / 17``). A pre-cue delay follows, then a one-hot retro-cue (2 channels)
-names the location to report, then a post-cue delay; the network reports the cued colour at the last step.
+(kappa 5, peak 1, centres ``-pi + 2 pi k / 17``). A pre-cue delay follows, then a one-hot retro-cue
+(2 channels) names the location to report, then a post-cue delay; the network reports the cued colour
+at the last step.
 Inputs have ``2 * 17 + 2 = 36`` channels. With 16 colours per location and 2 cue locations there are
 ``16 * 16 * 2 = 512`` trial types.
 
@@ -64,7 +65,9 @@ class TaskConfig:
         if self.n_channels < 3:
             raise ConfigError(f"n_channels must be >= 3, got {self.n_channels}; the paper uses 17")
         if self.n_colours < 4:
-            raise ConfigError(f"n_colours must be >= 4 (4 colour bins), got {self.n_colours}; the paper uses 16")
+            raise ConfigError(
+                f"n_colours must be >= 4 (4 colour bins), got {self.n_colours}; the paper uses 16"
+            )
         if self.pre_cue_delay < 0 or self.post_cue_delay < 0:
             raise ConfigError(
                 f"delays must be >= 0 steps, got pre_cue_delay={self.pre_cue_delay}, "
@@ -128,7 +131,9 @@ def colour_values(n_colours: int = 16) -> np.ndarray:
     return -np.pi + 2 * np.pi * np.arange(n_colours) / n_colours
 
 
-def von_mises_code(colours: np.ndarray, n_channels: int = 17, kappa: float = 5.0, peak: float = 1.0) -> np.ndarray:
+def von_mises_code(
+    colours: np.ndarray, n_channels: int = 17, kappa: float = 5.0, peak: float = 1.0
+) -> np.ndarray:
     """Population code of colours by von Mises tuning curves.
 
     Parameters

@@ -22,29 +22,10 @@ log = logging.getLogger(__name__)
 
 
 def read_audio(path: str | Path) -> tuple[NDArray[np.float32], int]:
-    """Read a wav file as mono float32 in [-1, 1] (``neurospeech.data.read_wav`` when available)."""
-    try:
-        from ..data import read_wav
-    except ImportError:
-        read_wav = None
-    if read_wav is not None:
-        return read_wav(path)
-    from scipy.io import wavfile
+    """Read a wav file as mono float32 in [-1, 1] (:func:`neurospeech.data.read_wav`, imported lazily)."""
+    from ..data import read_wav
 
-    try:
-        sr, x = wavfile.read(str(path))
-    except (OSError, ValueError) as exc:
-        raise DataFormatError(f"cannot read audio file {str(path)!r}: {exc}; "
-                              "give a PCM/float WAV file") from exc
-    x = np.asarray(x)
-    if x.dtype.kind == "i":
-        x = x.astype(np.float32) / float(np.iinfo(x.dtype).max)
-    elif x.dtype.kind == "u":
-        x = (x.astype(np.float32) - 128.0) / 128.0
-    x = x.astype(np.float32)
-    if x.ndim == 2:
-        x = x.mean(axis=1)
-    return x, int(sr)
+    return read_wav(path)
 
 
 class FeatureCache:

@@ -115,10 +115,15 @@ class MelExtractor(FeatureExtractor):
                        fmin=self.fmin, fmax=self.fmax, floor=self.floor)
 
 
-def layer_range(layers: int | tuple[int, int] | list[int], n_layers: int, kind: str) -> tuple[int, int]:
+def layer_range(layers: Any, n_layers: int, kind: str) -> tuple[int, int]:
     """Normalise ``k`` or ``(lo, hi)`` to an inclusive range in ``0..n_layers`` (ConfigError otherwise)."""
     try:
-        lo, hi = (int(layers), int(layers)) if np.ndim(layers) == 0 else (int(layers[0]), int(layers[-1]))
+        if np.ndim(layers) == 0:
+            lo = hi = int(layers)
+        elif len(layers) in (1, 2):
+            lo, hi = int(layers[0]), int(layers[-1])
+        else:
+            raise ValueError(f"{len(layers)} values")
     except (TypeError, ValueError, IndexError) as exc:
         raise ConfigError(f"{kind} layers must be an int or (lo, hi), got {layers!r}") from exc
     if not 0 <= lo <= hi <= n_layers:

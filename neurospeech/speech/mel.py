@@ -146,7 +146,8 @@ def log_mel(
         Mel band edges in Hz (``fmax`` None: ``sr / 2``).
     floor : float
         Power floor before the log (``log(max(power, floor))``): silence maps to ``log(floor)``. Power is
-        normalised by the window energy, so a full-scale sine has band power of order 0.1-1.
+        normalised by the window energy: a unit-amplitude sine gives a peak band log-power of
+        about 1.4, silence ``log(1e-8) = -18.4``.
     chunk_frames : int
         Frames per FFT batch (bounds memory on long files).
 

@@ -22,7 +22,9 @@ def _check(x: np.ndarray, y: np.ndarray, ndim: int) -> tuple[np.ndarray, np.ndar
     y = np.asarray(y)
     if x.ndim != ndim or y.ndim != 1 or len(y) != len(x):
         want = "(n_trials, n_features)" if ndim == 2 else "(n_trials, n_times, n_features)"
-        raise DataFormatError(f"decoding needs data {want} and labels (n_trials,), got {x.shape} and {y.shape}")
+        raise DataFormatError(
+            f"decoding needs data {want} and labels (n_trials,), got {x.shape} and {y.shape}"
+        )
     if not np.all(np.isfinite(x)):
         raise DataFormatError("decoding data contain NaN or inf; drop or interpolate those trials first")
     return x, y
@@ -33,13 +35,17 @@ def _folds(y: np.ndarray, cv: int, seed: int) -> list[tuple[np.ndarray, np.ndarr
         raise ConfigError(f"cv must be >= 2 folds, got {cv}")
     _, counts = np.unique(y, return_counts=True)
     if counts.min() < cv:
-        raise DataFormatError(f"each class needs >= cv={cv} trials for cross-validation, smallest has {counts.min()}")
+        raise DataFormatError(
+            f"each class needs >= cv={cv} trials for cross-validation, smallest has {counts.min()}"
+        )
     return list(StratifiedKFold(cv, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
 
 
 def _fit(x: np.ndarray, y: np.ndarray) -> LinearDiscriminantAnalysis:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # collinear variables (silent units) are fine with shrinkage
+        warnings.simplefilter(
+            "ignore", UserWarning
+        )  # collinear variables (silent units) are fine with shrinkage
         return _lda().fit(x, y)
 
 
@@ -76,8 +82,9 @@ def cross_temporal_decoding(x: np.ndarray, y: np.ndarray, cv: int = 5, seed: int
     return acc / len(folds)
 
 
-def cross_context_decoding(x: np.ndarray, feature_bin: np.ndarray, context: np.ndarray, cv: int = 5,
-                           seed: int = 0) -> dict:
+def cross_context_decoding(
+    x: np.ndarray, feature_bin: np.ndarray, context: np.ndarray, cv: int = 5, seed: int = 0
+) -> dict:
     """Decode the binned feature in one context with a decoder trained in the other.
 
     Parameters
@@ -99,7 +106,9 @@ def cross_context_decoding(x: np.ndarray, feature_bin: np.ndarray, context: np.n
     for c in (0, 1):
         m = context == c
         if not m.any():
-            raise DataFormatError(f"context {c} has no trials; cross-context decoding needs both contexts 0 and 1")
+            raise DataFormatError(
+                f"context {c} has no trials; cross-context decoding needs both contexts 0 and 1"
+            )
         within.append(decode_lda(x[m], feature_bin[m], cv, seed))
     for a, b in ((0, 1), (1, 0)):
         ma, mb = context == a, context == b

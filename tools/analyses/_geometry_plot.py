@@ -20,8 +20,9 @@ def _figure_module():
     return plt
 
 
-def plot_planes(panels: dict[str, dict], path: str | Path, context_names: tuple[str, str] = ("context 0",
-                "context 1")) -> Path:
+def plot_planes(
+    panels: dict[str, dict], path: str | Path, context_names: tuple[str, str] = ("context 0", "context 1")
+) -> Path:
     """Draw the two contexts' quadrilaterals in the 3-D PCA space, one panel per named time.
 
     Parameters
@@ -41,8 +42,16 @@ def plot_planes(panels: dict[str, dict], path: str | Path, context_names: tuple[
         for c, (edge, face) in enumerate((("k", "#bbbbbb"), ("k", "#ffd27f"))):
             q = pts[c * nb : (c + 1) * nb]
             ax.add_collection3d(Poly3DCollection([q], alpha=0.35, facecolor=face, edgecolor=edge))
-            ax.scatter(q[:, 0], q[:, 1], q[:, 2], c=_COLOURS[:nb], s=60, marker="o" if c == 0 else "^",
-                       depthshade=False, label=context_names[c])
+            ax.scatter(
+                q[:, 0],
+                q[:, 1],
+                q[:, 2],
+                c=_COLOURS[:nb],
+                s=60,
+                marker="o" if c == 0 else "^",
+                depthshade=False,
+                label=context_names[c],
+            )
         lim = np.abs(pts).max() * 1.1 or 1.0
         ax.set(xlim=(-lim, lim), ylim=(-lim, lim), zlim=(-lim, lim), xlabel="PC1", ylabel="PC2", zlabel="PC3")
         th = g.get("theta")
@@ -59,7 +68,9 @@ def plot_planes(panels: dict[str, dict], path: str | Path, context_names: tuple[
     return path
 
 
-def plot_time_resolved(series: dict[str, dict], path: str | Path, markers: dict[str, float] | None = None) -> Path:
+def plot_time_resolved(
+    series: dict[str, dict], path: str | Path, markers: dict[str, float] | None = None
+) -> Path:
     """theta(t), psi(t) and AI(t) panels; ``series`` maps a labelling name to :func:`time_resolved` output."""
     plt = _figure_module()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))

@@ -14,7 +14,9 @@ def _angles(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a, dtype=float).ravel()
     a = a[np.isfinite(a)]
     if a.size == 0:
-        raise DataFormatError("circular statistics need at least one finite angle, got none (all NaN or empty)")
+        raise DataFormatError(
+            "circular statistics need at least one finite angle, got none (all NaN or empty)"
+        )
     return a
 
 
@@ -48,8 +50,8 @@ def rayleigh_test(angles: np.ndarray) -> dict:
 def v_test(angles: np.ndarray, mu: float = 0.0) -> dict:
     """V-test of uniformity against a unimodal alternative with known mean direction ``mu`` (radians).
 
-    Returns ``{"n", "V", "u", "p"}`` with ``V = sum cos(a - mu)``, ``u = V sqrt(2/n)`` and the one-sided normal
-    p-value ``1 - Phi(u)``.
+    Returns ``{"n", "V", "u", "p"}`` with ``V = sum cos(a - mu)``, ``u = V sqrt(2/n)`` and the one-sided
+    normal p-value ``1 - Phi(u)``.
     """
     a = _angles(angles)
     n = a.size

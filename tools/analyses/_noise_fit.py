@@ -31,7 +31,7 @@ class ImseFit:
     at_bound : bool
         N* sits at its upper bound (no saturation detectable: the asymptote is a lower bound).
     cost : float
-        Half the sum of squared log residuals.
+        Half the sum of squared residuals (see :func:`fit_imse`).
     """
 
     i0: float
@@ -59,10 +59,14 @@ class ImseFit:
                 "N99": self.n99, "at_bound": self.at_bound, "cost": self.cost}
 
 
-def fit_imse(n: NDArray[np.float64], imse: NDArray[np.float64], n_star_max: float) -> ImseFit:
-    """Bounded nonlinear least squares of :func:`imse_model` on log IMSE.
+def fit_imse(n: NDArray[np.float64], imse: NDArray[np.float64], n_star_max: float,
+             space: str = "linear", start: ImseFit | None = None) -> ImseFit:
+    """Bounded nonlinear least squares of :func:`imse_model` on IMSE.
 
-    Residuals are taken in log space so that every ensemble size weighs the same whatever its error.
+    With ``space="linear"`` (default) the residuals are IMSE differences scaled by the largest observed IMSE,
+    so the large ensembles, which carry the asymptote, dominate and the near-chance small ensembles (where a
+    classifier's error saturates at chance level and IMSE is not proportional to N) weigh little. With
+    ``space="log"`` every size weighs the same.
 
     Parameters
     ----------
@@ -72,23 +76,39 @@ def fit_imse(n: NDArray[np.float64], imse: NDArray[np.float64], n_star_max: floa
         Inverse mean squared errors (> 0).
     n_star_max : float
         Upper bound of N* (e.g. 1000 x the largest N).
+    space : str
+        ``"linear"`` or ``"log"`` residuals.
+    start : ImseFit, optional
+        Single starting point (used by the bootstrap); by default three starts are tried.
 
     Returns
     -------
     ImseFit
     """
     n = np.asarray(n, dtype=np.float64)
-    y = np.log(np.asarray(imse, dtype=np.float64))
+    obs = np.asarray(imse, dtype=np.float64)
+    y = np.log(obs)
+    scale = float(obs.max())
+    if space not in ("linear", "log"):
+        raise ValueError(f"space={space!r}; use 'linear' or 'log'")
 
     def resid(theta: NDArray[np.float64]) -> NDArray[np.float64]:
         log_i0, log_ns = theta
-        return log_i0 + np.log(n) - np.log1p(n / np.exp(log_ns)) - y
+        log_model = log_i0 + np.log(n) - np.log1p(n / np.exp(log_ns))
+        if space == "log":
+            return log_model - y
+        return (np.exp(log_model) - obs) / scale
 
     lo = np.array([np.min(y - np.log(n)) - 10.0, np.log(1e-2)])
     hi = np.array([np.max(y) + 10.0, np.log(n_star_max)])
     best = None
-    for ns0 in (0.3 * n.max(), 3.0 * n.max(), 0.1 * n_star_max):
-        i00 = np.exp(np.max(y - np.log(n))) * (1 + n.min() / ns0)
+    if start is not None:
+        starts = [(start.i0, start.n_star)]
+    else:
+        starts = []
+        for ns0 in (0.3 * n.max(), 3.0 * n.max(), 0.1 * n_star_max):
+            starts.append((np.exp(np.max(y - np.log(n))) * (1 + n.min() / ns0), ns0))
+    for i00, ns0 in starts:
         x0 = np.clip([np.log(i00), np.log(ns0)], lo + 1e-9, hi - 1e-9)
         res = least_squares(resid, x0, bounds=(lo, hi), method="trf", x_scale=1.0)
         if best is None or res.cost < best.cost:
@@ -100,8 +120,8 @@ def fit_imse(n: NDArray[np.float64], imse: NDArray[np.float64], n_star_max: floa
 
 
 def bootstrap_fits(n: NDArray[np.float64], mse: dict[str, NDArray[np.float64]], floor: float,
-                   n_star_max: float, n_boot: int, rng: np.random.Generator
-                   ) -> dict[str, list[ImseFit]]:
+                   n_star_max: float, n_boot: int, rng: np.random.Generator, space: str = "linear",
+                   starts: dict[str, ImseFit] | None = None) -> dict[str, list[ImseFit]]:
     """Refit after resampling the subsets of every ensemble size with replacement.
 
     The same resampled subset indices are used for every setting (the settings share their subsets, so
@@ -116,6 +136,10 @@ def bootstrap_fits(n: NDArray[np.float64], mse: dict[str, NDArray[np.float64]], 
         Smallest MSE allowed for a mean (one off-by-one error in all test trials), so IMSE stays finite.
     n_star_max : float
     n_boot : int
+    space : str
+        Residual space of the fit (see :func:`fit_imse`).
+    starts : dict of ImseFit, optional
+        Point fits used as the single starting point of every refit.
     rng : Generator
 
     Returns
@@ -129,5 +153,6 @@ def bootstrap_fits(n: NDArray[np.float64], mse: dict[str, NDArray[np.float64]], 
         idx = rng.integers(0, r, size=(k, r))
         for name, m in mse.items():
             means = np.maximum(np.take_along_axis(m, idx, axis=1).mean(axis=1), floor)
-            out[name].append(fit_imse(n, 1.0 / means, n_star_max))
+            out[name].append(fit_imse(n, 1.0 / means, n_star_max, space,
+                                       None if starts is None else starts[name]))
     return out

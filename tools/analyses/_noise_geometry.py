@@ -67,6 +67,20 @@ def _residuals(X: NDArray[np.float64], cells: NDArray[np.int64]) -> NDArray[np.f
     return r
 
 
+def _top_eigvecs(R: NDArray[np.float64], k: int) -> NDArray[np.float64]:
+    """Top ``k`` eigenvectors (rows, largest first) of the covariance ``R^T R`` of residuals R (n, p)."""
+    from scipy.linalg import eigh
+
+    n, p = R.shape
+    k = min(k, n, p)
+    if n < p:  # through the smaller Gram matrix: R^T R v = s v  <=>  R R^T u = s u, v = R^T u / |R^T u|
+        _, u = eigh(R @ R.T, subset_by_index=[n - k, n - 1])
+        v = R.T @ u[:, ::-1]
+        return (v / np.linalg.norm(v, axis=0)).T
+    _, v = eigh(R.T @ R, subset_by_index=[p - k, p - 1])
+    return v[:, ::-1].T
+
+
 def noise_geometry(X: NDArray[np.float64], cls: NDArray[np.int64], group: NDArray[np.int64],
                    sizes: NDArray[np.int64], bin_width: float, rng: np.random.Generator, *,
                    class_pos: NDArray[np.float64] | None = None, n_subsets: int = 3,
@@ -122,17 +136,18 @@ def noise_geometry(X: NDArray[np.float64], cls: NDArray[np.int64], group: NDArra
     cosines: dict[str, list[float]] = {}
     for name, Z in data.items():
         R = _residuals(Z, cells)
+        blocks = [(Z[ia], Z[ib], np.concatenate([R[ia], R[ib]]), dk) for ia, ib, dk in pairs]
         sv, fi = [], []
         for n in sizes:
             vals, fvals = [], []
             for feats in subsets[int(n)]:
-                for ia, ib, dk in pairs:
-                    dmu = Z[ib][:, feats].mean(axis=0) - Z[ia][:, feats].mean(axis=0)
+                for Za, Zb, Rp, dk in blocks:
+                    za, zb = Za[:, feats], Zb[:, feats]
+                    dmu = zb.mean(axis=0) - za.mean(axis=0)
                     norm = np.linalg.norm(dmu)
                     if norm > 0:
-                        proj = np.concatenate([R[ia][:, feats], R[ib][:, feats]]) @ (dmu / norm)
-                        vals.append(float(np.var(proj, ddof=1)))
-                    fvals.append(fisher_bias_corrected(Z[ia][:, feats], Z[ib][:, feats], dk * bin_width))
+                        vals.append(float(np.var(Rp[:, feats] @ (dmu / norm), ddof=1)))
+                    fvals.append(fisher_bias_corrected(za, zb, dk * bin_width))
             sv.append(float(np.mean(vals)) if vals else float("nan"))
             f = np.asarray(fvals)
             fi.append(float(np.mean(f)) if np.isfinite(f).all() and f.size else float("nan"))
@@ -147,14 +162,12 @@ def noise_geometry(X: NDArray[np.float64], cls: NDArray[np.int64], group: NDArra
             corr_sq.append(float(np.nanmean(off**2)))
         rms_corr[name] = float(np.sqrt(np.mean(corr_sq))) if corr_sq else float("nan")
         cos = []
-        for ia, ib, _ in pairs:
-            dmu = Z[ib].mean(axis=0) - Z[ia].mean(axis=0)
+        for Za, Zb, Rp, _ in blocks:
+            dmu = Zb.mean(axis=0) - Za.mean(axis=0)
             norm = np.linalg.norm(dmu)
             if norm == 0:
                 continue
-            Rp = np.concatenate([R[ia], R[ib]])
-            _, _, vt = np.linalg.svd(Rp, full_matrices=False)
-            cos.append(np.abs(vt[:n_eig] @ (dmu / norm)))
+            cos.append(np.abs(_top_eigvecs(Rp, n_eig) @ (dmu / norm)))
         cosines[name] = np.mean(cos, axis=0).tolist() if cos else []
     out["signal_noise_variance"] = sig_var
     out["mean_noise_variance"] = 1.0

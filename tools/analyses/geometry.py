@@ -10,8 +10,8 @@ The pipeline:
 2. :func:`plane_geometry`: PCA of the centred matrix to 3-D; a plane fitted to each context's quadrilateral;
    its normal oriented by the quadrilateral's sides (traversal order of the bins) so that identical rings give
    parallel normals and mirror-image rings give opposite ones; ``cos theta = n1 . n2``; a signed ``theta`` for
-   circular statistics; the phase alignment ``psi`` by orthogonal Procrustes after rotating plane 2 onto plane 1
-   (NaN for reflections, self-intersecting quadrilaterals, or ``cos theta <= 0``).
+   circular statistics; the phase alignment ``psi`` by orthogonal Procrustes after rotating plane 2 onto
+   plane 1 (NaN for reflections, self-intersecting quadrilaterals, or ``cos theta <= 0``).
 3. :func:`alignment_index` (Elsayed et al. 2016) in the full space for ``d = 2, 3``; :func:`principal_angles`
    (``scipy.linalg.subspace_angles``); variance explained by 3 PCs.
 4. Decoding (``_geometry_decoding``): cross-validated LDA, cross-temporal and cross-context.
@@ -102,7 +102,9 @@ def _check_trials(x: np.ndarray, feature: np.ndarray, context: np.ndarray) -> tu
     feature = np.asarray(feature, dtype=float)
     context = np.asarray(context)
     if x.ndim not in (2, 3):
-        raise DataFormatError(f"data must be (n_trials, n_features) or (n_trials, n_times, n_features), got {x.shape}")
+        raise DataFormatError(
+            f"data must be (n_trials, n_features) or (n_trials, n_times, n_features), got {x.shape}"
+        )
     if feature.shape != (x.shape[0],) or context.shape != (x.shape[0],):
         raise DataFormatError(
             f"feature and context must have shape ({x.shape[0]},) like the trials, got {feature.shape} and "
@@ -138,7 +140,9 @@ def condition_means(x: np.ndarray, feature: np.ndarray, context: np.ndarray, n_b
         for k in range(n_bins):
             m = (context == c) & (b == k)
             if not m.any():
-                raise DataFormatError(f"no trials in context {c}, feature bin {k} of {n_bins}; every bin needs trials")
+                raise DataFormatError(
+                    f"no trials in context {c}, feature bin {k} of {n_bins}; every bin needs trials"
+                )
             out[c * n_bins + k] = x[m].mean(axis=0)
     return out
 
@@ -205,8 +209,8 @@ class PlaneGeometry:
     theta : float
         Angle between the plane normals, degrees in ``[0, 180]``.
     theta_signed : float
-        ``theta`` with the sign of the rotation: positive when the intersection line ``n1 x n2`` points towards
-        the first feature bin of context 0 (relative to its centroid); degrees in ``(-180, 180]``.
+        ``theta`` with the sign of the rotation: positive when the intersection line ``n1 x n2`` points
+        towards the first feature bin of context 0 (relative to its centroid); degrees in ``(-180, 180]``.
     cos_theta : float
     psi : float
         Phase alignment, degrees in ``(-180, 180]``; NaN when undefined.
@@ -245,7 +249,7 @@ def _num(v: float) -> float | None:
 
 
 def _side_normal(q: np.ndarray) -> np.ndarray:
-    """Sum of cross products of consecutive sides of a closed polygon (points in traversal order), shape (3,)."""
+    """Sum of cross products of consecutive sides of a closed polygon (points in order), shape (3,)."""
     n = len(q)
     s = np.zeros(3)
     for i in range(n):
@@ -355,8 +359,16 @@ def time_resolved(x: np.ndarray, feature: np.ndarray, context: np.ndarray, n_bin
     if x.ndim != 3:
         raise DataFormatError(f"time-resolved geometry needs (n_trials, n_times, n_features), got {x.shape}")
     means = condition_means(x, feature, context, n_bins)
-    keys = ["theta", "theta_signed", "psi", "ai_d2", "ai_d3", "var_explained_3pc", "principal_angle_1",
-            "principal_angle_2"]
+    keys = [
+        "theta",
+        "theta_signed",
+        "psi",
+        "ai_d2",
+        "ai_d3",
+        "var_explained_3pc",
+        "principal_angle_1",
+        "principal_angle_2",
+    ]
     out: dict[str, list] = {k: [] for k in keys}
     for t in range(x.shape[1]):
         mt = means[:, t]
@@ -366,8 +378,16 @@ def time_resolved(x: np.ndarray, feature: np.ndarray, context: np.ndarray, n_bin
             continue
         g = plane_geometry(mt, n_bins)
         pa = principal_angles(mt, 2, n_bins)
-        vals = [g.theta, g.theta_signed, g.psi, alignment_index(mt, 2, n_bins),
-                alignment_index(mt, min(3, n_bins - 1), n_bins), g.var_explained_3pc, pa[0], pa[1]]
+        vals = [
+            g.theta,
+            g.theta_signed,
+            g.psi,
+            alignment_index(mt, 2, n_bins),
+            alignment_index(mt, min(3, n_bins - 1), n_bins),
+            g.var_explained_3pc,
+            pa[0],
+            pa[1],
+        ]
         for k, v in zip(keys, vals, strict=True):
             out[k].append(float(v))
     return out
@@ -387,8 +407,14 @@ def _at_time(x: np.ndarray, feature: np.ndarray, context: np.ndarray, settings: 
     return res
 
 
-def analyze(x: np.ndarray, feature: np.ndarray, context: np.ndarray, times: dict[str, int] | None = None,
-            settings: GeometrySettings | None = None, time_axis: np.ndarray | None = None) -> dict:
+def analyze(
+    x: np.ndarray,
+    feature: np.ndarray,
+    context: np.ndarray,
+    times: dict[str, int] | None = None,
+    settings: GeometrySettings | None = None,
+    time_axis: np.ndarray | None = None,
+) -> dict:
     """The full geometry analysis of one labelling, JSON-ready.
 
     Parameters

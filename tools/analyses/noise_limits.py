@@ -99,6 +99,8 @@ class NoiseLimitSettings:
         Confidence level of the intervals.
     n_star_max_factor : float
         Upper bound of N* as a multiple of the largest N.
+    fit_space : str
+        ``"linear"``: least squares on IMSE (large N dominate, default); ``"log"``: on log IMSE.
     geometry : bool
         Compute the noise geometry and the bias-corrected Fisher information.
     n_jobs : int
@@ -124,6 +126,7 @@ class NoiseLimitSettings:
     n_boot: int = 200
     ci: float = 0.95
     n_star_max_factor: float = 1000.0
+    fit_space: str = "linear"
     geometry: bool = True
     n_jobs: int = 1
     seed: int = 0
@@ -141,6 +144,7 @@ class NoiseLimitSettings:
             ("n_boot", self.n_boot >= 10, "an integer >= 10"),
             ("ci", 0 < self.ci < 1, "a level in (0, 1), e.g. 0.95"),
             ("n_star_max_factor", self.n_star_max_factor > 1, "a number > 1"),
+            ("fit_space", self.fit_space in ("linear", "log"), "'linear' or 'log'"),
             ("n_jobs", self.n_jobs != 0, "a positive number of workers (or -1 for all cores)"),
         ]
         for key, ok, allowed in checks:
@@ -178,7 +182,8 @@ class Labels:
 
 
 def prepare_labels(y: ArrayLike, *, n_bins: int | None = None, bin_width: float | None = None,
-                   lo: float | None = None, hi: float | None = None, categorical: bool = False) -> Labels:
+                   lo: float | None = None, hi: float | None = None, categorical: bool = False,
+                   quantiles: bool = False) -> Labels:
     """Turn trial labels into classes.
 
     Parameters
@@ -194,6 +199,8 @@ def prepare_labels(y: ArrayLike, *, n_bins: int | None = None, bin_width: float 
         Range of the bins.
     categorical : bool
         Treat numeric labels as unordered categories (error = 0/1 misclassification).
+    quantiles : bool
+        With ``n_bins``: equal-count bins (edges at quantiles); errors are then in bins (bin width 1).
 
     Returns
     -------
@@ -215,6 +222,14 @@ def prepare_labels(y: ArrayLike, *, n_bins: int | None = None, bin_width: float 
             raise ConfigError("n_bins/bin_width apply to numeric labels only; drop them for categorical labels")
         names, cls = np.unique(y.astype(str), return_inverse=True)
         return Labels(cls=cls.astype(np.int64), names=[str(n) for n in names], class_pos=None, bin_width=1.0)
+    if quantiles:
+        if n_bins is None or n_bins < 2:
+            raise ConfigError(f"quantile binning needs n_bins >= 2, got {n_bins}; give --n-bins")
+        edges = np.quantile(yf, np.linspace(0, 1, n_bins + 1))
+        idx = np.clip(np.searchsorted(edges[1:-1], yf, side="right"), 0, n_bins - 1)
+        present, cls = np.unique(idx, return_inverse=True)
+        names = [f"{edges[k]:.4g}..{edges[k + 1]:.4g}" for k in present]
+        return Labels(cls=cls.astype(np.int64), names=names, class_pos=present.astype(np.float64), bin_width=1.0)
     if n_bins is not None or (bin_width is not None and not np.allclose(yf, np.round(yf))):
         lo_ = float(np.min(yf)) if lo is None else float(lo)
         if n_bins is not None:
@@ -522,14 +537,15 @@ def run_noise_limits(X: ArrayLike, y: ArrayLike | Labels, group: ArrayLike | Non
         if np.any(means < floor):
             warnings.append(f"{name}: no error at N={sizes[means < floor].tolist()}; IMSE floored at one "
                             f"off-by-one error in all test trials")
-        fits[name] = fit_imse(sizes.astype(np.float64), 1.0 / np.maximum(means, floor), n_star_max)
+        fits[name] = fit_imse(sizes.astype(np.float64), 1.0 / np.maximum(means, floor), n_star_max,
+                              s.fit_space)
     boot_rng = np.random.default_rng(boot_seq)
-    boot = bootstrap_fits(sizes.astype(np.float64), mse, floor, n_star_max, s.n_boot, boot_rng)
-    boot_rms = {}
-    for name in SETTINGS:
-        idx = np.random.default_rng(boot_seq.spawn(1)[0]).integers(0, s.n_subsets,
-                                                                     size=(s.n_boot, *mse[name].shape))
-        boot_rms[name] = np.sqrt(np.take_along_axis(mse[name][None], idx, axis=2).mean(axis=2))
+    boot = bootstrap_fits(sizes.astype(np.float64), mse, floor, n_star_max, s.n_boot, boot_rng, s.fit_space,
+                          fits)
+    # RMS per size over resampled subsets (same resampling for every setting: paired intervals)
+    idx = boot_rng.integers(0, s.n_subsets, size=(s.n_boot, sizes.size, s.n_subsets))
+    boot_rms = {name: np.sqrt(np.take_along_axis(mse[name][None], idx, axis=2).mean(axis=2))
+                for name in SETTINGS}
     for name, f in fits.items():
         if f.n_star > sizes.max():
             warnings.append(f"{name}: N*={f.n_star:.3g} exceeds the largest N={int(sizes.max())}; the asymptote "
@@ -537,8 +553,13 @@ def run_noise_limits(X: ArrayLike, y: ArrayLike | Labels, group: ArrayLike | Non
                                                   if f.at_bound else ""))
     geometry = None
     if s.geometry:
-        geometry = noise_geometry(X, cls, g, sizes, s.bin_width, np.random.default_rng(geo_seq),
-                                  class_pos=labels.class_pos)
+        from threadpoolctl import threadpool_limits
+
+        t_geo = time.perf_counter()
+        with threadpool_limits(limits=1):
+            geometry = noise_geometry(X, cls, g, sizes, s.bin_width, np.random.default_rng(geo_seq),
+                                      class_pos=labels.class_pos)
+        log.debug("noise geometry took %.1f s", time.perf_counter() - t_geo)
     counts = np.bincount(cells)
     info = {
         "n_trials": int(X.shape[0]), "n_features": int(X.shape[1]), "n_classes": n_cls,
@@ -623,10 +644,22 @@ def write_outputs(result: NoiseLimitResult, outdir: str | Path, stem: str = "noi
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     paths = {"json": outdir / f"{stem}.json", "png": outdir / f"{stem}.png", "txt": outdir / f"{stem}.txt"}
-    paths["json"].write_text(json.dumps(result.to_dict(), indent=1, default=_json_default, allow_nan=True))
+    paths["json"].write_text(json.dumps(_finite(result.to_dict()), indent=1, default=_json_default,
+                                        allow_nan=False))
     plot_result(result, paths["png"])
     paths["txt"].write_text(result.summary() + "\n")
     return paths
+
+
+def _finite(o: Any) -> Any:
+    """Replace NaN/inf by None (strict JSON)."""
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_finite(v) for v in o]
+    if isinstance(o, float | np.floating):
+        return float(o) if math.isfinite(o) else None
+    return o
 
 
 def _json_default(o: Any) -> Any:

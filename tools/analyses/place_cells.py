@@ -72,9 +72,9 @@ class PlaceCellSettings:
     track_length: float = 120.0
     n_bins: int = 20
     n_directions: int = 2
-    trials_per_bin: int = 40
+    trials_per_bin: int = 100
     s_d: float = 4.0
-    noise_sd: float = 1.0
+    noise_sd: float = 0.3
     field_width: tuple[float, float] = (6.0, 12.0)
     peak_rate: tuple[float, float] = (0.5, 2.0)
     baseline: float = 0.2
@@ -215,7 +215,7 @@ def simulate_place_cells(settings: PlaceCellSettings | None = None, **overrides:
 def save_place_cells(data: PlaceCellData, path: str | Path) -> Path:
     """Write ``data`` as an ``.npz`` readable by ``neurospeech analyze noise-limits``.
 
-    Keys: ``X``, ``y`` (bin index), ``group`` (direction), ``position``, ``jitter``, ``bin_width`` (cm) and
+    Keys: ``X``, ``y`` (bin index), ``group`` (direction), ``position``, ``jitter``, ``bin_width`` (cm), ``unit`` and
     ``settings`` (a JSON string).
     """
     import json
@@ -223,6 +223,6 @@ def save_place_cells(data: PlaceCellData, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, X=data.X, y=data.y, group=data.direction, position=data.position,
-                        jitter=data.jitter, bin_width=np.float64(data.bin_width),
+                        jitter=data.jitter, bin_width=np.float64(data.bin_width), unit=np.str_("cm"),
                         settings=np.str_(json.dumps(asdict(data.settings))))
     return path

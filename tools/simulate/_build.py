@@ -88,7 +88,7 @@ class SimSettings:
     n_noise_dipoles: int = 200
     brain_rms: float = 0.0
     sensor_rms: float = 0.0
-    alpha_rel: float = 0.6
+    alpha_rel: float = 1.0
     line_noise: float = 0.0
     bad_channels: int = 1
     blinks: bool = True
@@ -346,6 +346,12 @@ def simulate_dataset(root: str | Path, settings: SimSettings, overwrite: bool = 
         "phones": sorted(PHONES),
         "build_seconds": round(time.perf_counter() - t0, 2),
     }
+    import mne_bids
+
+    mne_bids.make_dataset_description(
+        path=root, name=f"neurospeech simulated speech listening ({settings.preset})",
+        data_license="CC0", authors=["neurospeech simulator"], overwrite=True, verbose="error",
+    )
     summary["size_bytes"] = _dir_size(root)
     (root / "simulation.json").write_text(json.dumps(summary, indent=1))
     _readme(root, summary)

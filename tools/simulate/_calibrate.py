@@ -98,7 +98,7 @@ def run_calibration(root: str | Path, subjects: list[str] | None = None, max_tra
             if len(first) > len(cand):
                 cand = _concat(merged).select(np.sort(first))
         tests.append(test)
-        dec = RidgeDecoder(lags=lags, lag_start=lag_start)
+        dec = RidgeDecoder(lags=lags, lag_start=lag_start, lag_step=2)
         dec.fit(train.brain, train.speech)
         per_subject[subj] = {"n_train": len(train), "n_test": len(test), "alpha": dec.alpha_}
         del train

@@ -65,13 +65,18 @@ def data_check(root: Path, out: Path, subject: str | None, max_runs: int) -> Non
               help="JSON result file (default: ROOT/derivatives/calibration.json).")
 @click.option("--subjects", default=None, help="Comma-separated subjects (default: all).")
 @click.option("--max-train", type=int, default=6000, show_default=True,
-              help="At most this many training windows (random subset).")
-def calibrate(root: Path, out_json: Path | None, subjects: str | None, max_train: int) -> None:
+              help="At most this many training windows per subject (random subset).")
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="BLAS threads (1 is fastest on a busy machine).")
+def calibrate(root: Path, out_json: Path | None, subjects: str | None, max_train: int, threads: int) -> None:
     """Ridge regression (lagged brain -> log-mel) scored by top-k segment retrieval on the test split."""
+    from threadpoolctl import threadpool_limits
+
     from ._calibrate import run_calibration
 
     subj = [s.strip() for s in subjects.split(",")] if subjects else None
-    res = run_calibration(root, subjects=subj, max_train=max_train)
+    with threadpool_limits(threads):
+        res = run_calibration(root, subjects=subj, max_train=max_train)
     out_json = out_json or root / "derivatives" / "calibration.json"
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(res, indent=1))

@@ -1,0 +1,124 @@
+"""CLI: ``neurospeech train``, ``neurospeech evaluate``, ``neurospeech export``, ``neurospeech bank``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import ConfigError
+
+__all__ = ["bank", "evaluate", "export", "train"]
+
+log = logging.getLogger(__name__)
+
+
+def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
+    """``key=value`` pairs; values parsed as JSON when they can be (numbers, lists, null, true)."""
+    out: dict[str, Any] = {}
+    for item in values:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
+@click.command("train")
+@click.argument("config", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--data", type=click.Path(exists=True, file_okay=False), help="BIDS dataset root.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--preset", type=click.Choice(["paper", "efficient"]), help="Encoder architecture.")
+@click.option("--loss", type=click.Choice(["clip", "mse"]), help="clip (contrastive) or mse "
+    "(regression base).")
+@click.option("--features", type=click.Choice(["mel", "whisper", "wav2vec2"]), help="Speech representation.")
+@click.option("--epochs", "max_epochs", type=int, help="Maximum epochs.")
+@click.option("--batch-size", type=int, help="Global batch size.")
+@click.option("--device", help="auto, cpu, cuda, cuda:N.")
+@click.option("--seed", type=int, help="Random seed.")
+@click.option("--subject", "subjects", multiple=True, help="Use only this subject (repeatable).")
+@click.option("--resume/--no-resume", default=None, help="Continue from OUT/checkpoint.pt if present.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Any TrainConfig field, e.g. --set score_dim=32 --set 'encoder={\"hidden\": 128}'.")
+def train(config: Path | None, sets: tuple[str, ...], subjects: tuple[str, ...], **opts: Any) -> None:
+    """Train a brain encoder (CONFIG: optional TOML, see deploy/configs/train.example.toml).
+
+    Runs on CPU or CUDA, and multi-process under `torchrun --nproc_per_node=N -m neurospeech train ...`.
+    """
+    from .train import TrainConfig
+    from .train import train as run_train
+
+    overrides = {k: v for k, v in opts.items() if v is not None}
+    if subjects:
+        overrides["subjects"] = list(subjects)
+    overrides.update(_parse_set(sets))
+    cfg = TrainConfig.from_toml(config, **overrides) if config else TrainConfig.from_dict(overrides)
+    run_dir = run_train(cfg)
+    meta_path = Path(run_dir) / "meta.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        t = meta["training"]
+        click.echo(f"run {run_dir}: {t['epochs_run']} epochs, best val loss {t['best_val_loss']:.4f} "
+                   f"(epoch {t['best_epoch']}), val top-10 {100 * t['best_val_top10']:.1f} %, "
+                   f"{t['data_seconds'] + t['fit_seconds']:.1f} s, model sha256 {t['model_sha256']}")
+
+
+@click.command("evaluate")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Report directory.")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), help="Dataset (default: the run's).")
+@click.option("--ridge/--no-ridge", default=True, show_default=True, help="Ridge baseline.")
+@click.option("--random/--no-random", default=True, show_default=True, help="Random baseline.")
+@click.option("--max-ridge-windows", type=int, default=1500, show_default=True)
+@click.option("--feature-cache", type=click.Path(file_okay=False), default=None)
+def evaluate(runs: tuple[str, ...], out: str, data: str | None, ridge: bool, random: bool,
+             max_ridge_windows: int, feature_cache: str | None) -> None:
+    """Evaluate RUNS (and baselines) on the test split: JSON + markdown report + plots in OUT.
+
+    Give the contrastive run first; a run trained with --loss mse is the paper's regression "Base".
+    """
+    from .evaluate import EvalConfig
+    from .evaluate import evaluate as run_eval
+
+    rep = run_eval(EvalConfig(runs=list(runs), out=out, data=data, ridge=ridge, random=random,
+                              max_ridge_windows=max_ridge_windows, feature_cache=feature_cache))
+    click.echo((Path(out) / "report.md").read_text())
+    del rep
+
+
+@click.command("export")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .onnx file.")
+@click.option("--subject", default=None, help="Fold a single subject (no subject input).")
+@click.option("--metrics", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="report.json from `neurospeech evaluate` to embed this model's metrics.")
+def export(run: str, out: str, subject: str | None, metrics: str | None) -> None:
+    """Export RUN's best weights to ONNX with the model contract (metadata + sidecar JSON)."""
+    from .export import export_run
+
+    info = export_run(run, out, subject=subject, metrics=metrics)
+    click.echo(json.dumps(info, indent=1))
+
+
+@click.command("bank")
+@click.option("--model", required=True, type=click.Path(exists=True, dir_okay=False), help="Exported .onnx.")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Dataset root.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output bank (.npz).")
+@click.option("--split", type=click.Choice(["test", "val", "train", "all"]), default="test",
+    show_default=True)
+@click.option("--feature-cache", type=click.Path(file_okay=False), default=None)
+def bank(model: str, data: str, out: str, split: str, feature_cache: str | None) -> None:
+    """Build the candidate bank of MODEL from the stimuli and word events of DATA."""
+    from .bank import build_bank
+
+    if not out.endswith(".npz"):
+        raise ConfigError(f"bank output must end with .npz, got {out!r}")
+    b = build_bank(model, data, out, split=split, feature_cache=feature_cache)
+    click.echo(f"wrote {out}: {len(b)} candidates, features {b.features.shape}, "
+               f"model sha256 {b.model_sha256[:12]}...")

@@ -1,0 +1,130 @@
+"""``neurospeech bank``: candidate speech segments for one exported model, in the form the service scores.
+
+From the model's contract (read from the ONNX file) the bank rebuilds the speech target exactly as in
+training: extractor ``contract.speech.kind/params`` over whole stimulus files (feature cache), global
+standardisation ``contract.speech.mean/std``, the scoring representation
+``contract.output["speech_to_output"]``
+(projection, time pooling), windows ``sound_time + [tmin, tmax - lag]`` cut by
+:func:`neurospeech.data.segments.speech_window` (the function training used). Candidates are the word
+onsets of
+the chosen split's sounds, one per ``segment_id(sound, sound_time)``. The header stores ``model_sha256`` = the
+sha256 of the ONNX file, so :meth:`CandidateBank.check_model` refuses a bank built for another model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..contract import sha256_file
+from ..data import load_dataset, segment_id, split_of
+from ..data.segments import speech_window
+from ..errors import ConfigError, DataFormatError
+from ..scoring import CandidateBank, normalise_candidates
+
+__all__ = ["build_bank", "word_candidates"]
+
+log = logging.getLogger(__name__)
+
+
+def word_candidates(root: str | Path, split: str | None = "test") -> dict[str, np.ndarray]:
+    """Distinct word-onset segments of a dataset's events (every run), optionally one split's sounds only.
+
+    Returns
+    -------
+    dict of arrays, shape (n,)
+        ``ids``, ``words``, ``sounds``, ``sentences``, ``sound_times``, sorted by sound then time.
+    """
+    if split not in (None, "all", "train", "val", "test"):
+        raise ConfigError(f"split must be 'train', 'val', 'test' or 'all', got {split!r}")
+    seen: dict[str, tuple[str, str, str, float]] = {}
+    for rec in load_dataset(root):
+        w = rec.load_events().words()
+        for k in range(len(w)):
+            sound = str(w.sound[k])
+            if not sound or (split not in (None, "all") and split_of(sound) != split):
+                continue
+            st = float(w.sound_time[k])
+            sid = segment_id(sound, st)
+            seen.setdefault(sid, (str(w.word[k]), sound, str(w.sentence[k]), st))
+    if not seen:
+        raise DataFormatError(f"no word events in the {split!r} split of {root}; nothing to put in a bank")
+    rows = sorted(seen.items(), key=lambda kv: (kv[1][1], kv[1][3]))
+    return {
+        "ids": np.array([r[0] for r in rows], dtype=np.str_),
+        "words": np.array([r[1][0] for r in rows], dtype=np.str_),
+        "sounds": np.array([r[1][1] for r in rows], dtype=np.str_),
+        "sentences": np.array([r[1][2] for r in rows], dtype=np.str_),
+        "sound_times": np.array([r[1][3] for r in rows], dtype=np.float64),
+    }
+
+
+def build_bank(model: str | Path, data: str | Path, out: str | Path | None = None, split: str = "test",
+               feature_cache: str | Path | None = None, progress: bool = True) -> CandidateBank:
+    """Build (and optionally save) the candidate bank of ``model`` from the stimuli of dataset ``data``.
+
+    Parameters
+    ----------
+    model : path
+        Exported ONNX encoder (its embedded contract defines the speech representation).
+    data : path
+        Dataset root with ``stimuli/`` and events.
+    out : path or None
+        Where to save the ``.npz`` bank.
+    split : {'test', 'val', 'train', 'all'}
+        Sounds whose word onsets become candidates.
+    feature_cache : path or None
+        Feature cache directory (None: ``<data>/derivatives/neurospeech-features``).
+    """
+    from tqdm import tqdm
+
+    from ._data import SpeechTargets
+    from .export import read_contract
+
+    t0 = time.perf_counter()
+    contract = read_contract(model)
+    rep: dict[str, Any] | None = contract.output.get("speech_to_output")
+    if rep is None:
+        raise DataFormatError(f"the contract of {model} has no output.speech_to_output; re-export the model")
+    root = Path(data)
+    cache = Path(feature_cache) if feature_cache else root / "derivatives" / "neurospeech-features"
+    speech = {"kind": contract.speech.kind, "dim": contract.speech.dim, "params": contract.speech.params,
+              "mean": contract.speech.mean, "std": contract.speech.std}
+    targets = SpeechTargets.from_spec(root, speech, rep, cache)
+    cand = word_candidates(root, split)
+    window = contract.window
+    out_shape = [int(v) for v in contract.output["shape"]]
+    feats = np.empty((len(cand["ids"]), out_shape[0], window.n_times), dtype=np.float32)
+    for sound in tqdm(sorted(set(cand["sounds"].tolist())), desc="bank", unit="wav", disable=not progress):
+        f = targets(sound)
+        for i in np.flatnonzero(cand["sounds"] == sound):
+            feats[i] = speech_window(f, float(cand["sound_times"][i]), window)
+    pooled = targets.representation.pool(feats)
+    if list(pooled.shape[1:]) != out_shape:
+        raise DataFormatError(
+            f"bank segments have shape {pooled.shape[1:]} but the model outputs {out_shape}")
+    bank = CandidateBank(
+        features=normalise_candidates(pooled), ids=cand["ids"], words=cand["words"], sounds=cand["sounds"],
+        sentences=cand["sentences"], sound_times=cand["sound_times"],
+        header={
+            "model_sha256": sha256_file(model),
+            "model_id": contract.model_id,
+            "contract_sha256": contract.sha256(),
+            "output_shape": out_shape,
+            "speech": {"kind": contract.speech.kind, "params": contract.speech.params},
+            "split": split,
+            "data": str(root.resolve()),
+            "n_sounds": len(set(cand["sounds"].tolist())),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        bank.save(out)
+    log.info("bank: %d candidates from %d sounds (%s split), %.1f MB, %.1f s", len(bank),
+             bank.header["n_sounds"], split, bank.features.nbytes / 1e6, time.perf_counter() - t0)
+    return bank

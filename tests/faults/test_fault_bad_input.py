@@ -1,0 +1,120 @@
+"""Bad samples and timestamp trouble on a real LSL stream: NaN bursts, dead channel, clock jumps, drift."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from _service_fixtures import Player, build_artifacts, serve_settings, word_markers
+from neurospeech.service.client import Subscriber
+from neurospeech.service.server import Server
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def art(tmp_path_factory):
+    return build_artifacts(tmp_path_factory.mktemp("art"), duration=7.5, n_distractors=50, word_every=0.5)
+
+
+def run_session(art, player, timeout=15.0, **kw):
+    """Serve ``player`` until it is done; returns (messages, final server stats)."""
+    server = Server(serve_settings(art, player, **kw))
+    server.start()
+    sub = Subscriber(server.publisher.endpoint)
+    msgs = []
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not player.done:
+            m = sub.recv(0.1)
+            if m is not None:
+                msgs.append(m)
+        stats = server.stats()
+        alive = all(t.is_alive() for t in server._threads)
+    finally:
+        sub.close()
+        server.stop()
+        server.join()
+        player.stop()
+    assert player.error is None and alive and server.exit_code == 0
+    return msgs, stats
+
+
+def _parallel(**jobs):
+    """Run ``name=callable`` side by side; returns name -> result (exceptions re-raised)."""
+    out = {}
+
+    def one(name, fn):
+        try:
+            out[name] = fn()
+        except BaseException as exc:
+            out[name] = exc
+
+    threads = [threading.Thread(target=one, args=item) for item in jobs.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for name in jobs:
+        if isinstance(out.get(name), BaseException):
+            raise AssertionError(name) from out[name]
+        assert name in out, f"{name} did not finish"
+    return out
+
+
+def test_nan_burst_and_dead_channel_flagged_under_both_policies(art):
+    p1 = Player(art.data, art.sfreq, art.names, nan={2: (3.6, 3.9)}, dead=[5])
+    p2 = Player(art.data, art.sfreq, art.names, dead=[1])
+    res = _parallel(
+        interpolate=lambda: run_session(art, p1.start(), bad_channel_policy="interpolate", markers=False),
+        skip=lambda: run_session(art, p2.start(), bad_channel_policy="skip", markers=False),
+    )
+    msgs, stats = res["interpolate"]
+    player = p1
+    dec = [m for m in msgs if m.kind == "decode"]
+    assert len(dec) >= 8
+    for m in dec:
+        assert "flat:EEG006" in m["flags"] and any(f.startswith("interpolated:") for f in m["flags"])
+        assert m["topk"] and all(np.isfinite(c["score"]) for c in m["topk"])
+        overlaps = (
+            m["t_window_start"] - 0.2 < player.t_first + 3.9
+            and m["t_window_end"] + 0.2 > player.t_first + 3.6
+        )
+        if "nonfinite:EEG003" in m["flags"]:
+            assert overlaps, (m["t_window_start"] - player.t_first, m["t_window_end"] - player.t_first)
+    assert any("nonfinite:EEG003" in m["flags"] for m in dec)
+    assert "EEG006" in stats["channel_quality"]["bad"]
+    status = [m for m in msgs if m.kind == "status"]
+    assert any("EEG006" in (m["channel_quality"] or {}).get("bad", {}) for m in status)
+    # skip policy: flagged windows are published without candidates, never scored
+    msgs, stats = res["skip"]
+    dec = [m for m in msgs if m.kind == "decode"]
+    assert dec and all(
+        m["topk"] == [] and "skipped" in m["flags"] and "flat:EEG002" in m["flags"] for m in dec
+    )
+    assert stats["flagged_windows"] == len(dec)
+
+
+def test_clock_jump_and_rate_drift_are_survived_counted_and_reported(art):
+    pj = Player(art.data, art.sfreq, art.names, markers=word_markers(art), jump_at=2.5, jump_by=1.5)
+    pd = Player(art.data, art.sfreq, art.names, markers=word_markers(art), rate_factor=1.01)
+    res = _parallel(
+        jump=lambda: (pj, *run_session(art, pj.start())), drift=lambda: (pd, *run_session(art, pd.start()))
+    )
+    results = res
+    _, msgs, stats = results["jump"]
+    assert stats["timestamp_issues"]["clock_jumps"] == 1
+    assert stats["gaps"] and stats["gaps"][-1]["duration"] == pytest.approx(1.5, abs=0.1)
+    dec = [m for m in msgs if m.kind == "decode"]
+    assert dec, "no decisions after the jump"
+    for m in dec:  # no window spans the jump: each covers 3 s of data
+        assert m["t_window_end"] - m["t_window_start"] == pytest.approx(3.0, abs=0.05)
+    _player, msgs, stats = results["drift"]
+    assert stats["timestamp_issues"]["clock_jumps"] == 0
+    assert stats["timestamp_issues"]["rate_ratio"] == pytest.approx(1.01, abs=0.004)
+    words = [m for m in msgs if m.kind == "decode" and m["kind"] == "word"]
+    assert len(words) >= 4
+    hits = np.mean([m["topk"][0]["id"] == m["truth"]["segment_id"] for m in words])
+    assert hits >= 0.75, hits  # word windows found on the drifting clock

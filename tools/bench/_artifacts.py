@@ -1,0 +1,135 @@
+"""Benchmark artifacts: an (untrained) exported encoder of a preset for the synthetic 275-channel montage,
+with a candidate bank of 10,000 random candidates in its output layout.
+
+The cost of the encoder does not depend on its weights, so an untrained network exported with the trainer's
+own exporter (:func:`neurospeech.models.export.export_onnx`) measures exactly what a trained one costs. The
+scoring representation is the trainer's default (64 PCA components, ``time_pool`` 7: 64 x 49 per candidate).
+Artifacts are cached in ``<workdir>/<preset>-<key>/`` (torch is needed only to build them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...contract import sha256_file
+
+__all__ = ["bank_entries", "build_artifacts"]
+
+log = logging.getLogger(__name__)
+
+
+def bank_entries(n: int) -> list[tuple[str, float, str]]:
+    """(sound, sound_time, word) of the first ``n`` bank candidates (markers of the soak refer to them)."""
+    return [(f"stimuli/bench{k // 20:04d}.wav", round((k % 20) * 0.5, 3), f"word{k}") for k in range(n)]
+
+
+def build_artifacts(
+    workdir: str | Path,
+    preset: str,
+    n_candidates: int = 10000,
+    n_channels: int = 275,
+    sfreq: float = 1200.0,
+    score_dim: int = 64,
+    time_pool: int = 7,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Export (or reuse) ``model.onnx`` + ``bank.npz`` for ``preset``; returns paths and provenance."""
+    key = hashlib.sha256(
+        json.dumps([preset, n_candidates, n_channels, sfreq, score_dim, time_pool, seed, 1]).encode()
+    ).hexdigest()[:10]
+    d = Path(workdir) / f"{preset}-{key}"
+    info_path = d / "artifacts.json"
+    if info_path.is_file():
+        info = json.loads(info_path.read_text())
+        if (
+            Path(info["model"]).is_file()
+            and Path(info["bank"]).is_file()
+            and sha256_file(info["model"]) == info["model_sha256"]
+        ):
+            return info
+    d.mkdir(parents=True, exist_ok=True)
+
+    import torch
+
+    from ...contract import ChannelSpec, ModelContract, SpeechSpec
+    from ...models.encoder import BrainEncoder, count_macs, normalise_positions, preset_config
+    from ...models.export import export_onnx
+    from ...preprocessing import (
+        PreprocessingSpec,
+        RobustScaler,
+        WindowSpec,
+        extract_windows,
+        preprocess_continuous,
+        preprocess_window,
+    )
+    from ...scoring import CandidateBank, normalise_candidates
+    from ._synthetic import synthetic_meg
+
+    window, spec = WindowSpec(), PreprocessingSpec()
+    data, names, pos = synthetic_meg(n_channels, sfreq, 30.0, seed)
+    cont, times = preprocess_continuous(data, sfreq, window, spec)
+    raw_w, valid = extract_windows(cont, times, np.arange(1.0, 26.0, 0.25), window)
+    scaler = RobustScaler.fit(preprocess_window(raw_w[valid], window))
+    n_frames = window.n_times // time_pool
+    contract = ModelContract(
+        model_id=f"bench-{preset}-untrained-{key}",
+        preset=preset,
+        channels=[
+            ChannelSpec(n, "mag", "T", (float(p[0]), float(p[1]))) for n, p in zip(names, pos, strict=True)
+        ],
+        sfreq_raw=sfreq,
+        window=window,
+        preprocessing=spec,
+        scalers={"bench": scaler.to_dict()},
+        subjects=["bench"],
+        speech=SpeechSpec("mel", score_dim),
+        output={"name": "latent", "shape": [score_dim, n_frames]},
+        inputs={"brain": "brain", "subject": None},
+        training={"note": "untrained weights: benchmark of cost only"},
+    )
+    torch.manual_seed(seed)
+    model = BrainEncoder(preset_config(preset), normalise_positions(pos), 1, score_dim, time_pool).eval()
+    macs = count_macs(model, window.n_times)
+    exp = export_onnx(model, contract, d / "model.onnx", subject_index=0)
+    rng = np.random.default_rng(seed + 7)
+    feats = normalise_candidates(rng.standard_normal((n_candidates, score_dim * n_frames), dtype=np.float32))
+    ent = bank_entries(n_candidates)
+    from ...data import segment_id
+
+    bank = CandidateBank(
+        features=feats,
+        ids=np.array([segment_id(s, t) for s, t, _ in ent]),
+        words=np.array([w for _, _, w in ent]),
+        sounds=np.array([s for s, _, _ in ent]),
+        sentences=np.array([f"s{k // 8}" for k in range(n_candidates)]),
+        sound_times=np.array([t for _, t, _ in ent], dtype=np.float64),
+        header={
+            "model_sha256": exp["sha256"],
+            "output_shape": [score_dim, n_frames],
+            "speech": {"kind": "mel", "dim": score_dim},
+            "note": "random candidates (benchmark)",
+        },
+    )
+    bank.save(d / "bank.npz")
+    info = {
+        "preset": preset,
+        "model": str(d / "model.onnx"),
+        "bank": str(d / "bank.npz"),
+        "model_sha256": exp["sha256"],
+        "n_candidates": n_candidates,
+        "n_channels": n_channels,
+        "sfreq": sfreq,
+        "output_shape": [score_dim, n_frames],
+        "macs": macs,
+        "model_mb": (d / "model.onnx").stat().st_size / 1e6,
+        "bank_mb": (d / "bank.npz").stat().st_size / 1e6,
+    }
+    info_path.write_text(json.dumps(info, indent=1, default=str))
+    log.info("built %s artifacts in %s", preset, d)
+    return info

@@ -1,0 +1,112 @@
+"""``neurospeech bench``: benchmarks (printed tables + JSON), never timed unit tests."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import click
+
+__all__ = ["bench"]
+
+#: artifacts (two ONNX encoders, 2 x 128 MB banks), a 60 s FIF and logs: kept out of the checkout
+DEFAULT_WORKDIR = Path(tempfile.gettempdir()) / "neurospeech-bench"
+
+
+@click.group("bench")
+def bench() -> None:
+    """Benchmarks of the live service (latency, CPU, memory, throughput, soak)."""
+
+
+@bench.command("latency")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_WORKDIR,
+    show_default=True,
+    help="Artifacts (cached), logs and the synthetic FIF go here.",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the results as JSON here [<workdir>/latency.json].",
+)
+@click.option("--presets", default="efficient,paper", show_default=True, help="Encoder presets to compare.")
+@click.option(
+    "--measure",
+    "measure_s",
+    type=float,
+    default=20.0,
+    show_default=True,
+    help="Seconds measured per preset and hop.",
+)
+@click.option("--warmup", "warmup_s", type=float, default=5.0, show_default=True)
+@click.option("--latency-hop", type=float, default=0.1, show_default=True)
+@click.option("--cpu-hop", type=float, default=0.25, show_default=True)
+@click.option(
+    "--chunk",
+    "chunk_s",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="Seconds per chunk of the synthetic stream.",
+)
+@click.option("--candidates", "n_candidates", type=int, default=10000, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="onnxruntime threads of the service.")
+@click.option("--no-decode-file", "skip_decode_file", is_flag=True, help="Skip the decode-file measurement.")
+def latency(workdir: Path, out: Path | None, presets: str, **opts) -> None:
+    """End-to-end latency (p50/p99 at a 0.1 s hop), service CPU/RSS (0.25 s hop) and decode-file speed.
+
+    A 275-channel 1200 Hz synthetic MEG stream (replay subprocess) feeds `neurospeech serve` (subprocess);
+    a subscriber here measures receipt - LSL stamp of the newest sample used. Encoders are the trainer's
+    presets, exported untrained (cost does not depend on weights), with a bank of random candidates.
+
+    Example: neurospeech bench latency --workdir /tmp/nsbench
+    """
+    from .latency import LatencySettings, format_table, run_latency
+
+    s = LatencySettings(
+        workdir=workdir, presets=tuple(p.strip() for p in presets.split(",") if p.strip()), **opts
+    )
+    r = run_latency(s)
+    out = out or workdir / "latency.json"
+    out.write_text(json.dumps(r, indent=1, default=str))
+    click.echo(format_table(r))
+    click.echo(f"results: {out}")
+
+
+@bench.command("soak")
+@click.option("--minutes", type=float, default=5.0, show_default=True)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_WORKDIR,
+    show_default=True,
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON results [<workdir>/soak.json].",
+)
+@click.option("--preset", default="efficient", show_default=True)
+@click.option("--hop", type=float, default=0.25, show_default=True)
+@click.option("--subscribers", "n_subscribers", type=int, default=3, show_default=True)
+@click.option("--candidates", "n_candidates", type=int, default=10000, show_default=True)
+@click.option("--nice", type=int, default=0, show_default=True, help="Run the processes at this niceness.")
+def soak(minutes: float, workdir: Path, out: Path | None, **opts) -> None:
+    """Replay + serve + N subscribers for MINUTES: published vs received, gaps, latency per minute, RSS, CPU.
+
+    Example: neurospeech bench soak --minutes 30 --workdir /tmp/nsbench
+    """
+    from .soak import SoakSettings, format_soak, run_soak
+
+    r = run_soak(SoakSettings(minutes=minutes, workdir=workdir, **opts))
+    out = out or workdir / "soak.json"
+    out.write_text(json.dumps(r, indent=1, default=str))
+    click.echo(format_soak(r))
+    click.echo(f"results: {out}")

@@ -1,0 +1,302 @@
+"""``neurospeech bench latency``: end-to-end latency, service CPU/RSS and ``decode-file`` speed, for the
+``efficient`` and ``paper`` presets side by side in one run.
+
+Set-up: a 275-channel 1200 Hz synthetic MEG stream (a replay subprocess, chunks of ``chunk`` s stamped at push
+time) -> ``neurospeech serve`` (subprocess, 1 onnxruntime thread) -> a subscriber in this process.
+Latency = receipt time at the subscriber - LSL stamp of the newest raw sample the decision used
+(``t_newest_sample``), both on this machine's LSL clock. CPU is the service process's user+system time over
+the measurement divided by wall time (100% = one core); RSS from psutil. ``decode-file`` runs the same
+pipeline over a 60 s FIF of the same data as fast as it can (x real time from its own summary).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._procs import ProcSampler, service, stream, wait_running
+
+__all__ = ["LatencySettings", "format_table", "run_latency"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LatencySettings:
+    workdir: Path = Path(tempfile.gettempdir()) / "neurospeech-bench"
+    presets: tuple[str, ...] = ("efficient", "paper")
+    latency_hop: float = 0.1
+    cpu_hop: float = 0.25
+    warmup_s: float = 5.0
+    measure_s: float = 20.0
+    chunk_s: float = 0.01
+    n_candidates: int = 10000
+    threads: int = 1
+    decode_file_seconds: float = 60.0
+    skip_decode_file: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _pct(x: list[float], q: float) -> float | None:
+    return float(np.percentile(np.asarray(x), q)) if x else None
+
+
+def measure_service(svc: dict[str, Any], warmup_s: float, measure_s: float) -> dict[str, Any]:
+    """Subscribe to a running service; latency of sliding decisions, CPU and RSS over ``measure_s``."""
+    from ...service.client import Subscriber, request_state
+
+    wait_running(svc)
+    lat: list[float] = []
+    proc_ms: list[float] = []
+    word_lat: list[float] = []
+    last_status: dict[str, Any] = {}
+    with Subscriber(svc["pub"]) as sub:
+        end_warm = time.monotonic() + warmup_s
+        while time.monotonic() < end_warm:
+            sub.recv(timeout=0.2)
+        status0 = request_state(svc["state"], timeout=5).get("status") or {}
+        sampler = ProcSampler(svc["pid"])
+        sampler.start()
+        t_end = time.monotonic() + measure_s
+        n_dec = 0
+        while time.monotonic() < t_end:
+            m = sub.recv(timeout=0.2)
+            if m is None:
+                continue
+            if m.kind == "decode":
+                n_dec += 1
+                if m.latency is not None:
+                    (lat if m.get("kind") == "sliding" else word_lat).append(m.latency * 1000)
+                if isinstance(m.get("processing_ms"), (int, float)):
+                    proc_ms.append(float(m["processing_ms"]))
+            elif m.kind == "status":
+                last_status = m.header
+        cpu = sampler.cpu_percent()
+        rss = sampler.rss_mb()
+        peak = sampler.peak_rss_mb()
+        stats = sub.stats()
+    skipped = None
+    if last_status and status0:
+        skipped = int(last_status.get("skipped_decisions", 0)) - int(status0.get("skipped_decisions", 0))
+    return {
+        "decisions": n_dec,
+        "sliding_with_latency": len(lat),
+        "latency_ms": {
+            "p50": _pct(lat, 50),
+            "p90": _pct(lat, 90),
+            "p99": _pct(lat, 99),
+            "max": max(lat) if lat else None,
+            "n": len(lat),
+        },
+        "processing_ms": {"p50": _pct(proc_ms, 50), "p99": _pct(proc_ms, 99)},
+        "cpu_percent_one_core": cpu,
+        "rss_mb": rss,
+        "peak_rss_mb": peak,
+        "skipped_decisions": skipped,
+        "missed_messages": sum(stats["missed"].values()),
+        "last_status": {
+            k: last_status.get(k)
+            for k in (
+                "state",
+                "lag_s",
+                "buffer_fill",
+                "dropped_samples",
+                "overruns",
+                "skipped_decisions",
+                "timestamp_issues",
+            )
+        },
+        "measure_s": measure_s,
+    }
+
+
+def _fif(workdir: Path, seconds: float) -> Path:
+    import mne
+
+    from ._synthetic import synthetic_meg
+
+    p = workdir / f"bench_meg_{int(seconds)}s_raw.fif"
+    if not p.is_file():
+        data, names, _ = synthetic_meg(seconds=seconds)
+        raw = mne.io.RawArray(data, mne.create_info(names, 1200.0, "mag"), verbose="error")
+        raw.save(p, verbose="error", overwrite=True)
+    return p
+
+
+def decode_file_speed(
+    workdir: Path, art: dict[str, Any], seconds: float, hop: float, threads: int
+) -> dict[str, Any]:
+    fif = _fif(workdir, seconds)
+    out = workdir / f"decisions-{art['preset']}.jsonl"
+    cmd = [
+        sys.executable,
+        "-m",
+        "neurospeech",
+        "-q",
+        "decode-file",
+        str(fif),
+        "--model",
+        art["model"],
+        "--bank",
+        art["bank"],
+        "--out",
+        str(out),
+        "--hop",
+        str(hop),
+        "--threads",
+        str(threads),
+    ]
+    t0 = time.monotonic()
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    wall = time.monotonic() - t0
+    if res.returncode != 0:
+        return {"error": f"exit {res.returncode}: {res.stderr[-800:]}"}
+    try:
+        summary = json.loads(res.stdout)
+    except json.JSONDecodeError:
+        summary = {}
+    return {
+        "data_seconds": seconds,
+        "hop": hop,
+        "process_wall_s": wall,
+        "x_realtime": summary.get("realtime_factor"),
+        "x_realtime_incl_startup": seconds / wall,
+        "summary": {
+            k: summary.get(k)
+            for k in ("decisions", "n_sliding", "n_word", "wall_s", "seconds")
+            if k in summary
+        },
+    }
+
+
+def run_latency(s: LatencySettings) -> dict[str, Any]:
+    """Build artifacts, run every preset at both hops against one synthetic stream, then decode-file."""
+    import platform
+
+    from ._artifacts import build_artifacts
+
+    s.workdir.mkdir(parents=True, exist_ok=True)
+    arts = {p: build_artifacts(s.workdir, p, n_candidates=s.n_candidates) for p in s.presets}
+    result: dict[str, Any] = {
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_avg_start": os.getloadavg(),
+        },
+        "artifacts": {
+            p: {
+                k: a[k]
+                for k in ("model_sha256", "macs", "model_mb", "bank_mb", "output_shape", "n_candidates")
+            }
+            for p, a in arts.items()
+        },
+        "presets": {},
+    }
+    with stream(s.workdir, chunk=s.chunk_s) as st:
+        result["stream"] = {"name": st["name"], "channels": 275, "sfreq": 1200.0, "chunk_s": s.chunk_s}
+        for p in s.presets:
+            r: dict[str, Any] = {}
+            for label, hop in (("latency_hop", s.latency_hop), ("cpu_hop", s.cpu_hop)):
+                log.info("preset %s, hop %g s: measuring %g s", p, hop, s.measure_s)
+                with service(
+                    s.workdir, arts[p]["model"], arts[p]["bank"], st["name"], hop, s.threads, tag=f"{p}-{hop}"
+                ) as svc:
+                    m = measure_service(svc, s.warmup_s, s.measure_s)
+                m["hop"] = hop
+                r[label] = m
+            result["presets"][p] = r
+    if not s.skip_decode_file:
+        for p in s.presets:
+            log.info("decode-file %s", p)
+            result["presets"][p]["decode_file"] = decode_file_speed(
+                s.workdir, arts[p], s.decode_file_seconds, s.cpu_hop, s.threads
+            )
+    result["machine"]["load_avg_end"] = os.getloadavg()
+    if "efficient" in result["presets"] and "paper" in result["presets"]:
+        e, pp = result["presets"]["efficient"], result["presets"]["paper"]
+
+        def ratio(a: Any, b: Any) -> float | None:
+            return (
+                float(a) / float(b)
+                if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b
+                else None
+            )
+
+        result["paper_over_efficient"] = {
+            "processing_ms_p50": ratio(
+                pp["cpu_hop"]["processing_ms"]["p50"], e["cpu_hop"]["processing_ms"]["p50"]
+            ),
+            "cpu_percent": ratio(pp["cpu_hop"]["cpu_percent_one_core"], e["cpu_hop"]["cpu_percent_one_core"]),
+            "latency_p50": ratio(
+                pp["latency_hop"]["latency_ms"]["p50"], e["latency_hop"]["latency_ms"]["p50"]
+            ),
+            "decode_file_x_realtime": ratio(
+                (pp.get("decode_file") or {}).get("x_realtime"),
+                (e.get("decode_file") or {}).get("x_realtime"),
+            ),
+        }
+    return result
+
+
+def _f(v: Any, fmt: str = "{:.1f}") -> str:
+    return fmt.format(v) if isinstance(v, (int, float)) else "-"
+
+
+def format_table(r: dict[str, Any]) -> str:
+    hop_l, hop_c = r["settings"]["latency_hop"], r["settings"]["cpu_hop"]
+    rows = [
+        (
+            "preset",
+            f"lat p50 ms @{hop_l}",
+            f"lat p99 ms @{hop_l}",
+            f"skipped @{hop_l}",
+            f"lat p50 @{hop_c}",
+            "proc ms p50",
+            f"CPU % @{hop_c}",
+            "RSS MB",
+            "decode-file xRT",
+        )
+    ]
+    for p, v in r["presets"].items():
+        a, b = v["latency_hop"], v["cpu_hop"]
+        rows.append(
+            (
+                p,
+                _f(a["latency_ms"]["p50"]),
+                _f(a["latency_ms"]["p99"]),
+                _f(a["skipped_decisions"], "{}"),
+                _f(b["latency_ms"]["p50"]),
+                _f(b["processing_ms"]["p50"]),
+                _f(b["cpu_percent_one_core"]),
+                _f(b["rss_mb"], "{:.0f}"),
+                _f((v.get("decode_file") or {}).get("x_realtime"), "{:.0f}"),
+            )
+        )
+    targets = ("target (efficient)", "<= 15", "<= 40", "", "", "", "<= 60", "<= 400", ">= 100")
+    rows.append(targets)
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    if "paper_over_efficient" in r:
+        lines.append(
+            "paper / efficient: "
+            + ", ".join(f"{k} {_f(v, '{:.2f}')}" for k, v in r["paper_over_efficient"].items())
+        )
+    m = r["machine"]
+    lines.append(
+        f"machine: {m['cpus']} CPUs, load avg start {m['load_avg_start'][0]:.2f} "
+        f"end {m.get('load_avg_end', [float('nan')])[0]:.2f}; stream 275 ch @ 1200 Hz, "
+        f"chunks {r['settings']['chunk_s']} s; bank {r['settings']['n_candidates']} candidates"
+    )
+    return "\n".join(lines)
