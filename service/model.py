@@ -100,7 +100,18 @@ class EncoderModel:
                     f"model has no input {self.brain_input!r} (inputs: {sorted(inputs)}); re-export the model"
                 )
         sub = self.contract.inputs.get("subject", "subject")
-        self.subject_input = sub if sub in inputs and sub != self.brain_input else None
+        others = [n for n in inputs if n != self.brain_input]
+        if sub in others:
+            self.subject_input: str | None = sub
+        elif len(others) == 1 and inputs[others[0]].type in ("tensor(int64)", "tensor(int32)"):
+            self.subject_input = others[0]  # the only other (integer) input is the subject index
+        elif others:
+            raise ArtifactError(
+                f"model inputs {sorted(inputs)} do not match its contract (brain {self.brain_input!r}, "
+                f"subject {sub!r}); re-export the model"
+            )
+        else:
+            self.subject_input = None
         self._subject_dtype = (
             _ORT_INT.get(inputs[self.subject_input].type, np.int64) if self.subject_input else None
         )

@@ -227,7 +227,7 @@ def assess_window(
     """
     w = np.asarray(raw_window, dtype=np.float32)
     n_ch = w.shape[0]
-    nonfinite = ~np.isfinite(w).all(axis=1)
+    nonfinite: NDArray[np.bool_] = np.asarray(~np.isfinite(w).all(axis=1))
     if bad_input is not None:
         nonfinite |= bad_input
     if nonfinite.any():
@@ -386,6 +386,7 @@ class OnlinePipeline:
         self.t_newest_raw = float("nan")
         self._t_last_stamp = float("nan")
         self._last_rate_ratio = 1.0
+        self.last_quality: dict[str, list[str]] = {}  # channel -> reasons, of the last assessed window
         self.new_segment()
 
     # ------------------------------------------------------------------ segments
@@ -608,8 +609,6 @@ class OnlinePipeline:
             start,
             t0,
         )
-
-    last_quality: dict[str, list[str]] = {}  # noqa: RUF012 - replaced per instance on first window
 
     def channel_quality(self) -> dict[str, Any]:
         """Per-channel quality of the last assessed window (for the status heartbeat)."""

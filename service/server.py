@@ -164,14 +164,16 @@ class Server:
             t = threading.Thread(target=self._guard, args=(target,), name=name, daemon=True)
             self._threads.append(t)
             t.start()
+        d = self.description
+        assert d is not None
         log.info(
             "serving model %s (%s) for subject %s on stream %s (%d ch @ %g Hz); hop %.3g s",
             self.contract.model_id,
             self.model.sha256[:12],
             self.subject,
-            self.description.name,
-            self.description.n_channels,
-            self.description.sfreq,
+            d.name,
+            d.n_channels,
+            d.sfreq,
             self.settings.hop,
         )
 
@@ -287,7 +289,8 @@ class Server:
                 inlet.close()
                 raise ContractMismatchError(
                     f"the stream came back with another layout ({d.n_channels} ch @ {d.sfreq:g} Hz, was "
-                    f"{self.description.n_channels} ch @ {self.description.sfreq:g} Hz); restart the service"
+                    f"{self.description.n_channels if self.description else '?'} ch @ {p.sfreq:g} Hz); "
+                    "restart the service"
                 )
             p.new_segment()
         if cmap.extra:
@@ -394,7 +397,7 @@ class Server:
             with self._data_cond:
                 self._data_cond.notify_all()
 
-    def _poll_markers(self, lost_error: type) -> None:
+    def _poll_markers(self, lost_error: type[BaseException]) -> None:
         if self._marker_inlet is None:
             if self._marker_resolver is None:
                 return
@@ -483,7 +486,7 @@ class Server:
                 log.debug("word marker %s at %.3f dropped: %s", m.payload.get("segment_id"), m.time, where)
                 self.markers["dropped"] += 1
                 continue
-            truth = {
+            truth: dict[str, Any] = {
                 k: m.payload[k]
                 for k in ("segment_id", "word", "sound", "sound_time", "sentence")
                 if k in m.payload

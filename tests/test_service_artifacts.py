@@ -34,6 +34,14 @@ def test_planted_windows_decode_to_their_candidates(art):
         assert h["topk"][0]["id"] == sid and [c["rank"] for c in h["topk"]] == [1, 2, 3]
         assert 0 < h["topk"][0]["prob"] <= 1 and h["topk"][0]["score"] >= h["topk"][1]["score"]
         assert arrays["latent"].shape == (8, 343)
+    # batched decoding (decode-file) gives the same decisions as one window at a time (the live server)
+    jobs = [WindowJob("word", xi, [], 0.0, 3.0, 3.1, None) for xi in x[:5]]
+    jobs.insert(2, WindowJob("sliding", None, ["skipped"], 0.0, 3.0, 3.1))
+    batched = dec.decide_batch(jobs)
+    for job, hb in zip(jobs, batched):
+        h1, _ = dec.decide(job)
+        assert [c["id"] for c in hb["topk"]] == [c["id"] for c in h1["topk"]]
+        assert np.allclose([c["score"] for c in hb["topk"]], [c["score"] for c in h1["topk"]], atol=1e-5)
     # a skipped window is reported, not scored
     h, _ = dec.decide(WindowJob("sliding", None, ["flat:EEG001", "skipped"], 0.0, 3.0, 3.1))
     assert h["topk"] == [] and "skipped" in h["flags"]

@@ -160,13 +160,12 @@ def test_cli_simulate_and_exit_codes(tmp_path, capsys):
 
 
 def test_calibration_and_data_check_run_on_a_small_dataset(meg_root, tmp_path):
-    from threadpoolctl import threadpool_limits
-
     from neurospeech.tools.simulate._calibrate import run_calibration
     from neurospeech.tools.simulate._checks import run_checks
+    from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
-        res = run_calibration(meg_root, max_train=400)
+        res = run_calibration(meg_root, max_train=400, n_components=16)
     n_test_words = sum(len(r.load_events().words().select(
         np.array([split_of(s) == "test" for s in r.load_events().words().sound], dtype=bool)))
         for r in load_dataset(meg_root))

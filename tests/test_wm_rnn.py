@@ -264,3 +264,13 @@ def test_example_config_is_valid():
     raw = load_config(Path(__file__).resolve().parents[1] / "deploy" / "configs" / "wm-rnn.example.toml")
     cfg = TrainConfig.from_dict({**raw["train"], "task": raw["task"]})
     assert cfg.task.n_inputs == 36 and cfg.n_hidden == 200 and raw["run"]["seeds"] == [0, 1, 2, 3, 4]
+
+
+def test_seeds_train_in_parallel_processes(tmp_path):
+    from neurospeech.models.wm_rnn.train import train_many
+
+    res = train_many(_tiny(max_epochs=1, n_hidden=16), [0, 1], tmp_path, n_jobs=2, progress=False)
+    assert [r["seed"] for r in res] == [0, 1] and all(r["epochs"] == 1 for r in res)
+    assert res[0]["final_loss"] != res[1]["final_loss"]  # different initialisations
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert len(summary["seeds"]) == 2

@@ -434,7 +434,10 @@ def train_jobs(
         return [_worker(a) for a in args]
     ctx = mp.get_context("spawn")
     with ctx.Pool(min(n_jobs, len(args))) as pool:
-        return pool.map(_worker, args, chunksize=1)
+        results = pool.map(_worker, args, chunksize=1)
+        pool.close()  # let the workers exit cleanly (no leaked semaphores) before the context terminates them
+        pool.join()
+    return results
 
 
 def train_many(

@@ -14,8 +14,14 @@ from sklearn.preprocessing import StandardScaler
 
 from neurospeech.errors import ConfigError
 
-__all__ = ["SETTINGS", "ShrinkageLDA", "balanced_halves", "evaluate_subset", "make_decoder",
-           "shuffle_within_cells"]
+__all__ = [
+    "SETTINGS",
+    "ShrinkageLDA",
+    "balanced_halves",
+    "evaluate_subset",
+    "make_decoder",
+    "shuffle_within_cells",
+]
 
 SETTINGS = ("unshuffled", "shuffled", "diagonal")
 
@@ -58,8 +64,8 @@ def make_decoder(decoder: str | BaseEstimator, svm_c: float = 1.0) -> BaseEstima
     ----------
     decoder : str or estimator
         ``"svm"`` (one-vs-one ``SVC(kernel="linear")``, the default of Hazon et al.), ``"lda"`` (shrinkage
-        LDA, Ledoit-Wolf, :class:`ShrinkageLDA`), ``"module:attribute"`` naming a scikit-learn classifier class, or an estimator
-        instance (cloned for every fit).
+        LDA, Ledoit-Wolf, :class:`ShrinkageLDA`), ``"module:attribute"`` naming a scikit-learn classifier
+        class, or an estimator instance (cloned for every fit).
     svm_c : float
         Regularisation ``C`` of the SVM.
 
@@ -81,8 +87,10 @@ def make_decoder(decoder: str | BaseEstimator, svm_c: float = 1.0) -> BaseEstima
         try:
             cls = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"decoder {decoder!r} cannot be imported ({exc}); give 'svm', 'lda' or "
-                              f"'package.module:ClassifierClass' of an installed module") from exc
+            raise ConfigError(
+                f"decoder {decoder!r} cannot be imported ({exc}); give 'svm', 'lda' or "
+                f"'package.module:ClassifierClass' of an installed module"
+            ) from exc
         clf = cls()
         if not hasattr(clf, "fit") or not hasattr(clf, "predict"):
             raise ConfigError(f"decoder {decoder!r} has no fit/predict; give a scikit-learn classifier class")
@@ -113,8 +121,9 @@ def balanced_halves(cells: NDArray[np.int64], rng: np.random.Generator) -> NDArr
     return in_a
 
 
-def shuffle_within_cells(X: NDArray[np.float64], cells: NDArray[np.int64],
-                         rng: np.random.Generator) -> NDArray[np.float64]:
+def shuffle_within_cells(
+    X: NDArray[np.float64], cells: NDArray[np.int64], rng: np.random.Generator
+) -> NDArray[np.float64]:
     """Permute trials independently for every feature within each cell (removes noise correlations).
 
     Parameters
@@ -135,16 +144,24 @@ def shuffle_within_cells(X: NDArray[np.float64], cells: NDArray[np.int64],
     return out
 
 
-def _squared_error(true_cls: NDArray[np.int64], pred_cls: NDArray[np.int64],
-                   class_pos: NDArray[np.float64] | None) -> NDArray[np.float64]:
+def _squared_error(
+    true_cls: NDArray[np.int64], pred_cls: NDArray[np.int64], class_pos: NDArray[np.float64] | None
+) -> NDArray[np.float64]:
     """Squared distance in bins between classes (``class_pos`` = bin position of each class), else 0/1."""
     if class_pos is not None:
         return (class_pos[pred_cls] - class_pos[true_cls]) ** 2
     return (pred_cls != true_cls).astype(np.float64)
 
 
-def _fit_predict(est: BaseEstimator, Xtr: NDArray, ytr: NDArray, gtr: NDArray, Xte_list: Sequence[NDArray],
-                 gte: NDArray, separate: bool) -> list[NDArray[np.int64]]:
+def _fit_predict(
+    est: BaseEstimator,
+    Xtr: NDArray,
+    ytr: NDArray,
+    gtr: NDArray,
+    Xte_list: Sequence[NDArray],
+    gte: NDArray,
+    separate: bool,
+) -> list[NDArray[np.int64]]:
     """Fit on the training half (one decoder per group when ``separate``) and predict every test matrix."""
     preds = [np.empty(gte.size, dtype=np.int64) for _ in Xte_list]
     groups = np.unique(gtr) if separate else [None]
@@ -158,10 +175,18 @@ def _fit_predict(est: BaseEstimator, Xtr: NDArray, ytr: NDArray, gtr: NDArray, X
     return preds
 
 
-def evaluate_subset(X: NDArray[np.float64], cls: NDArray[np.int64], group: NDArray[np.int64],
-                    features: NDArray[np.int64], estimator: BaseEstimator, seed: Any, *,
-                    class_pos: NDArray[np.float64] | None,
-                    separate_groups: bool, both_folds: bool = True) -> dict[str, float]:
+def evaluate_subset(
+    X: NDArray[np.float64],
+    cls: NDArray[np.int64],
+    group: NDArray[np.int64],
+    features: NDArray[np.int64],
+    estimator: BaseEstimator,
+    seed: Any,
+    *,
+    class_pos: NDArray[np.float64] | None,
+    separate_groups: bool,
+    both_folds: bool = True,
+) -> dict[str, float]:
     """Mean squared error (in bin units squared) of the three settings for one feature subset.
 
     Parameters
@@ -197,10 +222,17 @@ def evaluate_subset(X: NDArray[np.float64], cls: NDArray[np.int64], group: NDArr
         return _evaluate(X, cls, group, features, estimator, seed, class_pos, separate_groups, both_folds)
 
 
-def _evaluate(X: NDArray[np.float64], cls: NDArray[np.int64], group: NDArray[np.int64],
-              features: NDArray[np.int64], estimator: BaseEstimator, seed: Any,
-              class_pos: NDArray[np.float64] | None, separate_groups: bool, both_folds: bool
-              ) -> dict[str, float]:
+def _evaluate(
+    X: NDArray[np.float64],
+    cls: NDArray[np.int64],
+    group: NDArray[np.int64],
+    features: NDArray[np.int64],
+    estimator: BaseEstimator,
+    seed: Any,
+    class_pos: NDArray[np.float64] | None,
+    separate_groups: bool,
+    both_folds: bool,
+) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     Xs = X[:, features]
     n_cls = int(cls.max()) + 1
@@ -215,10 +247,12 @@ def _evaluate(X: NDArray[np.float64], cls: NDArray[np.int64], group: NDArray[np.
     folds = [(0, 1), (1, 0)] if both_folds else [(0, 1)]
     for tr, te in folds:
         itr, ite = halves[tr], halves[te]
-        (p_real,) = _fit_predict(estimator, real[tr], labels[itr], group[itr], [real[te]], group[ite],
-                                 separate_groups)
-        p_shuf, p_diag = _fit_predict(estimator, shuf[tr], labels[itr], group[itr], [shuf[te], real[te]],
-                                      group[ite], separate_groups)
+        (p_real,) = _fit_predict(
+            estimator, real[tr], labels[itr], group[itr], [real[te]], group[ite], separate_groups
+        )
+        p_shuf, p_diag = _fit_predict(
+            estimator, shuf[tr], labels[itr], group[itr], [shuf[te], real[te]], group[ite], separate_groups
+        )
         for name, pred in zip(SETTINGS, (p_real, p_shuf, p_diag), strict=True):
             pred_cls = pred if separate_groups else pred % n_cls
             sums[name] += float(np.sum(_squared_error(cls[ite], pred_cls, class_pos)))

@@ -30,6 +30,8 @@ class ImseFit:
         Ensemble size at which half the asymptotic information is reached.
     at_bound : bool
         N* sits at its upper bound (no saturation detectable: the asymptote is a lower bound).
+    at_lower_bound : bool
+        N* sits at its lower bound (no growth with N: e.g. decoding at chance level).
     cost : float
         Half the sum of squared residuals (see :func:`fit_imse`).
     """
@@ -38,6 +40,7 @@ class ImseFit:
     n_star: float
     at_bound: bool
     cost: float
+    at_lower_bound: bool = False
 
     @property
     def i_inf(self) -> float:
@@ -55,12 +58,25 @@ class ImseFit:
         return 99.0 * self.n_star
 
     def as_dict(self) -> dict[str, Any]:
-        return {"I0": self.i0, "N_star": self.n_star, "I_inf": self.i_inf, "RMS_inf": self.rms_inf,
-                "N99": self.n99, "at_bound": self.at_bound, "cost": self.cost}
+        return {
+            "I0": self.i0,
+            "N_star": self.n_star,
+            "I_inf": self.i_inf,
+            "RMS_inf": self.rms_inf,
+            "N99": self.n99,
+            "at_bound": self.at_bound,
+            "at_lower_bound": self.at_lower_bound,
+            "cost": self.cost,
+        }
 
 
-def fit_imse(n: NDArray[np.float64], imse: NDArray[np.float64], n_star_max: float,
-             space: str = "linear", start: ImseFit | None = None) -> ImseFit:
+def fit_imse(
+    n: NDArray[np.float64],
+    imse: NDArray[np.float64],
+    n_star_max: float,
+    space: str = "linear",
+    start: ImseFit | None = None,
+) -> ImseFit:
     """Bounded nonlinear least squares of :func:`imse_model` on IMSE.
 
     With ``space="linear"`` (default) the residuals are IMSE differences scaled by the largest observed IMSE,
@@ -116,12 +132,22 @@ def fit_imse(n: NDArray[np.float64], imse: NDArray[np.float64], n_star_max: floa
     assert best is not None
     i0, ns = np.exp(best.x)
     at_bound = bool(best.x[1] >= hi[1] - 1e-3)
-    return ImseFit(i0=float(i0), n_star=float(ns), at_bound=at_bound, cost=float(best.cost))
+    at_lower = bool(best.x[1] <= lo[1] + 1e-3)
+    return ImseFit(
+        i0=float(i0), n_star=float(ns), at_bound=at_bound, cost=float(best.cost), at_lower_bound=at_lower
+    )
 
 
-def bootstrap_fits(n: NDArray[np.float64], mse: dict[str, NDArray[np.float64]], floor: float,
-                   n_star_max: float, n_boot: int, rng: np.random.Generator, space: str = "linear",
-                   starts: dict[str, ImseFit] | None = None) -> dict[str, list[ImseFit]]:
+def bootstrap_fits(
+    n: NDArray[np.float64],
+    mse: dict[str, NDArray[np.float64]],
+    floor: float,
+    n_star_max: float,
+    n_boot: int,
+    rng: np.random.Generator,
+    space: str = "linear",
+    starts: dict[str, ImseFit] | None = None,
+) -> dict[str, list[ImseFit]]:
     """Refit after resampling the subsets of every ensemble size with replacement.
 
     The same resampled subset indices are used for every setting (the settings share their subsets, so
@@ -153,6 +179,7 @@ def bootstrap_fits(n: NDArray[np.float64], mse: dict[str, NDArray[np.float64]], 
         idx = rng.integers(0, r, size=(k, r))
         for name, m in mse.items():
             means = np.maximum(np.take_along_axis(m, idx, axis=1).mean(axis=1), floor)
-            out[name].append(fit_imse(n, 1.0 / means, n_star_max, space,
-                                       None if starts is None else starts[name]))
+            out[name].append(
+                fit_imse(n, 1.0 / means, n_star_max, space, None if starts is None else starts[name])
+            )
     return out

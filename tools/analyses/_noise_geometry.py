@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -46,13 +47,14 @@ def fisher_bias_corrected(a: NDArray[np.float64], b: NDArray[np.float64], ds: fl
     return naive * (2 * t - n - 3) / (2 * t - 2) - 2 * n / (t * ds**2)
 
 
-def _pairs(cls: NDArray[np.int64], group: NDArray[np.int64], class_pos: NDArray[np.float64]
-           ) -> list[tuple[NDArray, NDArray, float]]:
+def _pairs(
+    cls: NDArray[np.int64], group: NDArray[np.int64], class_pos: NDArray[np.float64]
+) -> list[tuple[NDArray, NDArray, float]]:
     """Index arrays of adjacent classes (k, k+1) within each group, with their distance in bins."""
     out = []
     for g in np.unique(group):
         present = np.unique(cls[group == g])
-        for k0, k1 in zip(present[:-1], present[1:], strict=True):
+        for k0, k1 in itertools.pairwise(present):
             ia = np.flatnonzero((group == g) & (cls == k0))
             ib = np.flatnonzero((group == g) & (cls == k1))
             out.append((ia, ib, float(abs(class_pos[k1] - class_pos[k0]))))
@@ -81,10 +83,18 @@ def _top_eigvecs(R: NDArray[np.float64], k: int) -> NDArray[np.float64]:
     return v[:, ::-1].T
 
 
-def noise_geometry(X: NDArray[np.float64], cls: NDArray[np.int64], group: NDArray[np.int64],
-                   sizes: NDArray[np.int64], bin_width: float, rng: np.random.Generator, *,
-                   class_pos: NDArray[np.float64] | None = None, n_subsets: int = 3,
-                   n_eig: int = 3) -> dict[str, Any]:
+def noise_geometry(
+    X: NDArray[np.float64],
+    cls: NDArray[np.int64],
+    group: NDArray[np.int64],
+    sizes: NDArray[np.int64],
+    bin_width: float,
+    rng: np.random.Generator,
+    *,
+    class_pos: NDArray[np.float64] | None = None,
+    n_subsets: int = 3,
+    n_eig: int = 3,
+) -> dict[str, Any]:
     """Where the trial-to-trial noise lies relative to the signal, for real and trial-shuffled data.
 
     Features are first scaled by their pooled within-class SD, so a direction along which the noise is
@@ -127,8 +137,9 @@ def noise_geometry(X: NDArray[np.float64], cls: NDArray[np.int64], group: NDArra
     pos = np.asarray(class_pos, dtype=np.float64) if ordinal else np.arange(n_cls, dtype=np.float64)
     pairs = _pairs(cls, group, pos)
     n_feat = X.shape[1]
-    subsets = {int(n): [rng.choice(n_feat, size=int(n), replace=False) for _ in range(n_subsets)]
-               for n in sizes}
+    subsets = {
+        int(n): [rng.choice(n_feat, size=int(n), replace=False) for _ in range(n_subsets)] for n in sizes
+    }
     out: dict[str, Any] = {"sizes": [int(n) for n in sizes], "n_pairs": len(pairs), "ordinal": ordinal}
     sig_var: dict[str, list[float]] = {}
     fisher: dict[str, list[float]] = {}

@@ -43,12 +43,23 @@ def plot_result(res: NoiseLimitResult, path: str | Path) -> Path:
         ax.plot(n_fine[inside], curve[inside], "-", color=color, lw=1.2)
         ax.plot(n_fine[~inside], curve[~inside], ":", color=color, lw=1.2)
         if name != "diagonal" and not fit.at_bound:
-            ax.axhline(fit.rms_inf, color=color, ls="--", lw=0.8,
-                       label=f"{name} RMS$_\\infty$={fit.rms_inf:.3g} {u}, N*={fit.n_star:.3g}")
+            ax.axhline(
+                fit.rms_inf,
+                color=color,
+                ls="--",
+                lw=0.8,
+                label=f"{name} RMS$_\\infty$={fit.rms_inf:.3g} {u}, N*={fit.n_star:.3g}",
+            )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("ensemble size N (features)")
-    ax.set_ylabel(f"RMS decoding error ({u})")
+    chance = res.info.get("chance_mse")
+    if chance:
+        ax.axhline(np.sqrt(chance), color="0.4", ls=":", lw=0.8, label="chance (guessing)")
+    if res.info.get("ordinal", True):
+        ax.set_ylabel(f"RMS decoding error ({u})")
+    else:
+        ax.set_ylabel("sqrt(error rate)")
     ax.set_title("Decoding error vs ensemble size")
     ax.axvline(n.max(), color="0.6", lw=0.6)
     ax.legend(fontsize=7, loc="lower left")
@@ -64,8 +75,10 @@ def plot_result(res: NoiseLimitResult, path: str | Path) -> Path:
         ax.set_xlabel("ensemble size N")
         ax.set_ylabel("noise variance along signal direction")
         cos = geo["top_eig_cosine"]
-        ax.set_title(f"|cos(top noise PC, signal)|: real {cos['real'][0]:.2f}, shuffled "
-                     f"{cos['shuffled'][0]:.2f}", fontsize=9)
+        ax.set_title(
+            f"|cos(top noise PC, signal)|: real {cos['real'][0]:.2f}, shuffled {cos['shuffled'][0]:.2f}",
+            fontsize=9,
+        )
         ax.legend(fontsize=7)
         ax.grid(True, which="both", alpha=0.2)
         ax = axes[0, 2]

@@ -94,7 +94,9 @@ class PlaceCellSettings:
         ]
         for key, ok, allowed in checks:
             if not ok:
-                raise ConfigError(f"place-cell setting {key}={getattr(self, key)!r} is invalid; use {allowed}")
+                raise ConfigError(
+                    f"place-cell setting {key}={getattr(self, key)!r} is invalid; use {allowed}"
+                )
         for key in ("field_width", "peak_rate"):
             lo, hi = getattr(self, key)
             if not 0 < lo <= hi:
@@ -185,8 +187,9 @@ def simulate_place_cells(settings: PlaceCellSettings | None = None, **overrides:
         try:
             s = PlaceCellSettings(**{**asdict(s), **overrides})
         except TypeError as exc:
-            raise ConfigError(f"unknown place-cell setting in {sorted(overrides)}: {exc}; "
-                              f"use fields of PlaceCellSettings") from exc
+            raise ConfigError(
+                f"unknown place-cell setting in {sorted(overrides)}: {exc}; use fields of PlaceCellSettings"
+            ) from exc
     rng = np.random.default_rng(s.seed)
     shape = (s.n_directions, s.n_units)
     centers = rng.uniform(0.0, s.track_length, size=shape)
@@ -208,21 +211,38 @@ def simulate_place_cells(settings: PlaceCellSettings | None = None, **overrides:
         X[m] = s.baseline + peaks[k] * np.exp(-0.5 * u**2)
     X += rng.normal(0.0, s.noise_sd, size=X.shape)
     log.debug("simulated %d trials x %d units (s_d=%.2f cm)", n, s.n_units, s.s_d)
-    return PlaceCellData(X=X, y=y.astype(np.int64), position=position, direction=direction.astype(np.int64),
-                         jitter=jitter, centers=centers, widths=widths, peaks=peaks, settings=s)
+    return PlaceCellData(
+        X=X,
+        y=y.astype(np.int64),
+        position=position,
+        direction=direction.astype(np.int64),
+        jitter=jitter,
+        centers=centers,
+        widths=widths,
+        peaks=peaks,
+        settings=s,
+    )
 
 
 def save_place_cells(data: PlaceCellData, path: str | Path) -> Path:
     """Write ``data`` as an ``.npz`` readable by ``neurospeech analyze noise-limits``.
 
-    Keys: ``X``, ``y`` (bin index), ``group`` (direction), ``position``, ``jitter``, ``bin_width`` (cm), ``unit`` and
-    ``settings`` (a JSON string).
+    Keys: ``X``, ``y`` (bin index), ``group`` (direction), ``position``, ``jitter``, ``bin_width`` (cm),
+    ``unit`` and ``settings`` (a JSON string).
     """
     import json
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, X=data.X, y=data.y, group=data.direction, position=data.position,
-                        jitter=data.jitter, bin_width=np.float64(data.bin_width), unit=np.str_("cm"),
-                        settings=np.str_(json.dumps(asdict(data.settings))))
+    np.savez_compressed(
+        path,
+        X=data.X,
+        y=data.y,
+        group=data.direction,
+        position=data.position,
+        jitter=data.jitter,
+        bin_width=np.float64(data.bin_width),
+        unit=np.str_("cm"),
+        settings=np.str_(json.dumps(asdict(data.settings))),
+    )
     return path

@@ -157,13 +157,13 @@ def word_embedding(word: str, seed: int) -> NDArray[np.float64]:
 
 def _make_stimuli(s: SimSettings, root: Path) -> tuple[Lexicon, list[Stimulus], str]:
     lex = make_lexicon(s.vocabulary, s.seed)
-    tts = None
+    use_tts = False
     engine = "numpy"
     if s.speech in ("auto", "festival"):
-        from ._tts import festival_available, festival_sentence
+        from ._tts import festival_available
 
         if festival_available():
-            tts, engine = festival_sentence, "festival"
+            use_tts, engine = True, "festival"
         elif s.speech == "festival":
             raise ConfigError("speech='festival' but festival is not installed (apt-get install festival)")
     stims: list[Stimulus] = []
@@ -171,6 +171,7 @@ def _make_stimuli(s: SimSettings, root: Path) -> tuple[Lexicon, list[Stimulus], 
     target = s.minutes * 60.0
     batch = max(8, int(target / 2.5 * 1.1))
     sentences = make_sentences(lex, batch, s.seed)
+    tts_cache: dict[int, Utterance | None] = {}
     i = 0
     pbar = tqdm(total=round(target), desc="stimuli", unit="s", disable=target < 120)
     while total < target:
@@ -178,7 +179,14 @@ def _make_stimuli(s: SimSettings, root: Path) -> tuple[Lexicon, list[Stimulus], 
             sentences = make_sentences(lex, len(sentences) * 2, s.seed)
         words = sentences[i]
         sid = f"s{i:04d}"
-        utt = tts(words, sid) if tts is not None else None
+        utt = None
+        if use_tts:
+            if i not in tts_cache:
+                from ._tts import festival_batch
+
+                chunk = list(range(i, min(len(sentences), i + 100)))
+                tts_cache.update(zip(chunk, festival_batch([sentences[k] for k in chunk]), strict=True))
+            utt = tts_cache.pop(i)
         if utt is None:
             utt = synthesize_sentence(words, lex, key=f"{s.seed}/{sid}", voice=i % 2)
         sound = f"stimuli/{sid}.wav"

@@ -54,7 +54,7 @@ def ridge_retrieval(train: SegmentSet, test: SegmentSet, candidates: SegmentSet,
 
 def run_calibration(root: str | Path, subjects: list[str] | None = None, max_train: int = 6000,
                     features: Callable[[str], NDArray[Any]] | None = None, lags: int = 40,
-                    lag_start: int = -12) -> dict[str, Any]:
+                    lag_start: int = -12, n_components: int = 64) -> dict[str, Any]:
     """Per-subject ridge calibration of a dataset (see module docstring).
 
     Parameters
@@ -69,6 +69,8 @@ def run_calibration(root: str | Path, subjects: list[str] | None = None, max_tra
         Speech features (default: 120-band log-mel at 120 Hz).
     lags, lag_start : int
         Ridge lags in 120-Hz samples relative to the (already 150-ms shifted) brain window.
+    n_components : int
+        Channel PCA components kept by the ridge decoder.
     """
     t0 = time.perf_counter()
     root = Path(root)
@@ -98,7 +100,7 @@ def run_calibration(root: str | Path, subjects: list[str] | None = None, max_tra
             if len(first) > len(cand):
                 cand = _concat(merged).select(np.sort(first))
         tests.append(test)
-        dec = RidgeDecoder(lags=lags, lag_start=lag_start, lag_step=2)
+        dec = RidgeDecoder(lags=lags, lag_start=lag_start, lag_step=2, n_components=n_components)
         dec.fit(train.brain, train.speech)
         per_subject[subj] = {"n_train": len(train), "n_test": len(test), "alpha": dec.alpha_}
         del train
@@ -118,7 +120,8 @@ def run_calibration(root: str | Path, subjects: list[str] | None = None, max_tra
     scores = np.concatenate(all_scores)
     true = np.concatenate(trues)
     res: dict[str, Any] = {"dataset": str(root), "decoder": "ridge", "target": "log-mel (120 bands)",
-                           "lags": lags, "lag_start": lag_start}
+                           "lags": lags, "lag_start": lag_start, "lag_step": 2, "n_components": n_components,
+                           "max_train": max_train}
     res.update(segment_topk(scores, true))
     words = np.concatenate([t.word for t in tests])
     res["word"] = word_topk(scores, cand.word, words, k=10)
