@@ -50,6 +50,7 @@ def test_replay_serve_subscribe_end_to_end(art):
         elapsed = time.monotonic() - t0
         st2 = collect(sub2, lambda ms: len(ms) >= 2, timeout=2.0)
         sub_stats = sub.stats()
+        skipped = server.stats()["skipped_decisions"]
     finally:
         sub.close()
         sub2.close()
@@ -70,7 +71,10 @@ def test_replay_serve_subscribe_end_to_end(art):
     assert all(got[k] == k for k in got), "a word-locked decision did not rank its own segment first"
     sliding = [m for m in dec if m["kind"] == "sliding"]
     ends = np.array([m["t_window_end"] for m in sliding])
-    assert len(sliding) >= 15 and np.allclose(np.diff(ends), 0.25, atol=0.02)
+    # one decision per hop of data; a window skipped under load shows as a double step and is counted
+    steps = np.round(np.diff(ends) / 0.25)
+    assert len(sliding) >= 15 and steps.min() >= 1 and np.allclose(np.diff(ends), steps * 0.25, atol=0.02)
+    assert (steps - 1).sum() <= skipped
     seqs = [m.seq for m in dec]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) and sub_stats["missed"]["decode"] == 0
     lat = np.array([m.latency for m in dec])

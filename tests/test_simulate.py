@@ -178,3 +178,22 @@ def test_calibration_and_data_check_run_on_a_small_dataset(meg_root, tmp_path):
     assert 8.5 < chk["alpha_peak_hz"] < 12.5
     assert chk["evoked_peak_gfp_over_baseline"] > 2
     assert all(Path(p).is_file() and Path(p).stat().st_size > 1000 for p in chk["plots"])
+
+
+def test_neuromag_units_per_channel_type(tmp_path):
+    import mne
+
+    make_tiny(tmp_path / "nm", sensors="neuromag306", minutes=0.15, n_noise_dipoles=20)
+    raw = load_dataset(tmp_path / "nm")[0].load_raw()
+    assert set(raw.get_channel_types()) == {"mag", "grad"}
+    for kind, lo, hi in (("mag", 1e-13, 1e-11), ("grad", 1e-12, 1e-10)):  # T and T/m (10-1000 fT/cm)
+        picks = mne.pick_types(raw.info, meg=kind, exclude="bads")
+        assert lo < np.median(raw.get_data(picks=picks).std(axis=1)) < hi
+
+
+def test_festival_phones_map_onto_the_articulatory_inventory():
+    from neurospeech.tools.simulate._lexicon import PHONES
+    from neurospeech.tools.simulate._tts import FESTIVAL_TO_PHONE
+
+    assert set(FESTIVAL_TO_PHONE.values()) <= set(PHONES)
+    assert len(FESTIVAL_TO_PHONE) >= 39  # the radio/CMU phone set without pauses

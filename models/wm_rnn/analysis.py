@@ -27,7 +27,7 @@ from neurospeech.tools.analyses.geometry import (
 
 from neurospeech.errors import DataFormatError
 
-__all__ = ["analyze_seed", "labelling", "load_states", "summarize", "write_geometry_inputs"]
+__all__ = ["analyze_seed", "dump", "labelling", "load_states", "summarize", "write_geometry_inputs"]
 
 log = logging.getLogger(__name__)
 

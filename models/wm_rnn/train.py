@@ -233,7 +233,13 @@ def export_states(
 
 
 def _save_checkpoint(
-    path: Path, net: WMRNN, opt: torch.optim.Optimizer, losses: list[float], attempt: int, init_seed: int
+    path: Path,
+    net: WMRNN,
+    opt: torch.optim.Optimizer,
+    losses: list[float],
+    attempt: int,
+    init_seed: int,
+    train_time_s: float,
 ) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(
@@ -244,6 +250,7 @@ def _save_checkpoint(
             "attempt": attempt,
             "init_seed": init_seed,
             "rng": torch.get_rng_state(),
+            "train_time_s": float(train_time_s),
         },
         tmp,
     )
@@ -287,6 +294,7 @@ def train_seed(
 
     attempt, losses = 0, []
     init_seed = seed
+    prior_s = 0.0  # training time of earlier sessions (resume)
     net = None
     opt = None
     if resume and ckpt_path.is_file():
@@ -304,6 +312,7 @@ def train_seed(
         opt.load_state_dict(ck["optimizer"])
         losses = [float(v) for v in ck["losses"]]
         torch.set_rng_state(ck["rng"])
+        prior_s = float(ck.get("train_time_s", 0.0))
         log.info("seed %d: resumed at epoch %d (attempt %d)", seed, len(losses), attempt)
 
     restarts: list[dict] = []
@@ -351,7 +360,9 @@ def train_seed(
             bar.set_postfix(loss=f"{ep_loss:.5f}")
             is_conv = converged(losses, cfg.conv_window, cfg.conv_slope_min, cfg.conv_loss_max)
             if len(losses) % cfg.checkpoint_every == 0:
-                _save_checkpoint(ckpt_path, net, opt, losses, attempt, init_seed)
+                _save_checkpoint(
+                    ckpt_path, net, opt, losses, attempt, init_seed, prior_s + time.perf_counter() - t0
+                )
             if len(losses) == cfg.plateau_epochs and ep_loss > plateau_level * (1 - cfg.plateau_rel_tol):
                 plateaued = True
                 break
@@ -382,7 +393,7 @@ def train_seed(
         break
 
     assert net is not None and opt is not None
-    _save_checkpoint(ckpt_path, net, opt, losses, attempt, init_seed)
+    _save_checkpoint(ckpt_path, net, opt, losses, attempt, init_seed, prior_s + time.perf_counter() - t0)
     torch.save(net.state_dict(), seed_dir / "model.pt")
     net.eval()
     metrics = evaluate(net, task, cfg.eval_repeats, seed=10_000 + seed)
@@ -392,7 +403,7 @@ def train_seed(
         "init_seed": init_seed,
         "converged": bool(is_conv),
         "epochs": len(losses),
-        "train_time_s": time.perf_counter() - t0,
+        "train_time_s": prior_s + time.perf_counter() - t0,
         "final_loss": losses[-1] if losses else float("nan"),
         "uniform_loss": plateau_level,
         "restarts": restarts,

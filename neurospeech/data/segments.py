@@ -260,7 +260,9 @@ def build_segments(
     n = len(meta)
     brain = np.empty((n, len(channels), window.n_times), dtype=np.float32)
     i = 0
-    for block in raw_windows:
+    for j in range(len(raw_windows)):
+        block = raw_windows[j]
+        raw_windows[j] = np.empty((0,), dtype=np.float32)  # free the raw copy as we go
         subj = meta[i]["subject"]  # one block = one recording = one subject
         if subj not in scalers:
             raise DataFormatError(

@@ -162,8 +162,9 @@ def _word_loudness(root: Path, sound: str, start: float, duration: float) -> flo
 _WAVS: dict[str, tuple[NDArray[np.float32], int]] = {}
 
 
-def word_labels(words: Any, label: str, root: Path, min_repeats: int = 4,
-                usable: NDArray[np.bool_] | None = None) -> tuple[NDArray[np.bool_], NDArray[Any]]:
+def word_labels(
+    words: Any, label: str, root: Path, min_repeats: int = 4, usable: NDArray[np.bool_] | None = None
+) -> tuple[NDArray[np.bool_], NDArray[Any]]:
     """Labels of word events and which words to keep.
 
     Parameters
@@ -193,8 +194,12 @@ def word_labels(words: Any, label: str, root: Path, min_repeats: int = 4,
         return keep, words.word.astype(str)
     if label == "duration":
         return usable.copy(), words.duration.astype(np.float64)
-    y = np.array([_word_loudness(root, s, t, d)
-                  for s, t, d in zip(words.sound, words.sound_time, words.duration, strict=True)])
+    y = np.array(
+        [
+            _word_loudness(root, s, t, d)
+            for s, t, d in zip(words.sound, words.sound_time, words.duration, strict=True)
+        ]
+    )
     return usable.copy(), y
 
 

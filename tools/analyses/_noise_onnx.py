@@ -22,9 +22,17 @@ __all__ = ["onnx_latents"]
 log = logging.getLogger(__name__)
 
 
-def onnx_latents(model_path: str | Path, root: str | Path, *, label: str = "word",
-                 subjects: list[str] | None = None, tasks: list[str] | None = None, n_time_bins: int = 1,
-                 min_repeats: int = 4, batch: int = 32) -> FeatureTable:
+def onnx_latents(
+    model_path: str | Path,
+    root: str | Path,
+    *,
+    label: str = "word",
+    subjects: list[str] | None = None,
+    tasks: list[str] | None = None,
+    n_time_bins: int = 1,
+    min_repeats: int = 4,
+    batch: int = 32,
+) -> FeatureTable:
     """Latent features of word-onset windows.
 
     Parameters
@@ -70,8 +78,10 @@ def onnx_latents(model_path: str | Path, root: str | Path, *, label: str = "word
         raise ArtifactError(f"{model_path} is not a loadable ONNX model ({exc})") from exc
     meta = sess.get_modelmeta().custom_metadata_map
     if METADATA_KEY not in meta:
-        raise ArtifactError(f"{model_path} carries no neurospeech contract ({METADATA_KEY!r} metadata); "
-                            f"export it with `neurospeech export`")
+        raise ArtifactError(
+            f"{model_path} carries no neurospeech contract ({METADATA_KEY!r} metadata); "
+            f"export it with `neurospeech export`"
+        )
     contract = ModelContract.from_json(meta[METADATA_KEY])
     names = {"brain": "brain", "subject": "subject", **(contract.inputs or {})}
     graph_inputs = {i.name for i in sess.get_inputs()}
@@ -94,15 +104,22 @@ def onnx_latents(model_path: str | Path, root: str | Path, *, label: str = "word
             scaler = contract.scaler(rec.subject)
             subj_idx = contract.subjects.index(rec.subject) if rec.subject in contract.subjects else 0
         else:
-            log.warning("subject %s is not in the model's contract (%s): scaler fitted on its own windows, "
-                        "subject layer 0", rec.subject, contract.subjects[:5])
-            scaler = RobustScaler.fit(raw_w - raw_w[..., contract.window.baseline_slice].mean(-1, keepdims=True))
+            log.warning(
+                "subject %s is not in the model's contract (%s): scaler fitted on its own windows, "
+                "subject layer 0",
+                rec.subject,
+                contract.subjects[:5],
+            )
+            scaler = RobustScaler.fit(
+                raw_w - raw_w[..., contract.window.baseline_slice].mean(-1, keepdims=True)
+            )
             subj_idx = 0
-        x = preprocess_window(raw_w, contract.window, scaler.center, scaler.scale,
-                              contract.preprocessing.clamp)
+        x = preprocess_window(
+            raw_w, contract.window, scaler.center, scaler.scale, contract.preprocessing.clamp
+        )
         outs = []
         for i in range(0, len(x), batch):
-            feed = {names["brain"]: x[i:i + batch].astype(np.float32)}
+            feed = {names["brain"]: x[i : i + batch].astype(np.float32)}
             if names["subject"] in graph_inputs:
                 feed[names["subject"]] = np.full(len(feed[names["brain"]]), subj_idx, dtype=np.int64)
             outs.append(np.asarray(sess.run(None, feed)[0]))
@@ -117,9 +134,20 @@ def onnx_latents(model_path: str | Path, root: str | Path, *, label: str = "word
         raise DataFormatError(f"no word windows found in {root} for {model_path.name}")
     group = np.concatenate(g_parts)
     f = X_parts[0].shape[1] // n_time_bins
-    fnames = [f"latent{k}" if n_time_bins == 1 else f"latent{k}@{b}" for b in range(n_time_bins)
-              for k in range(f)]
-    return FeatureTable(X=np.concatenate(X_parts).astype(np.float64), y=np.concatenate(y_parts),
-                        group=group if np.unique(group).size > 1 else None, feature_names=fnames,
-                        meta={"source": str(root), "model": str(model_path), "model_id": contract.model_id,
-                              "label": label, "n_time_bins": n_time_bins, "runs": [r.name for r in recs]})
+    fnames = [
+        f"latent{k}" if n_time_bins == 1 else f"latent{k}@{b}" for b in range(n_time_bins) for k in range(f)
+    ]
+    return FeatureTable(
+        X=np.concatenate(X_parts).astype(np.float64),
+        y=np.concatenate(y_parts),
+        group=group if np.unique(group).size > 1 else None,
+        feature_names=fnames,
+        meta={
+            "source": str(root),
+            "model": str(model_path),
+            "model_id": contract.model_id,
+            "label": label,
+            "n_time_bins": n_time_bins,
+            "runs": [r.name for r in recs],
+        },
+    )

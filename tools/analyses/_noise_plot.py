@@ -35,7 +35,8 @@ def plot_result(res: NoiseLimitResult, path: str | Path) -> Path:
     for name, color in COLORS.items():
         rms = res.rms(name)
         lo, hi = res.rms_ci(name)
-        ax.plot(n, rms, "o", color=color, ms=4, label=f"{name}")
+        marker = {"unshuffled": "o", "shuffled": "s", "diagonal": "^"}[name]
+        ax.plot(n, rms, marker, color=color, ms=4, mfc="none" if name == "diagonal" else color, label=name)
         ax.fill_between(n, np.maximum(lo, 1e-12), np.maximum(hi, 1e-12), color=color, alpha=0.2, lw=0)
         fit = res.fits[name]
         inside = n_fine <= n.max()

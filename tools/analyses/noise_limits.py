@@ -550,9 +550,14 @@ def run_noise_limits(
 
     s = settings or NoiseLimitSettings()
     t0 = time.perf_counter()
-    labels = y if isinstance(y, Labels) else prepare_labels(y, bin_width=s.bin_width)
-    if labels.ordinal and labels.bin_width != s.bin_width:
-        s = replace(s, bin_width=labels.bin_width)
+    if isinstance(y, Labels):  # binned by the caller: its bin width wins
+        labels = y
+        if labels.ordinal and labels.bin_width != s.bin_width:
+            s = replace(s, bin_width=labels.bin_width)
+    else:  # class labels as given; settings.bin_width = physical size of one step
+        labels = prepare_labels(y)
+        if labels.ordinal:
+            labels = replace(labels, bin_width=s.bin_width)
     X, g = validate_inputs(X, labels, group, s.min_trials_per_class)
     cls = labels.cls
     n_cls = int(cls.max()) + 1

@@ -31,7 +31,7 @@ from ._physics import (
 )
 from ._speech import AUDIO_SR, Utterance, acoustic_drivers, phone_matrix, synthesize_sentence
 
-__all__ = ["PRESETS", "SimSettings", "simulate_dataset", "word_embedding"]
+__all__ = ["PRESETS", "SimSettings", "settings_for", "simulate_dataset", "word_embedding"]
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +131,10 @@ PRESETS: dict[str, SimSettings] = {
                       snr_db=0.0, vocabulary=60, n_noise_dipoles=100),
     # MEG benchmark like MOUS/MEG-MASC: CTF-275, 4 subjects, 60 min of distinct speech each heard by all
     "meg-bench": SimSettings(preset="meg-bench", sensors="ctf275", sfreq=200.0, n_subjects=4, minutes=60.0,
-                             run_minutes=6.0, snr_db=-10.0, vocabulary=1200, line_noise=0.1),
+                             run_minutes=6.0, snr_db=-29.0, vocabulary=1200, line_noise=0.1),
     # EEG benchmark: BioSemi 64
     "eeg-bench": SimSettings(preset="eeg-bench", sensors="biosemi64", sfreq=200.0, n_subjects=4,
-                             minutes=60.0, run_minutes=6.0, snr_db=-12.0, vocabulary=1200, line_noise=0.2),
+                             minutes=60.0, run_minutes=6.0, snr_db=-31.0, vocabulary=1200, line_noise=0.2),
 }
 
 
@@ -289,10 +289,17 @@ def _simulate_subject(s: SimSettings, lex: Lexicon, stims: list[Stimulus], subje
         rng = seeded_rng("noise", s.seed, subject, r)
         noise = background(sub, n, s.sfreq, rng, levels["brain_rms"], s.alpha_rel, levels["sensor_rms"],
                            levels["blink_amp"], s.line_noise)
-        if sig_scale is None:
-            p_sig = float(np.mean(sig[good].var(axis=1)))
-            p_noise = float(np.mean(noise[good].var(axis=1)))
-            sig_scale = float(np.sqrt(10 ** (s.snr_db / 10) * p_noise / p_sig))
+        if sig_scale is None:  # SNR = mean signal power / mean background power, per channel type
+            types = np.array(sub.info.get_channel_types())
+            if len(set(types)) == 1:
+                p_sig = float(np.mean(sig[good].var(axis=1)))
+                p_noise = float(np.mean(noise[good].var(axis=1)))
+                sig_scale = float(np.sqrt(10 ** (s.snr_db / 10) * p_noise / p_sig))
+            else:
+                ratios = [float(np.mean(sig[good & (types == t)].var(axis=1)))
+                          / float(np.mean(noise[good & (types == t)].var(axis=1)))
+                          for t in sorted(set(types))]
+                sig_scale = float(np.sqrt(10 ** (s.snr_db / 10) / np.mean(ratios)))
         data = sig * sig_scale + noise
         raw = mne.io.RawArray(data, sub.info.copy(), verbose="error")
         raw.set_meas_date(meas_date)

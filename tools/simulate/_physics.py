@@ -251,8 +251,10 @@ def background(sub: SubjectModel, n: int, sfreq: float, rng: np.random.Generator
                line_freq: float = 50.0) -> NDArray[np.float64]:
     """Noise at the sensors ``(n_channels, n)``: 1/f brain background, alpha bursts, blinks, line, sensor."""
     n_ch = len(sub.info["ch_names"])
+    types = np.array(sub.info.get_channel_types())
+    ref = types != "grad" if np.any(types != "grad") else np.ones(n_ch, bool)  # level set on mags/EEG
     bg = sub.gain_noise @ pink_noise(rng, sub.gain_noise.shape[1], n, sfreq)
-    bg *= brain_rms / (np.median(bg.std(axis=1)) + 1e-30)
+    bg *= brain_rms / (np.median(bg[ref].std(axis=1)) + 1e-30)
     # alpha: narrow-band 10 Hz activity of occipito-parietal sources, gated by slow bursts
     a_idx = [i for i, r in enumerate(sub.sources.roles) if r == "alpha"]
     sos = signal.butter(2, [sub.alpha_freq - 1.0, sub.alpha_freq + 1.0], btype="bandpass", fs=sfreq,
@@ -261,8 +263,10 @@ def background(sub: SubjectModel, n: int, sfreq: float, rng: np.random.Generator
     gate = pink_noise(rng, 1, n, sfreq, exponent=3.0, f0=0.05)[0]
     gate = 1.0 / (1.0 + np.exp(-2.5 * gate))
     alpha = sub.gain_signal[:, a_idx] @ (osc * gate)
-    alpha *= alpha_rel * brain_rms / (np.max(alpha.std(axis=1)) + 1e-30)
-    out = bg + alpha + sensor_rms * rng.standard_normal((n_ch, n))
+    alpha *= alpha_rel * brain_rms / (np.max(alpha[ref].std(axis=1)) + 1e-30)
+    # sensor noise: planar gradiometers (T/m) over a ~2 cm baseline -> 50x the magnetometer level in T
+    white = np.where(types == "grad", 50.0, 1.0) * sensor_rms
+    out = bg + alpha + white[:, None] * rng.standard_normal((n_ch, n))
     if sub.blink_topo is not None and blink_amp > 0:
         blinks = np.zeros(n)
         n_bl = rng.poisson(n / sfreq * 0.25)
@@ -278,5 +282,5 @@ def background(sub: SubjectModel, n: int, sfreq: float, rng: np.random.Generator
         out += line_rel * brain_rms * pattern[:, None] * np.sin(2 * np.pi * line_freq * t + phase)
     for b in sub.bad_channels:
         k = sub.info["ch_names"].index(b)
-        out[k] += 8 * brain_rms * rng.standard_normal(n)
+        out[k] += 8 * brain_rms * (50.0 if types[k] == "grad" else 1.0) * rng.standard_normal(n)
     return out
