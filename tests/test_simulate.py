@@ -34,7 +34,7 @@ def eeg_root(tmp_path_factory) -> Path:
 
 def test_meg_dataset_reads_back_with_mne_bids_and_events(meg_root):
     recs = load_dataset(meg_root)
-    assert [r.subject for r in recs] == ["01", "02"] and all(r.datatype == "meg" for r in recs)
+    assert sorted({r.subject for r in recs}) == ["01", "02"] and all(r.datatype == "meg" for r in recs)
     assert recs[0].bids_path.fpath.suffix == ".fif"
     raw = mne_bids.read_raw_bids(recs[0].bids_path, verbose="error")
     ev = recs[0].load_events()
@@ -98,6 +98,14 @@ def test_held_out_sentences_are_never_in_training(meg_root):
     summary = json.loads((meg_root / "simulation.json").read_text())
     assert summary["n_sounds"] == len(rows)
     assert summary["speech_engine"] == "numpy"
+    # every run holds the sounds of one split only: held-out runs share no sentence with training runs
+    run_split = {(s["subject"], r["run"]): r["split"] for s in summary["subjects"] for r in s["runs"]}
+    seen_splits = set()
+    for rec in load_dataset(meg_root):
+        splits = {split_of(x) for x in rec.load_events().sounds().sound}
+        assert splits == {run_split[(rec.subject, rec.run)]}
+        seen_splits |= splits
+    assert {"train", "test"} <= seen_splits
 
 
 def test_segments_from_the_simulated_dataset(meg_root):

@@ -298,8 +298,10 @@ def epochs_features(
             reject=None,
             flat=None,
             proj=False,
+            event_repeated="drop",
             verbose="error",
         )
+        idx = idx[epochs.selection]  # events MNE kept (a repeated onset sample is dropped)
         data = epochs.get_data(copy=False)  # (n_epochs, n_channels, n_times)
         scale = raw.get_data().std(axis=1)
         scale[scale == 0] = 1.0

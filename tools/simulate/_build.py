@@ -214,21 +214,32 @@ def _make_stimuli(s: SimSettings, root: Path) -> tuple[Lexicon, list[Stimulus], 
 
 
 # ---------------------------------------------------------------------------------- runs
-def _schedule(s: SimSettings, stims: list[Stimulus], subject: str) -> list[list[tuple[int, float]]]:
-    """Per run, the (stimulus index, onset in s) list; every subject hears every stimulus once."""
+def _schedule(s: SimSettings, stims: list[Stimulus], subject: str
+              ) -> list[tuple[str, list[tuple[int, float]]]]:
+    """Per run, its split and the (stimulus index, onset in s) list.
+
+    Every subject hears every stimulus once, in its own random order. Runs hold the sounds of one split
+    only (train runs first, then validation, then test), so held-out runs contain only sentences that no
+    training run contains, and a test run can be replayed as a whole.
+    """
     rng = seeded_rng("order", s.seed, subject)
     order = rng.permutation(len(stims))
-    runs: list[list[tuple[int, float]]] = []
+    rank = {"train": 0, "val": 1, "test": 2}
+    order = sorted(order.tolist(), key=lambda k: rank[split_of(stims[k].sound)])  # stable: keeps the shuffle
+    runs: list[tuple[str, list[tuple[int, float]]]] = []
     cur: list[tuple[int, float]] = []
+    cur_split = ""
     t = 2.0
     for k in order:
-        if cur and t > s.run_minutes * 60:
-            runs.append(cur)
+        sp = split_of(stims[k].sound)
+        if cur and (t > s.run_minutes * 60 or sp != cur_split):
+            runs.append((cur_split, cur))
             cur, t = [], 2.0
+        cur_split = sp
         onset = round(t * s.sfreq) / s.sfreq  # sounds start on a sample
         cur.append((int(k), onset))
         t = onset + stims[k].utt.duration + float(rng.uniform(0.6, 1.2))
-    runs.append(cur)
+    runs.append((cur_split, cur))
     return runs
 
 
@@ -276,7 +287,7 @@ def _simulate_subject(s: SimSettings, lex: Lexicon, stims: list[Stimulus], subje
     src_norm: NDArray[np.float64] | None = None
     sig_scale: float | None = None
     info_runs = []
-    for r, plan in enumerate(_schedule(s, stims, subject), start=1):
+    for r, (run_split, plan) in enumerate(_schedule(s, stims, subject), start=1):
         last_k, last_on = plan[-1]
         dur = last_on + stims[last_k].utt.duration + 3.0
         n = int(np.ceil(dur * s.sfreq))
@@ -305,7 +316,8 @@ def _simulate_subject(s: SimSettings, lex: Lexicon, stims: list[Stimulus], subje
         raw.set_meas_date(meas_date)
         raw.info["bads"] = list(sub.bad_channels)
         write_run(root, raw, _events(stims, plan), subject=subject, task=TASK, run=f"{r:02d}")
-        info_runs.append({"run": f"{r:02d}", "seconds": round(n / s.sfreq, 3), "n_sounds": len(plan)})
+        info_runs.append({"run": f"{r:02d}", "split": run_split, "seconds": round(n / s.sfreq, 3),
+                          "n_sounds": len(plan)})
     moment = float(sig_scale) * float(np.mean([np.linalg.norm(w) for w in sub.sources.weights if w.size]))
     return {"subject": subject, "runs": info_runs, "bad_channels": sub.bad_channels,
             "alpha_freq": round(sub.alpha_freq, 3), "signal_scale": sig_scale,
