@@ -11,6 +11,11 @@ File format (``.npz`` read with ``allow_pickle=False``; never pickle):
 - ``sound_times``: float64 ``(n_candidates,)``, onset of the segment's anchor in its wav (s).
 - ``header``: uint8 array holding UTF-8 JSON: format, model_sha256 (the ONNX file this bank belongs to),
   output shape, speech spec, creation info.
+- ``basis`` (optional): float32 ``(r, D)``. A *compressed* bank (:meth:`CandidateBank.compressed`) keeps the
+  top ``r`` right singular vectors ``V`` of the candidate matrix and stores ``features = B V^T`` ``(n, r)``;
+  scores are then ``features @ (V z)``: ``r (n + D)`` multiply-accumulates instead of ``n D``, exact for the
+  part of ``z`` inside the candidates' top-``r`` subspace. The header records the rank and the fraction of the
+  candidates' energy kept.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .errors import ArtifactError, DataFormatError
+from .errors import ArtifactError, ConfigError, DataFormatError
 
 __all__ = ["BANK_FORMAT", "CandidateBank", "normalise_candidates", "softmax", "topk"]
 
@@ -76,17 +81,60 @@ class CandidateBank:
     sentences: NDArray[np.str_]
     sound_times: NDArray[np.float64]
     header: dict[str, Any] = field(default_factory=dict)
+    basis: NDArray[np.float32] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.features)
         for name in ("ids", "words", "sounds", "sentences", "sound_times"):
             if len(getattr(self, name)) != n:
-                raise DataFormatError(f"bank field {name!r} has {len(getattr(self, name))} rows, expected {n}")
+                raise DataFormatError(
+                    f"bank field {name!r} has {len(getattr(self, name))} rows, expected {n}"
+                )
         if self.features.ndim != 2:
             raise DataFormatError(f"bank features must be 2-D (n, D), got {self.features.shape}")
+        if self.basis is not None and (self.basis.ndim != 2 or self.basis.shape[0] != self.features.shape[1]):
+            raise DataFormatError(
+                f"bank basis must be (r, D) with r = {self.features.shape[1]}, got {self.basis.shape}"
+            )
 
     def __len__(self) -> int:
         return len(self.features)
+
+    @property
+    def dim(self) -> int:
+        """Length D of a flattened latent this bank scores."""
+        return int(self.basis.shape[1]) if self.basis is not None else int(self.features.shape[1])
+
+    def macs_per_decision(self) -> int:
+        """Multiply-accumulates of scoring one latent against every candidate."""
+        n, r = self.features.shape
+        return n * r + (r * self.dim if self.basis is not None else 0)
+
+    def compressed(self, rank: int) -> CandidateBank:
+        """A low-rank copy of this bank (see the module docstring); ``rank`` < D.
+
+        Raises
+        ------
+        ConfigError
+            If ``rank`` is not in ``1 .. min(n_candidates, D) - 1`` or the bank is already compressed.
+        """
+        if self.basis is not None:
+            raise ConfigError("this bank is already compressed; compress the full bank instead")
+        n, d = self.features.shape
+        if not 1 <= int(rank) < min(n, d):
+            raise ConfigError(
+                f"rank must be between 1 and {min(n, d) - 1} for a bank of {n} x {d}, got {rank!r}"
+            )
+        b = self.features.astype(np.float64)
+        _, s, vt = np.linalg.svd(b, full_matrices=False)
+        energy = float(np.sum(s[:rank] ** 2) / np.sum(s**2))
+        basis = vt[:rank].astype(np.float32)
+        header = {**self.header, "compression": {"rank": int(rank), "energy": energy, "full_dim": int(d)}}
+        return CandidateBank(
+            features=np.ascontiguousarray(b @ vt[:rank].T, dtype=np.float32),
+            ids=self.ids, words=self.words, sounds=self.sounds, sentences=self.sentences,
+            sound_times=self.sound_times, header=header, basis=basis,
+        )
 
     @property
     def model_sha256(self) -> str:
@@ -98,12 +146,15 @@ class CandidateBank:
         Returns ``(n_candidates,)`` or ``(B, n_candidates)``.
         """
         z = np.asarray(z, dtype=np.float32)
-        d = self.features.shape[1]
+        d = self.dim
         if z.ndim >= 2 and z.shape[-2:] != tuple(self.header.get("output_shape", z.shape[-2:])):
             raise DataFormatError(
-                f"latent shape {z.shape[-2:]} differs from the bank's output shape {self.header['output_shape']}"
+                f"latent shape {z.shape[-2:]} differs from the bank's output shape "
+                f"{self.header['output_shape']}"
             )
         flat = z.reshape(-1, d) if z.size != d else z.reshape(1, d)
+        if self.basis is not None:
+            flat = flat @ self.basis.T
         s = flat @ self.features.T
         return s[0] if z.size == d else s
 
@@ -118,8 +169,10 @@ class CandidateBank:
     # -- io
     def save(self, path: str | Path) -> None:
         header = json.dumps({"format": BANK_FORMAT, **self.header}, sort_keys=True).encode()
+        extra = {} if self.basis is None else {"basis": self.basis.astype(np.float32)}
         np.savez(
             path,
+            **extra,
             features=self.features.astype(np.float32),
             ids=self.ids.astype(str),
             words=self.words.astype(str),
@@ -145,6 +198,7 @@ class CandidateBank:
                     features=np.ascontiguousarray(z["features"], dtype=np.float32),
                     ids=z["ids"], words=z["words"], sounds=z["sounds"], sentences=z["sentences"],
                     sound_times=z["sound_times"], header=header,
+                    basis=np.ascontiguousarray(z["basis"], dtype=np.float32) if "basis" in z.files else None,
                 )
         except ArtifactError:
             raise
