@@ -18,7 +18,7 @@ from . import __version__
 from ._log import setup_logging
 from .errors import NeurospeechError
 
-__all__ = ["main", "cli"]
+__all__ = ["cli", "main"]
 
 log = logging.getLogger(__name__)
 
