@@ -113,12 +113,16 @@ def export(run: str, out: str, subject: str | None, metrics: str | None) -> None
 @click.option("--split", type=click.Choice(["test", "val", "train", "all"]), default="test",
     show_default=True)
 @click.option("--feature-cache", type=click.Path(file_okay=False), default=None)
-def bank(model: str, data: str, out: str, split: str, feature_cache: str | None) -> None:
+@click.option("--rank", type=click.IntRange(min=1), default=None,
+              help="Compress the bank to this rank (low-rank basis; faster scoring). Default: exact bank.")
+def bank(model: str, data: str, out: str, split: str, feature_cache: str | None, rank: int | None) -> None:
     """Build the candidate bank of MODEL from the stimuli and word events of DATA."""
     from .bank import build_bank
 
     if not out.endswith(".npz"):
         raise ConfigError(f"bank output must end with .npz, got {out!r}")
-    b = build_bank(model, data, out, split=split, feature_cache=feature_cache)
-    click.echo(f"wrote {out}: {len(b)} candidates, features {b.features.shape}, "
-               f"model sha256 {b.model_sha256[:12]}...")
+    b = build_bank(model, data, out, split=split, feature_cache=feature_cache, rank=rank)
+    comp = b.header.get("compression")
+    extra = (f", rank {comp['rank']} ({100 * comp['energy']:.2f}% energy kept)" if comp else "")
+    click.echo(f"wrote {out}: {len(b)} candidates, features {b.features.shape}{extra}, "
+               f"{b.macs_per_decision()} MACs per decision, model sha256 {b.model_sha256[:12]}...")

@@ -64,7 +64,8 @@ def word_candidates(root: str | Path, split: str | None = "test") -> dict[str, n
 
 
 def build_bank(model: str | Path, data: str | Path, out: str | Path | None = None, split: str = "test",
-               feature_cache: str | Path | None = None, progress: bool = True) -> CandidateBank:
+               feature_cache: str | Path | None = None, progress: bool = True,
+               rank: int | None = None) -> CandidateBank:
     """Build (and optionally save) the candidate bank of ``model`` from the stimuli of dataset ``data``.
 
     Parameters
@@ -79,6 +80,8 @@ def build_bank(model: str | Path, data: str | Path, out: str | Path | None = Non
         Sounds whose word onsets become candidates.
     feature_cache : path or None
         Feature cache directory (None: ``<data>/derivatives/neurospeech-features``).
+    rank : int or None
+        Store a low-rank compressed bank (:meth:`CandidateBank.compressed`); None or 0: the exact bank.
     """
     from tqdm import tqdm
 
@@ -122,9 +125,19 @@ def build_bank(model: str | Path, data: str | Path, out: str | Path | None = Non
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     )
+    if rank:
+        exact_macs = bank.macs_per_decision()
+        bank = bank.compressed(int(rank))
+        log.info("bank compressed to rank %d: %.2f%% of the candidates' energy kept; %d MACs per decision "
+                 "(exact: %d, %.1fx fewer)", rank, 100 * bank.header["compression"]["energy"],
+                 bank.macs_per_decision(), exact_macs, exact_macs / bank.macs_per_decision())
+        if bank.macs_per_decision() >= exact_macs:
+            log.warning("rank %d does not reduce scoring cost for %d candidates; use the exact bank", rank, len(bank))
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         bank.save(out)
     log.info("bank: %d candidates from %d sounds (%s split), %.1f MB, %.1f s", len(bank),
-             bank.header["n_sounds"], split, bank.features.nbytes / 1e6, time.perf_counter() - t0)
+             bank.header["n_sounds"], split,
+             (bank.features.nbytes + (bank.basis.nbytes if bank.basis is not None else 0)) / 1e6,
+             time.perf_counter() - t0)
     return bank

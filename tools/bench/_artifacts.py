@@ -19,7 +19,7 @@ import numpy as np
 
 from ...contract import sha256_file
 
-__all__ = ["bank_entries", "build_artifacts"]
+__all__ = ["bank_entries", "build_artifacts", "compressed_bank"]
 
 log = logging.getLogger(__name__)
 
@@ -133,3 +133,38 @@ def build_artifacts(
     info_path.write_text(json.dumps(info, indent=1, default=str))
     log.info("built %s artifacts in %s", preset, d)
     return info
+
+
+def compressed_bank(art: dict[str, Any], rank: int) -> dict[str, Any]:
+    """Write (or reuse) ``bank-r<rank>.npz`` next to the exact bank of ``art`` (from :func:`build_artifacts`).
+
+    Returns ``bank`` (its path), ``bank_rank``, ``bank_energy_kept``, ``bank_macs_per_decision``, ``bank_mb``
+    and ``bank_note``. The benchmark bank is random (full-rank), so the energy kept here says nothing about
+    accuracy on speech: the compressed bank measures cost only.
+    """
+    from ...scoring import CandidateBank
+
+    exact = Path(art["bank"])
+    out = exact.with_name(f"bank-r{int(rank)}.npz")
+    meta = out.with_suffix(".json")
+    if out.is_file() and meta.is_file() and json.loads(meta.read_text()).get("exact_sha256") == sha256_file(exact):
+        info = json.loads(meta.read_text())
+    else:
+        log.info("compressing the benchmark bank to rank %d", rank)
+        b = CandidateBank.load(exact).compressed(int(rank))
+        b.save(out)
+        info = {
+            "exact_sha256": sha256_file(exact),
+            "bank_rank": int(rank),
+            "bank_energy_kept": b.header["compression"]["energy"],
+            "bank_macs_per_decision": b.macs_per_decision(),
+        }
+        meta.write_text(json.dumps(info, indent=1))
+    return {
+        "bank": str(out),
+        "bank_rank": info["bank_rank"],
+        "bank_energy_kept": info["bank_energy_kept"],
+        "bank_macs_per_decision": info["bank_macs_per_decision"],
+        "bank_mb": out.stat().st_size / 1e6,
+        "bank_note": "random (full-rank) candidates: energy kept is not an accuracy measure; cost only",
+    }

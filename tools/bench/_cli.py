@@ -57,7 +57,15 @@ def bench() -> None:
 @click.option("--candidates", "n_candidates", type=int, default=10000, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True, help="onnxruntime threads of the service.")
 @click.option("--no-decode-file", "skip_decode_file", is_flag=True, help="Skip the decode-file measurement.")
-def latency(workdir: Path, out: Path | None, presets: str, **opts) -> None:
+@click.option(
+    "--bank-rank",
+    "bank_rank",
+    default="0",
+    show_default=True,
+    help="Low-rank bank compression: 0 = exact bank; a comma list (e.g. 0,256) measures each side by side. "
+    "The benchmark bank is random, so this measures cost only.",
+)
+def latency(workdir: Path, out: Path | None, presets: str, bank_rank: str, **opts) -> None:
     """End-to-end latency (p50/p99 at a 0.1 s hop), service CPU/RSS (0.25 s hop) and decode-file speed.
 
     A 275-channel 1200 Hz synthetic MEG stream (replay subprocess) feeds `neurospeech serve` (subprocess);
@@ -66,10 +74,20 @@ def latency(workdir: Path, out: Path | None, presets: str, **opts) -> None:
 
     Example: neurospeech bench latency --workdir /tmp/nsbench
     """
+    from ...errors import ConfigError
     from .latency import LatencySettings, format_table, run_latency
 
+    try:
+        ranks = tuple(dict.fromkeys(int(x) for x in bank_rank.split(",") if x.strip()))
+    except ValueError:
+        ranks = (-1,)
+    if not ranks or any(r < 0 for r in ranks):
+        raise ConfigError(f"--bank-rank must be 0 or positive integers separated by commas, got {bank_rank!r}")
     s = LatencySettings(
-        workdir=workdir, presets=tuple(p.strip() for p in presets.split(",") if p.strip()), **opts
+        workdir=workdir,
+        presets=tuple(p.strip() for p in presets.split(",") if p.strip()),
+        bank_ranks=ranks,
+        **opts,
     )
     r = run_latency(s)
     out = out or workdir / "latency.json"

@@ -26,7 +26,7 @@ import numpy as np
 
 from ._procs import ProcSampler, service, stream, wait_running
 
-__all__ = ["LatencySettings", "format_table", "run_latency"]
+__all__ = ["LatencySettings", "config_label", "format_table", "run_latency"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class LatencySettings:
     threads: int = 1
     decode_file_seconds: float = 60.0
     skip_decode_file: bool = False
+    bank_ranks: tuple[int, ...] = (0,)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -137,7 +138,7 @@ def decode_file_speed(
     workdir: Path, art: dict[str, Any], seconds: float, hop: float, threads: int
 ) -> dict[str, Any]:
     fif = _fif(workdir, seconds)
-    out = workdir / f"decisions-{art['preset']}.jsonl"
+    out = workdir / f"decisions-{art['preset']}-r{art.get('bank_rank', 0)}.jsonl"
     cmd = [
         sys.executable,
         "-m",
@@ -179,14 +180,26 @@ def decode_file_speed(
     }
 
 
+def config_label(preset: str, rank: int) -> str:
+    """Row label of a preset with a bank of ``rank`` (0 = exact bank, label = preset name)."""
+    return preset if not rank else f"{preset}@r{rank}"
+
+
 def run_latency(s: LatencySettings) -> dict[str, Any]:
-    """Build artifacts, run every preset at both hops against one synthetic stream, then decode-file."""
+    """Build artifacts, run every preset x bank rank at both hops against one synthetic stream, then
+    decode-file."""
     import platform
 
-    from ._artifacts import build_artifacts
+    from ._artifacts import build_artifacts, compressed_bank
 
     s.workdir.mkdir(parents=True, exist_ok=True)
-    arts = {p: build_artifacts(s.workdir, p, n_candidates=s.n_candidates) for p in s.presets}
+    arts: dict[str, dict[str, Any]] = {}
+    for p in s.presets:
+        base = build_artifacts(s.workdir, p, n_candidates=s.n_candidates)
+        for rank in s.bank_ranks:
+            arts[config_label(p, rank)] = (
+                {**base, **compressed_bank(base, rank)} if rank else {**base, "bank_rank": 0}
+            )
     result: dict[str, Any] = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()},
         "machine": {
@@ -197,15 +210,26 @@ def run_latency(s: LatencySettings) -> dict[str, Any]:
         "artifacts": {
             p: {
                 k: a[k]
-                for k in ("model_sha256", "macs", "model_mb", "bank_mb", "output_shape", "n_candidates")
+                for k in (
+                    "model_sha256", "macs", "model_mb", "bank_mb", "output_shape", "n_candidates",
+                    "bank_rank", "bank_energy_kept", "bank_macs_per_decision", "bank_note",
+                )
+                if k in a
             }
             for p, a in arts.items()
         },
         "presets": {},
+        "bank_note": (
+            "benchmark bank candidates are random (full-rank), so a compressed bank here measures COST only "
+            "(latency, CPU, memory); accuracy of compression measured separately (energy kept on real speech "
+            "candidates: `neurospeech bank --rank`)"
+            if any(s.bank_ranks)
+            else "random candidates (benchmark of cost)"
+        ),
     }
     with stream(s.workdir, chunk=s.chunk_s) as st:
         result["stream"] = {"name": st["name"], "channels": 275, "sfreq": 1200.0, "chunk_s": s.chunk_s}
-        for p in s.presets:
+        for p in arts:
             r: dict[str, Any] = {}
             for label, hop in (("latency_hop", s.latency_hop), ("cpu_hop", s.cpu_hop)):
                 log.info("preset %s, hop %g s: measuring %g s", p, hop, s.measure_s)
@@ -217,7 +241,7 @@ def run_latency(s: LatencySettings) -> dict[str, Any]:
                 r[label] = m
             result["presets"][p] = r
     if not s.skip_decode_file:
-        for p in s.presets:
+        for p in arts:
             log.info("decode-file %s", p)
             result["presets"][p]["decode_file"] = decode_file_speed(
                 s.workdir, arts[p], s.decode_file_seconds, s.cpu_hop, s.threads
@@ -293,6 +317,8 @@ def format_table(r: dict[str, Any]) -> str:
             "paper / efficient: "
             + ", ".join(f"{k} {_f(v, '{:.2f}')}" for k, v in r["paper_over_efficient"].items())
         )
+    if r.get("bank_note") and any(r["settings"].get("bank_ranks") or ()):
+        lines.append("bank: " + r["bank_note"])
     m = r["machine"]
     lines.append(
         f"machine: {m['cpus']} CPUs, load avg start {m['load_avg_start'][0]:.2f} "
