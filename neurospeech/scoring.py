@@ -155,7 +155,7 @@ class CandidateBank:
         flat = z.reshape(-1, d) if z.size != d else z.reshape(1, d)
         if self.basis is not None:
             flat = flat @ self.basis.T
-        s = flat @ self.features.T
+        s = np.asarray(flat @ self.features.T, dtype=np.float32)
         return s[0] if z.size == d else s
 
     def check_model(self, model_sha256: str) -> None:
@@ -169,7 +169,7 @@ class CandidateBank:
     # -- io
     def save(self, path: str | Path) -> None:
         header = json.dumps({"format": BANK_FORMAT, **self.header}, sort_keys=True).encode()
-        extra = {} if self.basis is None else {"basis": self.basis.astype(np.float32)}
+        extra: dict[str, Any] = {} if self.basis is None else {"basis": self.basis.astype(np.float32)}
         np.savez(
             path,
             **extra,

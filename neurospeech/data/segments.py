@@ -146,8 +146,9 @@ def _anchors(events: Events, kind: str, step: float) -> Events:
                          ("sound", events.sound[s]), ("sound_time", float(events.sound_time[s]) + t),
                          ("sentence", events.sentence[s])):
                 rows[k].append(v)
-    return Events(**{k: np.asarray(v, dtype=np.float64 if k in ("onset", "duration", "sound_time")
-                                    else np.str_) for k, v in rows.items()})
+    arrays: dict[str, Any] = {k: np.asarray(v, dtype=np.float64 if k in ("onset", "duration", "sound_time")
+                                            else np.str_) for k, v in rows.items()}
+    return Events(**arrays)
 
 
 def build_segments(
