@@ -3,12 +3,20 @@
 
 - A PUB socket bound to ``127.0.0.1`` by default (subscribers connect). Binding another interface without
   CURVE keys logs a warning.
-- ``publish`` never blocks: ``send_multipart(..., zmq.NOBLOCK)``. A PUB socket drops messages for a subscriber
-  whose queue is at the high-water mark (``sndhwm``) without telling the sender; every message carries a
-  per-topic sequence number, so subscribers see such losses as gaps (:class:`~neurospeech.service.client.
-  Subscriber` counts them). With ``nodrop=True`` the socket is an XPUB with ``XPUB_NODROP``: a full queue then
-  makes the send fail with EAGAIN, the message is dropped *for every subscriber* and counted in
-  ``stats()["dropped"]`` (the sequence number is consumed either way, so the gap is visible downstream).
+- ``publish`` never blocks: ``send_multipart(..., zmq.NOBLOCK)`` on an XPUB socket. Each subscriber has its own
+  queue of ``sndhwm`` messages. The socket runs with ``XPUB_NODROP`` as a detector: when the queue of a
+  subscriber that matches the topic is full, the send fails with EAGAIN. By default (``nodrop=False``) the
+  publisher then counts a *slow-subscriber event* (``stats()["slow_subscriber_events"]``, in ``status``) and
+  sends the same message again in lossy mode, so every subscriber that keeps up still gets it and only the full
+  one loses it. libzmq then stops offering messages to that subscriber until it has read its queue down, so one
+  event marks the start of a run of losses for one subscriber (at least one message each), not one message:
+  the exact count of lost messages is known only to the subscriber, from the per-topic sequence numbers
+  (:class:`~neurospeech.service.client.Subscriber` counts them). With ``nodrop=True`` a full queue drops the
+  message *for every subscriber*, and each such message is counted in ``stats()["dropped"]`` (exact count at
+  the publisher, at the price of head-of-line loss for the readers that keep up). The sequence number is
+  consumed either way, so any loss shows as a gap downstream.
+- Subscribers are counted from the XPUB (un)subscription messages (``XPUB_VERBOSER``):
+  ``stats()["subscribers"]`` is the number of live subscriptions (one per subscriber and topic prefix).
 - Late joiners: an optional REQ/REP ``state`` endpoint (``state_endpoint``), answered by a small thread,
   replies with the model info and the last ``status`` header published (schema ``neurospeech.v1.state``).
   A REP endpoint was chosen over an XPUB last-value cache because it answers only the client that asks
@@ -63,7 +71,9 @@ class PublisherSettings:
     jsonl_log : Path or None
         Append every published header as one JSON line here.
     nodrop : bool
-        XPUB_NODROP: count drops at the publisher (a full subscriber queue drops the message for everyone).
+        Strict mode: a full subscriber queue drops the message for every subscriber and each such message is
+        counted in ``dropped``. Default False: only the full subscriber loses it (counted as a slow-subscriber
+        event; see the module docstring).
     """
 
     endpoint: str = "tcp://127.0.0.1:5556"
@@ -142,6 +152,8 @@ class Publisher:
         self._seq = dict.fromkeys(KINDS, 0)
         self._sent = dict.fromkeys(KINDS, 0)
         self._dropped = dict.fromkeys(KINDS, 0)
+        self._slow = dict.fromkeys(KINDS, 0)
+        self._subscriptions: dict[bytes, int] = {}
         self._bytes = 0
         self._state_requests = 0
         self._last_status: dict[str, Any] | None = None
@@ -170,11 +182,11 @@ class Publisher:
         elif not any(h in s.endpoint for h in _LOOPBACK) and not s.endpoint.startswith(("ipc://", "inproc://")):
             log.warning("publishing on %s without CURVE encryption: anyone on that network can subscribe "
                         "(set curve_secret_key / curve_authorized_keys)", s.endpoint)
-        self.sock = self.ctx.socket(zmq.XPUB if s.nodrop else zmq.PUB)
+        self.sock = self.ctx.socket(zmq.XPUB)
         self.sock.linger = 0
         self.sock.sndhwm = int(s.sndhwm)
-        if s.nodrop:
-            self.sock.setsockopt(zmq.XPUB_NODROP, 1)
+        self.sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full subscriber queue -> EAGAIN (see the module docstring)
+        self.sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscription reaches us: subscriber count
         self._secure(self.sock)
         self.endpoint = _bind(self.sock, s.endpoint, "publisher")
         self.state_endpoint: str | None = None
@@ -227,16 +239,19 @@ class Publisher:
             full["encoding"] = self.settings.encoding
             full["t_sent"] = pylsl.local_clock()
             frames = encode_message(kind, full, arrays, self.settings.encoding)
+            self._drain_subscriptions()
             dropped = False
             try:
                 self.sock.send_multipart(frames, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                if self.settings.nodrop:
+                    dropped = True
+                    self._dropped[kind] += 1
+                else:
+                    self._send_lossy(kind, frames)
+            if not dropped:
                 self._sent[kind] += 1
                 self._bytes += sum(len(f) if isinstance(f, bytes) else f.nbytes for f in frames)
-            except zmq.Again:
-                dropped = True
-                self._dropped[kind] += 1
-            if self.settings.nodrop:
-                self._drain_subscriptions()
             if kind == "status":
                 self._last_status = full
             if self._log_file is not None:
@@ -252,6 +267,9 @@ class Publisher:
                 "next_seq": dict(self._seq),
                 "sent_total": sum(self._sent.values()),
                 "dropped_total": sum(self._dropped.values()),
+                "slow_subscriber_events": dict(self._slow),
+                "subscribers": sum(self._subscriptions.values()),
+                "subscriptions": {k.decode("utf-8", "replace"): v for k, v in self._subscriptions.items()},
                 "bytes_sent": self._bytes,
                 "state_requests": self._state_requests,
                 "endpoint": getattr(self, "endpoint", None),
@@ -283,13 +301,33 @@ class Publisher:
         self.close()
 
     # ------------------------------------------------------------------ internals
+    def _send_lossy(self, kind: str, frames: list[Any]) -> None:
+        # a matching subscriber's queue is full: deliver to the others, the full one loses this message
+        self._slow[kind] += 1
+        if self._slow[kind] == 1 or self._slow[kind] % 100 == 0:
+            log.warning("a subscriber of %r is not keeping up (queue of %d messages full): it loses messages "
+                        "(%d such events)", kind, self.settings.sndhwm, self._slow[kind])
+        self.sock.setsockopt(zmq.XPUB_NODROP, 0)
+        try:
+            self.sock.send_multipart(frames, flags=zmq.NOBLOCK)
+        finally:
+            self.sock.setsockopt(zmq.XPUB_NODROP, 1)
+
     def _drain_subscriptions(self) -> None:
-        # an XPUB queues (un)subscription messages for the application; read them so they never pile up
+        # an XPUB queues (un)subscription messages for the application: count them, so they never pile up
         while True:
             try:
-                self.sock.recv(zmq.NOBLOCK)
+                msg = self.sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            if not msg or msg[0] not in (0, 1):
+                continue
+            prefix = bytes(msg[1:])
+            n = self._subscriptions.get(prefix, 0) + (1 if msg[0] == 1 else -1)
+            if n > 0:
+                self._subscriptions[prefix] = n
+            else:
+                self._subscriptions.pop(prefix, None)
 
     def _write_log(self, kind: str, full: dict[str, Any], dropped: bool) -> None:
         rec = {"topic": (TOPIC_PREFIX + kind), "dropped": dropped, "header": full}
@@ -309,7 +347,9 @@ class Publisher:
                 "model": self.model_info,
                 "status": self._last_status,
                 "seq": dict(self._seq),
-                "stats": {"sent": dict(self._sent), "dropped": dict(self._dropped)},
+                "stats": {"sent": dict(self._sent), "dropped": dict(self._dropped),
+                          "slow_subscriber_events": dict(self._slow),
+                          "subscribers": sum(self._subscriptions.values())},
                 "endpoint": self.endpoint,
             }
         return encode_header(body, self.settings.encoding)

@@ -558,6 +558,8 @@ class Server:
             "skipped_decisions": self.skipped_decisions,
             "messages_sent": pub.get("sent", {}),
             "dropped_messages": pub.get("dropped", {}),
+            "slow_subscriber_events": pub.get("slow_subscriber_events", {}),
+            "subscribers": pub.get("subscribers", 0),
             "gaps": list(p.gaps)[-20:] if p is not None else [],
             "n_gaps": p.n_gaps if p is not None else 0,
             "channel_quality": p.channel_quality() if p is not None else None,

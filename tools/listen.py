@@ -82,7 +82,8 @@ def format_status(msg: Message) -> str:
     stream = h.get("stream") or {}
     return (f"status #{msg.seq}: {h.get('state')} stream {stream.get('name')!r} lag {h.get('lag_s')} s "
             f"buffer {h.get('buffer_fill')} dropped samples {h.get('dropped_samples')} "
-            f"skipped {h.get('skipped_decisions')} uptime {h.get('uptime_s')} s")
+            f"skipped {h.get('skipped_decisions')} subscribers {h.get('subscribers')} "
+            f"slow-subscriber events {h.get('slow_subscriber_events')} uptime {h.get('uptime_s')} s")
 
 
 @dataclass

@@ -80,9 +80,14 @@ def test_a_subscriber_that_never_reads_does_not_slow_publishing():
         live.start()
         try:
             _handshake(pub, dead, live)
+            assert pub.stats()["subscribers"] == 4  # two subscribers, each to the decode and status topics
             total, worst = _flood(pub)  # `dead` reads nothing, from here to the end
             # never blocked: a blocked PUB would hang here for ever (loose bound, not a performance target)
             assert worst < 1.0 and total < 20.0, (total, worst)
+            # the publisher saw the full queue, and still sent every message (to whoever had room)
+            st = pub.stats()
+            assert st["slow_subscriber_events"]["decode"] >= 1
+            assert st["dropped"]["decode"] == 0 and st["sent"]["decode"] == N_FLOOD
             # the live reader catches up (it may have lost messages to its own HWM during the flood)
             deadline = time.monotonic() + 15
             while True:
@@ -121,6 +126,12 @@ def test_a_subscriber_that_never_reads_does_not_slow_publishing():
             assert pub.stats()["sent"]["decode"] == N_FLOOD + n_catch + n_after + 1
         finally:
             dead.close()
+        # unsubscriptions reach the publisher when a subscriber goes away
+        deadline = time.monotonic() + 10
+        while pub.stats()["subscribers"] != 0:
+            assert time.monotonic() < deadline, pub.stats()["subscriptions"]
+            pub.publish("status", status_header_fields())
+            time.sleep(0.02)
 
 
 def test_nodrop_mode_counts_drops_at_the_publisher():
