@@ -152,11 +152,12 @@ class CandidateBank:
                 f"latent shape {z.shape[-2:]} differs from the bank's output shape "
                 f"{self.header['output_shape']}"
             )
-        flat = z.reshape(-1, d) if z.size != d else z.reshape(1, d)
+        single = z.ndim <= 2  # one latent (F, T) or an already flat (F*T,) vector; (B, F, T) is a batch
+        flat = z.reshape(-1, d)
         if self.basis is not None:
             flat = flat @ self.basis.T
         s = np.asarray(flat @ self.features.T, dtype=np.float32)
-        return s[0] if z.size == d else s
+        return s[0] if single else s
 
     def check_model(self, model_sha256: str) -> None:
         """Refuse a bank built for another model."""

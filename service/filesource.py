@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from .config import ServeSettings
 from .decoder import Decoder, load_artifacts
 from .pipeline import OnlinePipeline, QualitySettings, check_stream
 
-__all__ = ["FileMarker", "decode_file", "decode_raw", "events_path_for", "read_word_markers"]
+__all__ = ["FileMarker", "decode_file", "decode_raw", "events_path_for", "iter_jobs", "read_raw", "read_word_markers"]
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,8 @@ def read_word_markers(events_tsv: Path) -> list[FileMarker]:
     return out
 
 
-def _read_raw(path: Path) -> Any:
+def read_raw(path: Path) -> Any:
+    """Read a recording with mne (preloaded); ``DataFormatError`` when it does not exist or cannot be read."""
     import mne
 
     if not path.exists():
@@ -94,6 +97,7 @@ def decode_raw(
     first_time: float = 0.0,
     artifacts: tuple[Any, Any, str] | None = None,
     batch_size: int = 32,
+    pipelined: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """Yield decode headers for a continuous recording.
 
@@ -112,11 +116,50 @@ def decode_raw(
         Chunk size fed to the pipeline (does not change the result).
     batch_size : int
         Windows encoded and scored together (1: exactly the live server's per-window calls).
+    pipelined : bool
+        Encode and score each batch in a worker thread while this thread preprocesses the next one
+        (onnxruntime and the big numpy operations release the GIL, so two cores are used). Decisions come out
+        in the same order with the same values either way.
     """
     model, bank, subject = artifacts or load_artifacts(
         settings.model, settings.bank, settings.subject, settings.intra_op_threads
     )
-    contract = model.contract
+    decoder = Decoder(model, bank, subject, settings.topk)
+    runner = _BatchRunner(decoder, pipelined)
+    try:
+        batch: list[Any] = []
+        for job in iter_jobs(data, sfreq, names, model.contract, subject, settings, markers, types, units,
+                             chunk_seconds, first_time):
+            batch.append(job)
+            if len(batch) >= batch_size:
+                yield from runner.submit(batch)
+                batch = []
+        if batch:
+            yield from runner.submit(batch)
+        yield from runner.finish()
+    finally:
+        runner.close()
+
+
+def iter_jobs(
+    data: np.ndarray,
+    sfreq: float,
+    names: list[str],
+    contract: Any,
+    subject: str,
+    settings: ServeSettings,
+    markers: list[FileMarker] | None = None,
+    types: list[str] | None = None,
+    units: list[str] | None = None,
+    chunk_seconds: float = 1.0,
+    first_time: float = 0.0,
+) -> Iterator[Any]:
+    """The windows the live pipeline cuts from a continuous recording, in decision order.
+
+    Yields :class:`~neurospeech.service.pipeline.WindowJob` (``x`` of shape ``(n_channels, n_times)``, or
+    None for a flagged window): every sliding window (one per hop) and, with ``markers``, every word-locked
+    window. Parameters as in :func:`decode_raw` (``contract``: the model's contract).
+    """
     cmap = check_stream(contract, names, sfreq, units, types, strict_rate=settings.strict_rate)
     need = contract.window.n_window / contract.window.sfreq + 2 * chunk_seconds + 2.0
     pipe = OnlinePipeline(
@@ -131,20 +174,18 @@ def decode_raw(
         settings.clock_halftime,
     )
     pipe.clock.min_span = np.inf  # file times are exact: keep the nominal rate
-    decoder = Decoder(model, bank, subject, settings.topk)
     pending = sorted(markers or [], key=lambda m: m.time)
     n = data.shape[1]
     step = max(1, round(chunk_seconds * sfreq))
     stamps_all = first_time + np.arange(n) / sfreq
     last_key = None
-    batch: list[Any] = []
     for i in range(0, n, step):
         pipe.process_chunk(data[:, i : i + step].T, stamps_all[i : i + step])
         for key, start in pipe.due_sliding(last_key):
             last_key = key
             job = pipe.make_job(start, "sliding")
             if job is not None:
-                batch.append(job)
+                yield job
         while pending:
             status, where = pipe.locate_anchor(pending[0].time)
             if status == "wait":
@@ -155,12 +196,76 @@ def decode_raw(
                 continue
             job = pipe.make_job(int(where), "word", dict(m.payload))
             if job is not None:
-                batch.append(job)
-        if len(batch) >= batch_size:
-            yield from decoder.decide_batch(batch)
-            batch = []
-    if batch:
-        yield from decoder.decide_batch(batch)
+                yield job
+
+
+class _BatchRunner:
+    """Runs ``decoder.decide_batch`` on batches, in order, in one worker thread (or inline).
+
+    ``submit`` hands a batch over and returns the results of batches already finished; at most two batches
+    wait (bounded memory; the producer blocks when the worker is behind). An exception in the worker is
+    re-raised in the caller.
+    """
+
+    def __init__(self, decoder: Decoder, threaded: bool) -> None:
+        self.decoder = decoder
+        self.threaded = threaded
+        self._todo: queue.Queue[list[Any] | None] = queue.Queue(maxsize=2)
+        self._done: queue.Queue[tuple[list[dict[str, Any]] | None, BaseException | None]] = queue.Queue()
+        self._n_submitted = self._n_done = 0
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._work, name="neurospeech-decode-file", daemon=True)
+            self._thread.start()
+
+    def _work(self) -> None:
+        while (jobs := self._todo.get()) is not None:
+            try:
+                self._done.put((self.decoder.decide_batch(jobs), None))
+            except BaseException as exc:  # handed to the caller, which re-raises it
+                self._done.put((None, exc))
+                return
+
+    def _take(self, block: bool) -> list[dict[str, Any]]:
+        res, exc = self._done.get(block=block)
+        self._n_done += 1
+        if exc is not None:
+            raise exc
+        return res or []
+
+    def submit(self, jobs: list[Any]) -> Iterator[dict[str, Any]]:
+        if not self.threaded:
+            yield from self.decoder.decide_batch(jobs)
+            return
+        while True:  # hand over, yielding whatever finished while we wait for room
+            try:
+                self._todo.put(jobs, timeout=0.05)
+                break
+            except queue.Full:
+                while not self._done.empty():
+                    yield from self._take(False)
+                if self._thread is not None and not self._thread.is_alive():
+                    yield from self._take(True)  # the worker died: re-raise its exception
+        self._n_submitted += 1
+        while not self._done.empty():
+            yield from self._take(False)
+
+    def finish(self) -> Iterator[dict[str, Any]]:
+        while self._n_done < self._n_submitted:
+            yield from self._take(True)
+
+    def close(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            while True:
+                try:
+                    self._todo.put(None, timeout=0.05)
+                    break
+                except queue.Full:  # abandoned early: drop queued work so the worker can see the stop
+                    try:
+                        self._todo.get_nowait()
+                    except queue.Empty:
+                        pass
+            self._thread.join(timeout=10)
 
 
 def decode_file(
@@ -180,7 +285,7 @@ def decode_file(
     model, bank, subject = load_artifacts(
         settings.model, settings.bank, settings.subject, settings.intra_op_threads
     )
-    raw = _read_raw(path)
+    raw = read_raw(path)
     ev_path = Path(events) if events is not None else events_path_for(path)
     if events is not None and not Path(events).is_file():
         raise ConfigError(f"events file {str(events)!r} does not exist")

@@ -60,6 +60,7 @@ def test_compression_is_exact_inside_the_candidate_subspace_and_cheaper(tmp_path
     assert np.allclose(back.scores(z), bank.scores(z), atol=1e-4)
     zb = np.stack([z, 2 * z])
     assert back.scores(zb).shape == (2, 400)
+    assert back.scores(zb[:1]).shape == (1, 400)  # a batch of one stays a batch
     with pytest.raises(ConfigError, match="rank"):
         bank.compressed(0)
     with pytest.raises(ConfigError, match="already compressed"):
