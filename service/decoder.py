@@ -103,18 +103,27 @@ class Decoder:
         by the number of windows.
         """
         t0 = time.perf_counter()
+        return self.finish_batch(jobs, self.encode_batch(jobs), t0)
+
+    def encode_batch(self, jobs: list[WindowJob]) -> Any:
+        """The encoder part of :meth:`decide_batch`: latents ``(n_ok, F, T')`` of the jobs with data (or None)."""
+        xs = [np.asarray(j.x) for j in jobs if j.x is not None]
+        if not xs:
+            return None
+        xb = np.stack(xs)
+        if self._batch_ok:
+            try:
+                return self.model.encode(xb, self.subject_index)
+            except Exception:  # a model exported with a fixed batch of 1
+                self._batch_ok = False
+        return np.stack([self.model.encode(x, self.subject_index) for x in xb])
+
+    def finish_batch(self, jobs: list[WindowJob], z: Any, t0: float) -> list[dict[str, Any]]:
+        """The scoring part of :meth:`decide_batch`, given :meth:`encode_batch`'s latents (``t0``: start time)."""
         idx = [i for i, j in enumerate(jobs) if j.x is not None]
         zs: Any = [None] * len(jobs)
         scores: Any = [None] * len(jobs)
         if idx:
-            xb = np.stack([np.asarray(jobs[i].x) for i in idx])
-            if self._batch_ok:
-                try:
-                    z = self.model.encode(xb, self.subject_index)
-                except Exception:  # a model exported with a fixed batch of 1
-                    self._batch_ok = False
-            if not self._batch_ok:
-                z = np.stack([self.model.encode(x, self.subject_index) for x in xb])
             s = self.bank.scores(z)
             for k, i in enumerate(idx):
                 zs[i], scores[i] = z[k], s[k]

@@ -180,7 +180,8 @@ def iter_jobs(
     stamps_all = first_time + np.arange(n) / sfreq
     last_key = None
     for i in range(0, n, step):
-        pipe.process_chunk(data[:, i : i + step].T, stamps_all[i : i + step])
+        # (n, C) in time order, contiguous: the pipeline reads it row-wise
+        pipe.process_chunk(np.ascontiguousarray(data[:, i : i + step].T), stamps_all[i : i + step])
         for key, start in pipe.due_sliding(last_key):
             last_key = key
             job = pipe.make_job(start, "sliding")
@@ -200,18 +201,19 @@ def iter_jobs(
 
 
 class _BatchRunner:
-    """Runs ``decoder.decide_batch`` on batches, in order, in one worker thread (or inline).
+    """Decides batches in order; with ``threaded`` the encoder runs in a worker thread.
 
-    ``submit`` hands a batch over and returns the results of batches already finished; at most two batches
-    wait (bounded memory; the producer blocks when the worker is behind). An exception in the worker is
-    re-raised in the caller.
+    The worker only runs the encoder (onnxruntime releases the GIL); scoring and the headers are done by the
+    caller when it collects a batch, which balances the two cores. At most two batches wait for the encoder
+    (bounded memory; the caller blocks when the worker is behind). An exception in the worker is re-raised in
+    the caller.
     """
 
     def __init__(self, decoder: Decoder, threaded: bool) -> None:
         self.decoder = decoder
         self.threaded = threaded
-        self._todo: queue.Queue[list[Any] | None] = queue.Queue(maxsize=2)
-        self._done: queue.Queue[tuple[list[dict[str, Any]] | None, BaseException | None]] = queue.Queue()
+        self._todo: queue.Queue[tuple[list[Any], float] | None] = queue.Queue(maxsize=2)
+        self._done: queue.Queue[tuple[list[Any], float, Any, BaseException | None]] = queue.Queue()
         self._n_submitted = self._n_done = 0
         self._thread: threading.Thread | None = None
         if threaded:
@@ -219,27 +221,29 @@ class _BatchRunner:
             self._thread.start()
 
     def _work(self) -> None:
-        while (jobs := self._todo.get()) is not None:
+        while (item := self._todo.get()) is not None:
+            jobs, t0 = item
             try:
-                self._done.put((self.decoder.decide_batch(jobs), None))
+                self._done.put((jobs, t0, self.decoder.encode_batch(jobs), None))
             except BaseException as exc:  # handed to the caller, which re-raises it
-                self._done.put((None, exc))
+                self._done.put((jobs, t0, None, exc))
                 return
 
     def _take(self, block: bool) -> list[dict[str, Any]]:
-        res, exc = self._done.get(block=block)
+        jobs, t0, z, exc = self._done.get(block=block)
         self._n_done += 1
         if exc is not None:
             raise exc
-        return res or []
+        return self.decoder.finish_batch(jobs, z, t0)
 
     def submit(self, jobs: list[Any]) -> Iterator[dict[str, Any]]:
         if not self.threaded:
             yield from self.decoder.decide_batch(jobs)
             return
-        while True:  # hand over, yielding whatever finished while we wait for room
+        item = (jobs, time.perf_counter())
+        while True:  # hand over, finishing whatever the encoder completed while we wait for room
             try:
-                self._todo.put(jobs, timeout=0.05)
+                self._todo.put(item, timeout=0.05)
                 break
             except queue.Full:
                 while not self._done.empty():

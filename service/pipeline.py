@@ -227,13 +227,16 @@ def assess_window(
     """
     w = np.asarray(raw_window, dtype=np.float32)
     n_ch = w.shape[0]
-    nonfinite: NDArray[np.bool_] = np.asarray(~np.isfinite(w).all(axis=1))
+    hi = w.max(axis=1)
+    lo = w.min(axis=1)
+    # max/min are NaN (or +-inf) for a row holding any non-finite value: no extra pass over the window
+    nonfinite: NDArray[np.bool_] = ~(np.isfinite(hi) & np.isfinite(lo))
     if bad_input is not None:
         nonfinite |= bad_input
     if nonfinite.any():
         w = np.where(nonfinite[:, None] | ~np.isfinite(w), 0.0, w).astype(np.float32)
-    hi = w.max(axis=1)
-    lo = w.min(axis=1)
+        hi = w.max(axis=1)
+        lo = w.min(axis=1)
     ptp = hi.astype(np.float64) - lo
     flat = (ptp <= quality.flat_rel * scaler.scale) & ~nonfinite
     if stuck_fraction is None:
@@ -241,7 +244,8 @@ def assess_window(
     else:
         saturated = (stuck_fraction >= quality.saturation_fraction) & ~flat & ~nonfinite
     x = preprocess_window(w, window, scaler.center, scaler.scale, clamp=np.inf)
-    artefact = (np.abs(x).max(axis=1) > quality.artefact_threshold) & ~nonfinite & ~flat
+    peak = np.maximum(x.max(axis=1), -x.min(axis=1))
+    artefact = (peak > quality.artefact_threshold) & ~nonfinite & ~flat
     np.clip(x, -clamp, clamp, out=x)
     bad_mask = nonfinite | flat | saturated | artefact
     if not bad_mask.any():
@@ -479,10 +483,7 @@ class OnlinePipeline:
             finite = np.isfinite(x)
             if not finite.all():
                 self._mark_nonfinite(x, finite)
-            # raw samples repeating their predecessor exactly (clipped / stuck), sampled at each output
-            stuck_raw = np.empty(x.shape, dtype=bool)
-            stuck_raw[0] = x[0] == self._last_raw
-            np.equal(x[1:], x[:-1], out=stuck_raw[1:])
+            prev_last = self._last_raw
             self._last_raw = x[-1].copy()
             self._last_finite = x[-1].copy()
             y = self.pre.process(x)
@@ -492,8 +493,11 @@ class OnlinePipeline:
             self.seg_n_raw += n
             if m1 == m0:
                 return 0
-            j0 = (np.arange(m0, m1) * self._down) // self._up - n_before
-            stuck = stuck_raw[np.clip(j0, 0, n - 1)]
+            # raw samples repeating their predecessor exactly (clipped / stuck), checked at the raw sample
+            # each output is sampled at (only those: ~10x less work than the whole chunk at 1200 Hz)
+            j0 = np.clip((np.arange(m0, m1) * self._down) // self._up - n_before, 0, n - 1)
+            prev = np.where((j0 > 0)[:, None], x[np.maximum(j0 - 1, 0)], prev_last[None, :])
+            stuck = x[j0] == prev
             p = (np.arange(m0, m1, dtype=np.float64) * self._down - self._delay_up) / self._up
             times = self.clock.predict(p)
             bad = None

@@ -19,7 +19,7 @@ import numpy as np
 
 from ...contract import sha256_file
 
-__all__ = ["bank_entries", "build_artifacts", "compressed_bank"]
+__all__ = ["bank_entries", "build_artifacts", "compressed_bank", "quantized_artifacts"]
 
 log = logging.getLogger(__name__)
 
@@ -168,3 +168,30 @@ def compressed_bank(art: dict[str, Any], rank: int) -> dict[str, Any]:
         "bank_mb": out.stat().st_size / 1e6,
         "bank_note": "random (full-rank) candidates: energy kept is not an accuracy measure; cost only",
     }
+
+
+def quantized_artifacts(art: dict[str, Any], recording: str | Path) -> dict[str, Any]:
+    """int8 copy of ``art``'s model (calibrated on windows of ``recording``) with its bank rebound to it.
+
+    Written (or reused) next to the float model as ``model.int8-<bank stem>.onnx`` / ``<bank stem>.int8.npz``.
+    Returns ``art`` updated with ``model``, ``bank``, ``model_sha256``, ``quantized`` (the agreement on held-out
+    windows; the weights are untrained, so it measures quantization error on real windows, not accuracy).
+    """
+    from ...models.quantize import calibration_windows, quantize_model
+
+    model = Path(art["model"])
+    bank = Path(art["bank"])
+    out = model.with_name(f"model.int8-{bank.stem}.onnx")
+    bank_out = bank.with_name(f"{bank.stem}.int8.npz")
+    meta = out.with_suffix(".json")
+    if meta.is_file() and out.is_file() and bank_out.is_file():
+        info = json.loads(meta.read_text())
+        if info.get("source_sha256") == sha256_file(model) and info.get("sha256") == sha256_file(out):
+            return {**art, "model": str(out), "bank": str(bank_out), "model_sha256": info["sha256"],
+                    "quantized": info["agreement"], "model_mb": out.stat().st_size / 1e6}
+    x = calibration_windows(model, recording, n_windows=256)
+    info = quantize_model(model, out, x, bank=bank, bank_out=bank_out)
+    info["source_sha256"] = sha256_file(model)
+    meta.write_text(json.dumps(info, indent=1))
+    return {**art, "model": str(out), "bank": str(bank_out), "model_sha256": info["sha256"],
+            "quantized": info["agreement"], "model_mb": out.stat().st_size / 1e6}

@@ -65,6 +65,14 @@ def bench() -> None:
     help="Low-rank bank compression: 0 = exact bank; a comma list (e.g. 0,256) measures each side by side. "
     "The benchmark bank is random, so this measures cost only.",
 )
+@click.option(
+    "--int8/--no-int8",
+    "int8",
+    default=False,
+    show_default=True,
+    help="Also measure each configuration with its encoder quantized to int8 (`neurospeech quantize`, "
+    "calibrated on the benchmark recording).",
+)
 def latency(workdir: Path, out: Path | None, presets: str, bank_rank: str, **opts) -> None:
     """End-to-end latency (p50/p99 at a 0.1 s hop), service CPU/RSS (0.25 s hop) and decode-file speed.
 

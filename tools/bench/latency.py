@@ -45,6 +45,7 @@ class LatencySettings:
     decode_file_seconds: float = 60.0
     skip_decode_file: bool = False
     bank_ranks: tuple[int, ...] = (0,)
+    int8: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -138,7 +139,8 @@ def decode_file_speed(
     workdir: Path, art: dict[str, Any], seconds: float, hop: float, threads: int
 ) -> dict[str, Any]:
     fif = _fif(workdir, seconds)
-    out = workdir / f"decisions-{art['preset']}-r{art.get('bank_rank', 0)}.jsonl"
+    tag = "-int8" if art.get("quantized") else ""
+    out = workdir / f"decisions-{art['preset']}-r{art.get('bank_rank', 0)}{tag}.jsonl"
     cmd = [
         sys.executable,
         "-m",
@@ -180,9 +182,10 @@ def decode_file_speed(
     }
 
 
-def config_label(preset: str, rank: int) -> str:
-    """Row label of a preset with a bank of ``rank`` (0 = exact bank, label = preset name)."""
-    return preset if not rank else f"{preset}@r{rank}"
+def config_label(preset: str, rank: int, int8: bool = False) -> str:
+    """Row label of a preset with a bank of ``rank`` (0 = exact bank, label = preset name), ``+int8`` when
+    the encoder is quantized."""
+    return (preset if not rank else f"{preset}@r{rank}") + ("+int8" if int8 else "")
 
 
 def run_latency(s: LatencySettings) -> dict[str, Any]:
@@ -190,16 +193,17 @@ def run_latency(s: LatencySettings) -> dict[str, Any]:
     decode-file."""
     import platform
 
-    from ._artifacts import build_artifacts, compressed_bank
+    from ._artifacts import build_artifacts, compressed_bank, quantized_artifacts
 
     s.workdir.mkdir(parents=True, exist_ok=True)
     arts: dict[str, dict[str, Any]] = {}
     for p in s.presets:
         base = build_artifacts(s.workdir, p, n_candidates=s.n_candidates)
         for rank in s.bank_ranks:
-            arts[config_label(p, rank)] = (
-                {**base, **compressed_bank(base, rank)} if rank else {**base, "bank_rank": 0}
-            )
+            a = {**base, **compressed_bank(base, rank)} if rank else {**base, "bank_rank": 0}
+            arts[config_label(p, rank)] = a
+            if s.int8:
+                arts[config_label(p, rank, True)] = quantized_artifacts(a, _fif(s.workdir, s.decode_file_seconds))
     result: dict[str, Any] = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()},
         "machine": {
@@ -212,7 +216,7 @@ def run_latency(s: LatencySettings) -> dict[str, Any]:
                 k: a[k]
                 for k in (
                     "model_sha256", "macs", "model_mb", "bank_mb", "output_shape", "n_candidates",
-                    "bank_rank", "bank_energy_kept", "bank_macs_per_decision", "bank_note",
+                    "bank_rank", "bank_energy_kept", "bank_macs_per_decision", "bank_note", "quantized",
                 )
                 if k in a
             }
