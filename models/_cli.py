@@ -75,7 +75,7 @@ def train(config: Path | None, sets: tuple[str, ...], subjects: tuple[str, ...],
 @click.option("--data", type=click.Path(exists=True, file_okay=False), help="Dataset (default: the run's).")
 @click.option("--ridge/--no-ridge", default=True, show_default=True, help="Ridge baseline.")
 @click.option("--random/--no-random", default=True, show_default=True, help="Random baseline.")
-@click.option("--max-ridge-windows", type=int, default=1500, show_default=True)
+@click.option("--max-ridge-windows", type=int, default=4000, show_default=True)
 @click.option("--feature-cache", type=click.Path(file_okay=False), default=None)
 def evaluate(runs: tuple[str, ...], out: str, data: str | None, ridge: bool, random: bool,
              max_ridge_windows: int, feature_cache: str | None) -> None:

@@ -56,7 +56,7 @@ class EvalConfig:
     random : bool
         Add random scores.
     max_ridge_windows : int
-        Training windows used by the ridge fit (memory bound).
+        Training windows per subject used by the ridge fit (one fit per subject; memory bound).
     feature_cache : str or None
         Feature cache (None: ``<data>/derivatives/neurospeech-features``).
     seed : int
@@ -70,7 +70,7 @@ class EvalConfig:
     data: str | None = None
     ridge: bool = True
     random: bool = True
-    max_ridge_windows: int = 1500
+    max_ridge_windows: int = 4000
     feature_cache: str | None = None
     seed: int = 0
     progress: bool = True
@@ -169,17 +169,28 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         from .ridge import RidgeDecoder
 
         t_r = time.perf_counter()
-        tr, _, _ = _data.segments(ref["recs"], first_targets, "train", "regular", ref["subjects"],
-                                  ref["window"], ref["spec"], step=ref["step"], scalers=first_scalers,
-                                  max_windows=cfg.max_ridge_windows, seed=cfg.seed, progress=cfg.progress,
-                                  pool=False)
-        ridge = RidgeDecoder().fit(tr.brain, tr.speech)
-        n_tr = len(tr)
-        del tr
-        pred = first_targets.representation.pool(ridge.predict(ts.brain))
-        scores = bank.scores(pred)
+        # one linear decoder per subject (each head has its own forward model), as the paper's linear baseline
+        scores = np.full((len(ts), len(bank)), -np.inf, dtype=np.float32)
+        alphas: dict[str, Any] = {}
+        n_tr = 0
+        subj_names = np.asarray(ts.subject_name)
+        for subj in ref["subjects"]:
+            rows = np.flatnonzero(subj_names == subj)
+            if rows.size == 0:
+                continue
+            recs = [r for r in ref["recs"] if r.subject == subj]
+            tr, _, _ = _data.segments(recs, first_targets, "train", "regular", ref["subjects"],
+                                      ref["window"], ref["spec"], step=ref["step"], scalers=first_scalers,
+                                      max_windows=cfg.max_ridge_windows, seed=cfg.seed, progress=cfg.progress,
+                                      pool=False)
+            ridge = RidgeDecoder().fit(tr.brain, tr.speech)
+            n_tr += len(tr)
+            del tr
+            pred = first_targets.representation.pool(ridge.predict(ts.brain[rows]))
+            scores[rows] = bank.scores(pred)
+            alphas[subj] = getattr(ridge, "alpha_", None)
         res = score_methods(scores, true_idx, bank.words, ts.word, ts.subject_name)
-        res.update({"features": ref["name"], "alpha": getattr(ridge, "alpha_", None),
+        res.update({"features": ref["name"], "alpha": alphas, "per_subject_fit": True,
                     "train_windows": n_tr, "seconds": time.perf_counter() - t_r})
         report["methods"][f"ridge-{ref['name']}"] = res
 
