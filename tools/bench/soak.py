@@ -147,6 +147,8 @@ def run_soak(s: SoakSettings) -> dict[str, Any]:
         "published_decode_during_run": (sent1.get("decode", 0) - sent0.get("decode", 0)),
         "published_total": sent1,
         "dropped_at_publisher": (st1.get("stats") or {}).get("dropped"),
+        "slow_subscriber_events": (st1.get("stats") or {}).get("slow_subscriber_events"),
+        "subscribers_at_end": (st1.get("stats") or {}).get("subscribers"),
         "listeners": listeners,
         "rss_mb": {
             "start": rss[0] if rss else None,
@@ -171,7 +173,8 @@ def format_soak(r: dict[str, Any]) -> str:
         f"hop {r['settings']['hop']} s: "
         f"{r['published_decode_during_run']} decode messages published in the measured interval, dropped at "
         "publisher "
-        f"{r['dropped_at_publisher']}"
+        f"{r['dropped_at_publisher']}, slow-subscriber events {r.get('slow_subscriber_events')}, "
+        f"subscriptions at the end {r.get('subscribers_at_end')}"
     ]
     for k, x in enumerate(r["listeners"]):
         lines.append(
