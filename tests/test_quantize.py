@@ -10,12 +10,12 @@ import sys
 import numpy as np
 import pytest
 from _service_fixtures import build_artifacts
-
-from neurospeech.errors import ArtifactError, ConfigError
 from neurospeech.service.config import ServeSettings
 from neurospeech.service.decoder import load_artifacts
 from neurospeech.service.filesource import FileMarker, decode_raw
 from neurospeech.service.model import EncoderModel
+
+from neurospeech.errors import ArtifactError, ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +67,7 @@ def test_quantized_model_follows_the_float_one_and_carries_its_contract(art, qua
 def test_rebound_bank_pairs_with_the_int8_model_only(art, quantized):
     d, _ = quantized
     model, bank, _ = load_artifacts(d / "model.int8.onnx", d / "bank.int8.npz", None, 1)
+    assert model.contract.model_id.endswith("+int8")
     assert bank.header["rebound_from_model"] == EncoderModel(art.model).sha256
     with pytest.raises(ArtifactError, match="bank"):
         load_artifacts(d / "model.int8.onnx", art.bank, None, 1)
