@@ -32,7 +32,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..contract import METADATA_KEY, ChannelSpec, ModelContract, SpeechSpec, sha256_file
+from ..contract import (
+    CONTRACT_SHA_KEY,
+    METADATA_KEY,
+    ChannelSpec,
+    ModelContract,
+    SpeechSpec,
+    embed_contract,
+    sha256_file,
+)
 from ..errors import ArtifactError, ConfigError
 from ..preprocessing import PreprocessingSpec, WindowSpec
 from .encoder import BrainEncoder
@@ -45,7 +53,6 @@ OPSET = 17
 INPUT_BRAIN = "brain"
 INPUT_SUBJECT = "subject_index"
 OUTPUT = "latent"
-CONTRACT_SHA_KEY = METADATA_KEY + ".sha256"
 
 
 class FoldedEncoder(nn.Module):
@@ -204,12 +211,7 @@ None,
     contract.training = {**contract.training, "export": {"parity_max_abs": err, "opset": OPSET,
                                                           "folded_front": True, "torch": torch.__version__}}
     proto = onnx.load_from_string(raw)
-    text = contract.to_json()
-    for key, value in ((METADATA_KEY, text), (CONTRACT_SHA_KEY, contract.sha256())):
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    proto.producer_name = "neurospeech"
-    proto.doc_string = f"neurospeech brain encoder {contract.model_id}"
+    embed_contract(proto, contract)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(out))

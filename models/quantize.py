@@ -25,14 +25,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..contract import METADATA_KEY, ModelContract, sha256_file
+from ..contract import ModelContract, embed_contract, sha256_file
 from ..errors import ArtifactError, ConfigError, NeurospeechError
 
 __all__ = ["agreement", "calibration_windows", "quantize_model"]
 
 log = logging.getLogger(__name__)
-
-CONTRACT_SHA_KEY = METADATA_KEY + ".sha256"
 
 
 def calibration_windows(model: str | Path, recording: str | Path, subject: str | None = None,
@@ -80,26 +78,19 @@ def calibration_windows(model: str | Path, recording: str | Path, subject: str |
     return np.stack([xs[i] for i in keep]).astype(np.float32)
 
 
-def _feeds(model_path: str | Path, x: NDArray[np.float32], subject_index: int) -> list[dict[str, NDArray[Any]]]:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    inputs = sess.get_inputs()
-    brain = inputs[0].name
+def _feeds(enc: Any, x: NDArray[np.float32], subject_index: int) -> list[dict[str, NDArray[Any]]]:
+    """onnxruntime feeds of ``enc`` (an ``EncoderModel``) for windows ``x``, 8 windows per batch."""
     out = []
     for i in range(0, len(x), 8):
-        f: dict[str, NDArray[Any]] = {brain: np.ascontiguousarray(x[i : i + 8])}
-        for extra in inputs[1:]:
-            f[extra.name] = np.full(len(f[brain]), subject_index, dtype=np.int64)
+        f: dict[str, NDArray[Any]] = {enc.brain_input: np.ascontiguousarray(x[i : i + 8])}
+        if enc.subject_input is not None:
+            f[enc.subject_input] = np.full(len(f[enc.brain_input]), subject_index, dtype=np.int64)
         out.append(f)
     return out
 
 
-def _latents(model_path: str | Path, feeds: list[dict[str, NDArray[Any]]]) -> NDArray[np.float32]:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    return np.concatenate([sess.run(None, f)[0] for f in feeds]).astype(np.float32)
+def _latents(session: Any, feeds: list[dict[str, NDArray[Any]]]) -> NDArray[np.float32]:
+    return np.concatenate([session.run(None, f)[0] for f in feeds]).astype(np.float32)
 
 
 def agreement(z_ref: NDArray[np.float32], z_q: NDArray[np.float32], bank: Any = None) -> dict[str, Any]:
@@ -192,7 +183,7 @@ def quantize_model(model: str | Path, out: str | Path, windows: NDArray[np.float
     b = CandidateBank.load(bank) if bank is not None else None
     if b is not None:
         b.check_model(enc.sha256)
-    calib = _feeds(src, x[~hold], sub_idx)
+    calib = _feeds(enc, x[~hold], sub_idx)
 
     class _Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -214,20 +205,18 @@ def quantize_model(model: str | Path, out: str | Path, windows: NDArray[np.float
             raise
         except Exception as exc:  # onnxruntime.quantization raises many types
             raise ArtifactError(f"quantizing {src} failed ({type(exc).__name__}: {exc})") from exc
-        checks = _feeds(src, x[hold], sub_idx)
-        agree = agreement(_latents(src, checks), _latents(qtmp, checks), b)
+        import onnxruntime as ort
+
+        checks = _feeds(enc, x[hold], sub_idx)
+        q_sess = ort.InferenceSession(str(qtmp), providers=["CPUExecutionProvider"])
+        agree = agreement(_latents(enc.session, checks), _latents(q_sess, checks), b)
         proto = onnx.load(str(qtmp))
     q = ModelContract.from_json(contract.to_json())
     q.model_id = f"{contract.model_id}+int8"
     q.training = {**q.training, "quantization": {
         "scheme": "int8 QDQ (onnxruntime static; weights int8 per channel, activations uint8)",
         "calibration_windows": int((~hold).sum()), "source_sha256": enc.sha256, "agreement": agree}}
-    del proto.metadata_props[:]
-    for key, value in ((METADATA_KEY, q.to_json()), (CONTRACT_SHA_KEY, q.sha256())):
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    proto.producer_name = "neurospeech"
-    proto.doc_string = f"neurospeech brain encoder {q.model_id}"
+    embed_contract(proto, q)
     onnx.save(proto, str(dst))
     q.save(sidecar_path(dst))
     info: dict[str, Any] = {"path": str(dst), "sha256": sha256_file(dst), "agreement": agree,

@@ -20,11 +20,13 @@ from .preprocessing import PreprocessingSpec, RobustScaler, WindowSpec
 
 __all__ = [
     "CONTRACT_FORMAT",
+    "CONTRACT_SHA_KEY",
     "METADATA_KEY",
     "ChannelMap",
     "ChannelSpec",
     "ModelContract",
     "SpeechSpec",
+    "embed_contract",
     "match_channels",
     "sha256_file",
     "unit_scale",
@@ -32,6 +34,20 @@ __all__ = [
 
 CONTRACT_FORMAT = 1
 METADATA_KEY = "neurospeech.contract"
+CONTRACT_SHA_KEY = METADATA_KEY + ".sha256"
+
+
+def embed_contract(proto: Any, contract: ModelContract) -> None:
+    """Write ``contract`` (and its sha256) into an ``onnx.ModelProto``'s metadata, replacing what was there.
+
+    Also sets ``producer_name`` and ``doc_string``. Used by the exporter and the quantizer.
+    """
+    del proto.metadata_props[:]
+    for key, value in ((METADATA_KEY, contract.to_json()), (CONTRACT_SHA_KEY, contract.sha256())):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "neurospeech"
+    proto.doc_string = f"neurospeech brain encoder {contract.model_id}"
 
 # multiplier from a unit string to SI (V for EEG, T for MEG magnetometers, T/m for gradiometers)
 _UNIT_SCALE = {

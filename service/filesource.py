@@ -117,9 +117,9 @@ def decode_raw(
     batch_size : int
         Windows encoded and scored together (1: exactly the live server's per-window calls).
     pipelined : bool
-        Encode and score each batch in a worker thread while this thread preprocesses the next one
-        (onnxruntime and the big numpy operations release the GIL, so two cores are used). Decisions come out
-        in the same order with the same values either way.
+        Run the encoder on each batch in a worker thread while this thread preprocesses the next batch and
+        scores the previous one (onnxruntime releases the GIL, so two cores are used). Decisions come out in
+        the same order with the same values either way.
     """
     model, bank, subject = artifacts or load_artifacts(
         settings.model, settings.bank, settings.subject, settings.intra_op_threads
