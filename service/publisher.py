@@ -259,8 +259,14 @@ class Publisher:
             return seq
 
     def stats(self) -> dict[str, Any]:
-        """Counters: ``sent``/``dropped``/``next_seq`` per topic, totals, bytes, state requests."""
+        """Counters: ``sent``/``dropped``/``next_seq`` per topic, totals, bytes, state requests.
+
+        Pending (un)subscriptions are read first, so ``subscribers`` counts every subscription that libzmq has
+        processed so far (one that a subscriber sent but the socket has not yet handled shows up later).
+        """
         with self._lock:
+            if not self._closed:
+                self._drain_subscriptions()
             return {
                 "sent": dict(self._sent),
                 "dropped": dict(self._dropped),
@@ -340,6 +346,8 @@ class Publisher:
     def _state_reply(self) -> bytes:
         with self._lock:
             self._state_requests += 1
+            if not self._closed:
+                self._drain_subscriptions()  # the socket is only ever used under the lock
             body = {
                 "schema": STATE_SCHEMA,
                 "t_sent": pylsl.local_clock(),
