@@ -150,8 +150,22 @@ def serve(
     show_default=True,
     help="Seconds fed per step (the result does not depend on it).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Threads that check, encode and score windows while the main thread reads and resamples "
+    "(0: one thread; the decisions do not depend on it).",
+)
 def decode_file(
-    recording: Path, config: Path | None, out: Path, events: Path | None, chunk_seconds: float, **opts: Any
+    recording: Path,
+    config: Path | None,
+    out: Path,
+    events: Path | None,
+    chunk_seconds: float,
+    workers: int,
+    **opts: Any,
 ) -> None:
     """Run the streaming pipeline over a recording file (FIF/EDF/BrainVision, BIDS runs) as fast as possible.
 
@@ -164,6 +178,7 @@ def decode_file(
 
     settings = load_settings(config, **opts)
     summary = run(
-        recording, out, settings, events=events, chunk_seconds=chunk_seconds, progress=sys.stderr.isatty()
+        recording, out, settings, events=events, chunk_seconds=chunk_seconds, progress=sys.stderr.isatty(),
+        workers=workers,
     )
     click.echo(json.dumps(summary, indent=1))

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
-import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import ConfigError, DataFormatError
 from .config import ServeSettings
 from .decoder import Decoder, load_artifacts
-from .pipeline import OnlinePipeline, QualitySettings, check_stream
+from .pipeline import OnlinePipeline, QualitySettings, WindowCut, WindowJob, check_stream
 
 __all__ = ["FileMarker", "decode_file", "decode_raw", "events_path_for", "iter_jobs", "read_raw", "read_word_markers"]
 
@@ -96,8 +96,8 @@ def decode_raw(
     chunk_seconds: float = 1.0,
     first_time: float = 0.0,
     artifacts: tuple[Any, Any, str] | None = None,
-    batch_size: int = 32,
-    pipelined: bool = True,
+    batch_size: int = 16,
+    workers: int = 2,
 ) -> Iterator[dict[str, Any]]:
     """Yield decode headers for a continuous recording.
 
@@ -116,21 +116,23 @@ def decode_raw(
         Chunk size fed to the pipeline (does not change the result).
     batch_size : int
         Windows encoded and scored together (1: exactly the live server's per-window calls).
-    pipelined : bool
-        Run the encoder on each batch in a worker thread while this thread preprocesses the next batch and
-        scores the previous one (onnxruntime releases the GIL, so two cores are used). Decisions come out in
-        the same order with the same values either way.
+    workers : int
+        Threads that check, scale, encode and score batches of windows while this thread filters, resamples
+        and cuts the next ones (onnxruntime and most numpy work release the GIL, so they run on separate
+        cores). 0: everything in this thread. Decisions come out in the same order with the same values
+        whatever the number.
     """
+    if workers < 0:
+        raise ConfigError(f"workers must be 0 or more, got {workers!r}")
     model, bank, subject = artifacts or load_artifacts(
         settings.model, settings.bank, settings.subject, settings.intra_op_threads
     )
-    decoder = Decoder(model, bank, subject, settings.topk)
-    runner = _BatchRunner(decoder, pipelined)
+    pipe = _open_pipeline(model.contract, names, sfreq, subject, settings, types, units, chunk_seconds)
+    runner = _BatchRunner(Decoder(model, bank, subject, settings.topk), pipe.assess, workers)
     try:
-        batch: list[Any] = []
-        for job in iter_jobs(data, sfreq, names, model.contract, subject, settings, markers, types, units,
-                             chunk_seconds, first_time):
-            batch.append(job)
+        batch: list[WindowCut] = []
+        for cut in _iter_cuts(pipe, data, sfreq, settings, markers, chunk_seconds, first_time):
+            batch.append(cut)
             if len(batch) >= batch_size:
                 yield from runner.submit(batch)
                 batch = []
@@ -153,13 +155,28 @@ def iter_jobs(
     units: list[str] | None = None,
     chunk_seconds: float = 1.0,
     first_time: float = 0.0,
-) -> Iterator[Any]:
+) -> Iterator[WindowJob]:
     """The windows the live pipeline cuts from a continuous recording, in decision order.
 
     Yields :class:`~neurospeech.service.pipeline.WindowJob` (``x`` of shape ``(n_channels, n_times)``, or
     None for a flagged window): every sliding window (one per hop) and, with ``markers``, every word-locked
     window. Parameters as in :func:`decode_raw` (``contract``: the model's contract).
     """
+    pipe = _open_pipeline(contract, names, sfreq, subject, settings, types, units, chunk_seconds)
+    for cut in _iter_cuts(pipe, data, sfreq, settings, markers, chunk_seconds, first_time):
+        yield pipe.assess(cut)[0]
+
+
+def _open_pipeline(
+    contract: Any,
+    names: list[str],
+    sfreq: float,
+    subject: str,
+    settings: ServeSettings,
+    types: list[str] | None,
+    units: list[str] | None,
+    chunk_seconds: float,
+) -> OnlinePipeline:
     cmap = check_stream(contract, names, sfreq, units, types, strict_rate=settings.strict_rate)
     need = contract.window.n_window / contract.window.sfreq + 2 * chunk_seconds + 2.0
     pipe = OnlinePipeline(
@@ -174,19 +191,32 @@ def iter_jobs(
         settings.clock_halftime,
     )
     pipe.clock.min_span = np.inf  # file times are exact: keep the nominal rate
+    return pipe
+
+
+def _iter_cuts(
+    pipe: OnlinePipeline,
+    data: np.ndarray,
+    sfreq: float,
+    settings: ServeSettings,
+    markers: list[FileMarker] | None,
+    chunk_seconds: float,
+    first_time: float,
+) -> Iterator[WindowCut]:
+    """Feed the recording in chunks; yield every window as soon as it is complete, in decision order."""
     pending = sorted(markers or [], key=lambda m: m.time)
     n = data.shape[1]
     step = max(1, round(chunk_seconds * sfreq))
     stamps_all = first_time + np.arange(n) / sfreq
     last_key = None
     for i in range(0, n, step):
-        # (n, C) in time order, contiguous: the pipeline reads it row-wise
-        pipe.process_chunk(np.ascontiguousarray(data[:, i : i + step].T), stamps_all[i : i + step])
+        # (n, C) in time order, as a view: the resampler's one copy of the chunk also transposes it
+        pipe.process_chunk(data[:, i : i + step].T, stamps_all[i : i + step])
         for key, start in pipe.due_sliding(last_key):
             last_key = key
-            job = pipe.make_job(start, "sliding")
-            if job is not None:
-                yield job
+            cut = pipe.cut(start, "sliding")
+            if cut is not None:
+                yield cut
         while pending:
             status, where = pipe.locate_anchor(pending[0].time)
             if status == "wait":
@@ -195,81 +225,50 @@ def iter_jobs(
             if status == "drop":
                 log.debug("word at %.3f s not decodable: %s", m.time, where)
                 continue
-            job = pipe.make_job(int(where), "word", dict(m.payload))
-            if job is not None:
-                yield job
+            cut = pipe.cut(int(where), "word", dict(m.payload))
+            if cut is not None:
+                yield cut
 
 
 class _BatchRunner:
-    """Decides batches in order; with ``threaded`` the encoder runs in a worker thread.
+    """Decides batches of cut windows, in order, in ``workers`` threads (0: in the caller).
 
-    The worker only runs the encoder (onnxruntime releases the GIL); scoring and the headers are done by the
-    caller when it collects a batch, which balances the two cores. At most two batches wait for the encoder
-    (bounded memory; the caller blocks when the worker is behind). An exception in the worker is re-raised in
-    the caller.
+    A worker checks and scales the windows (``assess``), runs the encoder and scores the bank; the caller
+    keeps reading the recording. At most ``workers + 1`` batches are in flight (bounded memory: the caller
+    waits for the oldest when the workers are behind). A worker's exception is re-raised in the caller when
+    its batch comes up.
     """
 
-    def __init__(self, decoder: Decoder, threaded: bool) -> None:
+    def __init__(self, decoder: Decoder, assess: Callable[[WindowCut], tuple[WindowJob, Any]], workers: int) -> None:
         self.decoder = decoder
-        self.threaded = threaded
-        self._todo: queue.Queue[tuple[list[Any], float] | None] = queue.Queue(maxsize=2)
-        self._done: queue.Queue[tuple[list[Any], float, Any, BaseException | None]] = queue.Queue()
-        self._n_submitted = self._n_done = 0
-        self._thread: threading.Thread | None = None
-        if threaded:
-            self._thread = threading.Thread(target=self._work, name="neurospeech-decode-file", daemon=True)
-            self._thread.start()
+        self.assess = assess
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="neurospeech-decode-file") if workers else None
+        self.max_pending = workers + 1
+        self.pending: deque[Future[list[dict[str, Any]]]] = deque()
 
-    def _work(self) -> None:
-        while (item := self._todo.get()) is not None:
-            jobs, t0 = item
-            try:
-                self._done.put((jobs, t0, self.decoder.encode_batch(jobs), None))
-            except BaseException as exc:  # handed to the caller, which re-raises it
-                self._done.put((jobs, t0, None, exc))
-                return
+    def _decide(self, cuts: list[WindowCut]) -> list[dict[str, Any]]:
+        t0 = time.perf_counter()
+        return self.decoder.finish_batch(jobs := [self.assess(c)[0] for c in cuts],
+                                         self.decoder.encode_batch(jobs), t0)
 
-    def _take(self, block: bool) -> list[dict[str, Any]]:
-        jobs, t0, z, exc = self._done.get(block=block)
-        self._n_done += 1
-        if exc is not None:
-            raise exc
-        return self.decoder.finish_batch(jobs, z, t0)
-
-    def submit(self, jobs: list[Any]) -> Iterator[dict[str, Any]]:
-        if not self.threaded:
-            yield from self.decoder.decide_batch(jobs)
+    def submit(self, cuts: list[WindowCut]) -> Iterator[dict[str, Any]]:
+        if self.pool is None:
+            yield from self._decide(cuts)
             return
-        item = (jobs, time.perf_counter())
-        while True:  # hand over, finishing whatever the encoder completed while we wait for room
-            try:
-                self._todo.put(item, timeout=0.05)
-                break
-            except queue.Full:
-                while not self._done.empty():
-                    yield from self._take(False)
-                if self._thread is not None and not self._thread.is_alive():
-                    yield from self._take(True)  # the worker died: re-raise its exception
-        self._n_submitted += 1
-        while not self._done.empty():
-            yield from self._take(False)
+        self.pending.append(self.pool.submit(self._decide, cuts))
+        while self.pending and (len(self.pending) > self.max_pending or self.pending[0].done()):
+            yield from self.pending.popleft().result()
 
     def finish(self) -> Iterator[dict[str, Any]]:
-        while self._n_done < self._n_submitted:
-            yield from self._take(True)
+        while self.pending:
+            yield from self.pending.popleft().result()
 
     def close(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            while True:
-                try:
-                    self._todo.put(None, timeout=0.05)
-                    break
-                except queue.Full:  # abandoned early: drop queued work so the worker can see the stop
-                    try:
-                        self._todo.get_nowait()
-                    except queue.Empty:
-                        pass
-            self._thread.join(timeout=10)
+        if self.pool is not None:
+            for f in self.pending:
+                f.cancel()
+            self.pending.clear()
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def decode_file(
@@ -279,8 +278,9 @@ def decode_file(
     events: str | Path | None = None,
     chunk_seconds: float = 1.0,
     progress: bool = False,
+    workers: int = 2,
 ) -> dict[str, Any]:
-    """Decode a recording file and write the decisions as JSON lines.
+    """Decode a recording file and write the decisions as JSON lines (``workers`` as in :func:`decode_raw`).
 
     Returns a summary: counts, word-level top-1/top-10 accuracy against the markers' segment ids (when known),
     seconds of data, wall time and the real-time factor.
@@ -314,7 +314,8 @@ def decode_file(
         last = 0.0
         for seq, h in enumerate(
             decode_raw(
-                data, sfreq, names, settings, markers, types, None, chunk_seconds, 0.0, (model, bank, subject)
+                data, sfreq, names, settings, markers, types, None, chunk_seconds, 0.0, (model, bank, subject),
+                workers=workers,
             )
         ):
             h = {

@@ -37,6 +37,7 @@ __all__ = [
     "ClockModel",
     "OnlinePipeline",
     "QualitySettings",
+    "WindowCut",
     "WindowJob",
     "assess_window",
     "check_stream",
@@ -316,6 +317,17 @@ class WindowJob:
     t_created: float = field(default_factory=time.perf_counter)
 
 
+@dataclass
+class WindowCut:
+    """A window copied out of the ring, not yet checked or scaled (see :meth:`OnlinePipeline.cut`)."""
+
+    kind: str
+    span: RingSpan
+    truth: dict[str, Any] | None
+    start: int
+    t_created: float
+
+
 # --------------------------------------------------------------------------------------------- pipeline
 class OnlinePipeline:
     """Stream chunks in (any rate, stream channel order, stream units), quality-checked windows out.
@@ -458,7 +470,7 @@ class OnlinePipeline:
             return 0
         stamps = np.asarray(stamps, dtype=np.float64)
         if self._identity:
-            x = np.array(raw, dtype=np.float64)
+            x = np.asarray(raw, dtype=np.float64)  # copied below only if non-finite values must be held
         else:
             x = np.asarray(raw)[:, self.index].astype(np.float64)
             x *= self.scale
@@ -480,8 +492,11 @@ class OnlinePipeline:
         elif self.clock.t_ref is None:
             return 0  # cannot place samples in time without a single finite stamp
         with self.lock:
-            finite = np.isfinite(x)
-            if not finite.all():
+            # a finite sum means every sample is finite (NaN/Inf propagate); one pass, no mask allocated
+            finite = None if math.isfinite(float(x.sum())) else np.isfinite(x)
+            if finite is not None and not finite.all():
+                if self._identity and np.shares_memory(x, raw):
+                    x = x.copy()  # never modify the caller's chunk
                 self._mark_nonfinite(x, finite)
             prev_last = self._last_raw
             self._last_raw = x[-1].copy()
@@ -573,23 +588,39 @@ class OnlinePipeline:
 
     def make_job(self, start: int, kind: str, truth: dict[str, Any] | None = None) -> WindowJob | None:
         """Cut, check and scale the window starting at global index ``start`` (None if it left the ring)."""
+        cut = self.cut(start, kind, truth)
+        if cut is None:
+            return None
+        job, bad = self.assess(cut)
+        if cut.span.continuous:  # a gap keeps the quality of the last window that had data
+            self.last_quality = bad
+        return job
+
+    def cut(self, start: int, kind: str, truth: dict[str, Any] | None = None) -> WindowCut | None:
+        """Copy the window starting at global index ``start`` out of the ring (None if it left the ring).
+
+        The first half of :meth:`make_job`; :meth:`assess` is the second. ``decode-file`` cuts in its reading
+        thread and assesses in its workers.
+        """
         t0 = time.perf_counter()
         try:
             span: RingSpan = self.ring.read(start, self.window.n_window)
         except IndexError:
             return None
+        return WindowCut(kind, span, truth, start, t0)
+
+    def assess(self, cut: WindowCut) -> tuple[WindowJob, dict[str, list[str]]]:
+        """Check and scale a cut window: the :class:`WindowJob` and its bad channels (name -> reasons).
+
+        Reads only settings fixed at construction, so it may run in another thread than the one feeding
+        :meth:`process_chunk`.
+        """
+        span = cut.span
+        times0, times1, newest = float(span.times[0]), float(span.times[-1]), float(span.newest[-1])
         if not span.continuous:
-            return WindowJob(
-                kind,
-                None,
-                ["gap", "skipped"],
-                float(span.times[0]),
-                float(span.times[-1]),
-                float(span.newest[-1]),
-                truth,
-                start,
-                t0,
-            )
+            job = WindowJob(cut.kind, None, ["gap", "skipped"], times0, times1, newest, cut.truth, cut.start,
+                            cut.t_created)
+            return job, {}
         x, flags, bad = assess_window(
             span.data.T,
             self.window,
@@ -601,18 +632,7 @@ class OnlinePipeline:
             span.bad.any(axis=0),
             None if span.stuck is None else span.stuck.mean(axis=0),
         )
-        self.last_quality = bad
-        return WindowJob(
-            kind,
-            x,
-            flags,
-            float(span.times[0]),
-            float(span.times[-1]),
-            float(span.newest[-1]),
-            truth,
-            start,
-            t0,
-        )
+        return WindowJob(cut.kind, x, flags, times0, times1, newest, cut.truth, cut.start, cut.t_created), bad
 
     def channel_quality(self) -> dict[str, Any]:
         """Per-channel quality of the last assessed window (for the status heartbeat)."""

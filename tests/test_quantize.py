@@ -94,12 +94,12 @@ def test_quantizing_twice_and_bad_windows_are_refused(art, quantized, tmp_path):
         quantize_model(art.model, tmp_path / "bad.onnx", x[:, :3])
 
 
-def test_pipelined_decode_file_gives_the_same_decisions_in_the_same_order(art):
+def test_decode_file_workers_give_the_same_decisions_in_the_same_order(art):
     settings = ServeSettings(model=str(art.model), bank=str(art.bank), hop=0.25)
     arts = load_artifacts(art.model, art.bank, None, 1)
     kw = {"markers": _markers(art), "artifacts": arts, "batch_size": 3}
-    a = list(decode_raw(art.data, art.sfreq, art.names, settings, pipelined=False, **kw))
-    b = list(decode_raw(art.data, art.sfreq, art.names, settings, pipelined=True, **kw))
+    a = list(decode_raw(art.data, art.sfreq, art.names, settings, workers=0, **kw))
+    b = list(decode_raw(art.data, art.sfreq, art.names, settings, workers=2, **kw))
     assert len(a) == len(b) > 50
     for x, y in zip(a, b, strict=True):
         assert (x["kind"], x["t_window_end"]) == (y["kind"], y["t_window_end"])
