@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ..contract import (
     CONTRACT_SHA_KEY,
@@ -80,7 +81,9 @@ class FoldedEncoder(nn.Module):
 
     def forward(self, brain: Tensor, subject_index: Tensor | None = None) -> Tensor:
         if self.single:
-            x = torch.matmul(self.matrix, brain) + self.bias[:, None]
+            # a 1x1 convolution rather than matmul + add: one fused op in onnxruntime, and one that its int8
+            # quantizer turns into an integer convolution (a MatMul with a constant left operand stays float)
+            x = F.conv1d(brain, self.matrix[:, :, None], self.bias)
         else:
             x = torch.matmul(self.matrix[subject_index], brain) + self.bias[subject_index][:, :, None]
         return self.trunk(x)

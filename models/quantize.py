@@ -55,7 +55,7 @@ def calibration_windows(model: str | Path, recording: str | Path, subject: str |
     x : array, shape (n, n_channels, n_times), float32
     """
     from ..service.config import ServeSettings
-    from ..service.filesource import iter_jobs, read_raw
+    from ..service.filesource import channel_types, iter_jobs, read_raw
     from ..service.model import EncoderModel
 
     enc = EncoderModel(model)
@@ -67,7 +67,7 @@ def calibration_windows(model: str | Path, recording: str | Path, subject: str |
         subject = contract.subjects[0]
     contract.scaler(subject)  # unknown subject: a clear error now
     raw = read_raw(Path(recording))
-    types = [t if t != "meg" else "mag" for t in raw.get_channel_types()]
+    types = channel_types(raw)
     settings = ServeSettings(model=str(model), subject=subject, hop=hop)
     xs = [j.x for j in iter_jobs(raw.get_data(), float(raw.info["sfreq"]), list(raw.ch_names), contract, subject,
                                  settings, types=types) if j.x is not None]

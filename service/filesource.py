@@ -27,7 +27,16 @@ from .config import ServeSettings
 from .decoder import Decoder, load_artifacts
 from .pipeline import OnlinePipeline, QualitySettings, WindowCut, WindowJob, check_stream
 
-__all__ = ["FileMarker", "decode_file", "decode_raw", "events_path_for", "iter_jobs", "read_raw", "read_word_markers"]
+__all__ = [
+    "FileMarker",
+    "channel_types",
+    "decode_file",
+    "decode_raw",
+    "events_path_for",
+    "iter_jobs",
+    "read_raw",
+    "read_word_markers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +92,11 @@ def read_raw(path: Path) -> Any:
     except Exception as exc:  # mne raises many types for unreadable files
         raise DataFormatError(f"cannot read {str(path)!r} with mne ({type(exc).__name__}: {exc})") from exc
     return raw
+
+
+def channel_types(raw: Any) -> list[str]:
+    """Contract channel types of an mne Raw (mne's generic ``meg`` -> ``mag``, the contract's magnetometer)."""
+    return [t if t != "meg" else "mag" for t in raw.get_channel_types()]
 
 
 def decode_raw(
@@ -295,7 +309,7 @@ def decode_file(
         raise ConfigError(f"events file {str(events)!r} does not exist")
     markers = read_word_markers(ev_path) if ev_path is not None else []
     names = list(raw.ch_names)
-    types = [t if t != "meg" else "mag" for t in raw.get_channel_types()]
+    types = channel_types(raw)
     data = raw.get_data()
     sfreq = float(raw.info["sfreq"])
     duration = data.shape[1] / sfreq

@@ -41,7 +41,7 @@ def build_artifacts(
 ) -> dict[str, Any]:
     """Export (or reuse) ``model.onnx`` + ``bank.npz`` for ``preset``; returns paths and provenance."""
     key = hashlib.sha256(
-        json.dumps([preset, n_candidates, n_channels, sfreq, score_dim, time_pool, seed, 1]).encode()
+        json.dumps([preset, n_candidates, n_channels, sfreq, score_dim, time_pool, seed, 2]).encode()
     ).hexdigest()[:10]
     d = Path(workdir) / f"{preset}-{key}"
     info_path = d / "artifacts.json"

@@ -58,6 +58,13 @@ def bench() -> None:
 @click.option("--threads", type=int, default=1, show_default=True, help="onnxruntime threads of the service.")
 @click.option("--no-decode-file", "skip_decode_file", is_flag=True, help="Skip the decode-file measurement.")
 @click.option(
+    "--decode-file-repeats",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="decode-file runs per configuration (the table shows the median).",
+)
+@click.option(
     "--bank-rank",
     "bank_rank",
     default="0",
