@@ -103,10 +103,10 @@ class Decoder:
         by the number of windows.
         """
         t0 = time.perf_counter()
-        return self.finish_batch(jobs, self.encode_batch(jobs), t0)
+        return self._score_batch(jobs, self._encode_batch(jobs), t0)
 
-    def encode_batch(self, jobs: list[WindowJob]) -> Any:
-        """The encoder part of :meth:`decide_batch`: latents ``(n_ok, F, T')`` of the jobs with data (or None)."""
+    def _encode_batch(self, jobs: list[WindowJob]) -> Any:
+        """Encoder part of :meth:`decide_batch`: latents ``(n_ok, F, T')`` of the jobs with data (or None)."""
         xs = [np.asarray(j.x) for j in jobs if j.x is not None]
         if not xs:
             return None
@@ -118,8 +118,8 @@ class Decoder:
                 self._batch_ok = False
         return np.stack([self.model.encode(x, self.subject_index) for x in xb])
 
-    def finish_batch(self, jobs: list[WindowJob], z: Any, t0: float) -> list[dict[str, Any]]:
-        """The scoring part of :meth:`decide_batch`, given :meth:`encode_batch`'s latents (``t0``: start time)."""
+    def _score_batch(self, jobs: list[WindowJob], z: Any, t0: float) -> list[dict[str, Any]]:
+        """Scoring part of :meth:`decide_batch`, given :meth:`_encode_batch`'s latents (``t0``: start time)."""
         idx = [i for i, j in enumerate(jobs) if j.x is not None]
         zs: Any = [None] * len(jobs)
         scores: Any = [None] * len(jobs)

@@ -261,9 +261,7 @@ class _BatchRunner:
         self.pending: deque[Future[list[dict[str, Any]]]] = deque()
 
     def _decide(self, cuts: list[WindowCut]) -> list[dict[str, Any]]:
-        t0 = time.perf_counter()
-        return self.decoder.finish_batch(jobs := [self.assess(c)[0] for c in cuts],
-                                         self.decoder.encode_batch(jobs), t0)
+        return self.decoder.decide_batch([self.assess(c)[0] for c in cuts])
 
     def submit(self, cuts: list[WindowCut]) -> Iterator[dict[str, Any]]:
         if self.pool is None:
