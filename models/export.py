@@ -50,7 +50,8 @@ __all__ = ["FoldedEncoder", "build_contract", "export_onnx", "export_run", "read
 
 log = logging.getLogger(__name__)
 
-OPSET = 17
+OPSET = 20  # 20: GELU is one Gelu node, which the int8 quantizer leaves in float (17 decomposes it into
+#          Div/Erf/Add/Mul/Mul that it quantizes one by one: 1.5x slower int8 encoder, measured)
 INPUT_BRAIN = "brain"
 INPUT_SUBJECT = "subject_index"
 OUTPUT = "latent"

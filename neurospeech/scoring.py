@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 from .errors import ArtifactError, ConfigError, DataFormatError
 
-__all__ = ["BANK_FORMAT", "CandidateBank", "normalise_candidates", "softmax", "topk"]
+__all__ = ["BANK_FORMAT", "CandidateBank", "normalise_candidates", "softmax", "topk", "topk_softmax"]
 
 BANK_FORMAT = 1
 
@@ -49,6 +49,39 @@ def softmax(scores: NDArray[np.floating[Any]], axis: int = -1) -> NDArray[np.flo
     s = s - s.max(axis=axis, keepdims=True)
     e = np.exp(s)
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def topk_softmax(
+    scores: NDArray[np.floating[Any]], k: int
+) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.float64]]:
+    """The ``k`` best candidates of each row with their scores and softmax probabilities, in one pass.
+
+    Parameters
+    ----------
+    scores : array, shape (B, n) or (n,)
+    k : int
+
+    Returns
+    -------
+    idx : array of int64, shape (B, k)
+        Best first (equal scores: lower index first).
+    best : array of float32, shape (B, k)
+        Their scores.
+    probs : array of float64, shape (B, k)
+        Their softmax probabilities over all ``n`` candidates (:func:`softmax`, computed with float32
+        exponentials and a float64 sum: the full probability vector is never built).
+    """
+    s = np.atleast_2d(np.asarray(scores, dtype=np.float32))
+    k = min(int(k), s.shape[-1])
+    rows = np.arange(s.shape[0])[:, None]
+    part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+    ps = s[rows, part]
+    key = np.lexsort((part, -ps), axis=-1)  # best first, equal scores by candidate index
+    idx, best = part[rows, key], ps[rows, key]
+    e = s - s.max(axis=1, keepdims=True)
+    np.exp(e, out=e)
+    probs = e[rows, idx].astype(np.float64) / e.sum(axis=1, dtype=np.float64)[:, None]
+    return idx.astype(np.int64), best, probs
 
 
 def topk(scores: NDArray[np.floating[Any]], k: int) -> NDArray[np.int64]:

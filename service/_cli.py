@@ -56,6 +56,9 @@ def _common(f: Any) -> Any:
         click.option(
             "--threads", "intra_op_threads", type=int, default=None, help="onnxruntime intra-op threads [1]."
         ),
+        click.option(
+            "--blas-threads", type=int, default=None, help="numpy BLAS threads (resampler, scoring) [1]."
+        ),
     ]
     for o in reversed(opts):
         f = o(f)

@@ -22,7 +22,7 @@ __all__ = ["SECTIONS", "ServeSettings", "load_settings"]
 
 #: TOML section -> the ServeSettings fields it may hold
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "model": ("model", "bank", "subject", "intra_op_threads"),
+    "model": ("model", "bank", "subject", "intra_op_threads", "blas_threads"),
     "stream": (
         "stream_name",
         "stream_type",
@@ -69,6 +69,10 @@ class ServeSettings:
         Subject whose robust scaler (and subject-layer index) is used; None: the model's only subject.
     intra_op_threads : int
         onnxruntime intra-op threads (1: leaves the other core to acquisition and publishing).
+    blas_threads : int
+        Threads of numpy's BLAS (resampler, bank scoring) while serving or decoding a file. 1: the service's
+        own threads already keep the cores busy; a BLAS pool per matrix product on top of them oversubscribes
+        the cores (decode-file ran ~2x slower on 2 cores with OpenBLAS's default of one thread per core).
     stream_name, stream_type, source_id : str or None
         LSL query (at least one). After a loss the stream is re-resolved by ``source_id`` when it has one.
     resolve_timeout : float
@@ -129,6 +133,7 @@ class ServeSettings:
     bank: Path = Path("bank.npz")
     subject: str | None = None
     intra_op_threads: int = 1
+    blas_threads: int = 1
     stream_name: str | None = None
     stream_type: str | None = None
     source_id: str | None = None
@@ -206,6 +211,7 @@ class ServeSettings:
         fraction("max_bad_fraction")
         integer("topk", 1, 1000)
         integer("intra_op_threads", 1, 64)
+        integer("blas_threads", 1, 64)
         integer("max_buflen", 1, 360)
         integer("chunk_samples", 0, 1_000_000)
         integer("n_neighbours", 1, 64)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, ContractMismatchError
-from ..scoring import CandidateBank, softmax, topk
+from ..scoring import CandidateBank, topk_softmax
 from .model import EncoderModel
 from .pipeline import WindowJob
 
@@ -93,24 +93,32 @@ class Decoder:
             ``{"latent": (F, T')}`` when ``with_latent``, else empty.
         """
         z = self.model.encode(job.x, self.subject_index) if job.x is not None else None
-        return self._finish(job, z, None if z is None else self.bank.scores(z), with_latent)
+        ranked = None
+        if z is not None:
+            best, score, prob = topk_softmax(self.bank.scores(z), self.k)
+            ranked = (best[0], score[0], prob[0])
+        return self._finish(job, z, ranked, with_latent)
 
-    def decide_batch(self, jobs: list[WindowJob]) -> list[dict[str, Any]]:
+    def decide_batch(self, jobs: list[WindowJob], batch: Any = None) -> list[dict[str, Any]]:
         """Decode several windows at once (one encoder call, one matrix product against the bank).
 
         Gives the same decisions as :meth:`decide` one by one (up to float rounding), much faster offline: the
         bank is read once per batch instead of once per window. ``processing_ms`` is the batch time divided
-        by the number of windows.
+        by the number of windows. ``batch``: the jobs' windows already stacked, ``(len(jobs), C, T)``
+        float32, when every job has one (saves a copy of the batch).
         """
         t0 = time.perf_counter()
-        return self._score_batch(jobs, self._encode_batch(jobs), t0)
+        return self._score_batch(jobs, self._encode_batch(jobs, batch), t0)
 
-    def _encode_batch(self, jobs: list[WindowJob]) -> Any:
+    def _encode_batch(self, jobs: list[WindowJob], batch: Any = None) -> Any:
         """Encoder part of :meth:`decide_batch`: latents ``(n_ok, F, T')`` of the jobs with data (or None)."""
-        xs = [np.asarray(j.x) for j in jobs if j.x is not None]
-        if not xs:
-            return None
-        xb = np.stack(xs)
+        if batch is not None and len(batch) == len(jobs) and all(j.x is not None for j in jobs):
+            xb = np.asarray(batch, dtype=np.float32)
+        else:
+            xs = [np.asarray(j.x) for j in jobs if j.x is not None]
+            if not xs:
+                return None
+            xb = np.stack(xs)
         if self._batch_ok:
             try:
                 return self.model.encode(xb, self.subject_index)
@@ -124,9 +132,9 @@ class Decoder:
         zs: Any = [None] * len(jobs)
         scores: Any = [None] * len(jobs)
         if idx:
-            s = self.bank.scores(z)
+            ranked = topk_softmax(self.bank.scores(z), self.k)
             for k, i in enumerate(idx):
-                zs[i], scores[i] = z[k], s[k]
+                zs[i], scores[i] = z[k], (ranked[0][k], ranked[1][k], ranked[2][k])
         share = (time.perf_counter() - t0) / max(1, len(jobs))
         out = []
         for i, job in enumerate(jobs):
@@ -135,13 +143,13 @@ class Decoder:
         return out
 
     def _finish(
-        self, job: WindowJob, z: Any, scores: Any, with_latent: bool
+        self, job: WindowJob, z: Any, ranked: Any, with_latent: bool
     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """``ranked``: ``(indices, scores, probabilities)`` of the window's top-k (:func:`topk_softmax`)."""
         arrays: dict[str, np.ndarray] = {}
         entries: list[dict[str, Any]] = []
         if z is not None:
-            probs = softmax(scores)
-            best = topk(scores, self.k)
+            best, score, prob = ranked
             entries = [
                 {
                     "rank": r + 1,
@@ -149,10 +157,10 @@ class Decoder:
                     "word": self._words[i],
                     "sound": self._sounds[i],
                     "sound_time": float(self._times[i]),
-                    "score": float(scores[i]),
-                    "prob": float(probs[i]),
+                    "score": float(score[r]),
+                    "prob": float(prob[r]),
                 }
-                for r, i in enumerate(best)
+                for r, i in enumerate(best.tolist())
             ]
             if with_latent:
                 arrays["latent"] = np.asarray(z, dtype=np.float32)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ..errors import ConfigError, DataFormatError
 from .config import ServeSettings
@@ -142,7 +143,10 @@ def decode_raw(
         settings.model, settings.bank, settings.subject, settings.intra_op_threads
     )
     pipe = _open_pipeline(model.contract, names, sfreq, subject, settings, types, units, chunk_seconds)
-    runner = _BatchRunner(Decoder(model, bank, subject, settings.topk), pipe.assess, workers)
+    runner = _BatchRunner(
+        Decoder(model, bank, subject, settings.topk), pipe.assess, workers,
+        (pipe.n_channels, model.contract.window.n_times),
+    )
     try:
         batch: list[WindowCut] = []
         for cut in _iter_cuts(pipe, data, sfreq, settings, markers, chunk_seconds, first_time):
@@ -253,15 +257,22 @@ class _BatchRunner:
     its batch comes up.
     """
 
-    def __init__(self, decoder: Decoder, assess: Callable[[WindowCut], tuple[WindowJob, Any]], workers: int) -> None:
+    def __init__(
+        self, decoder: Decoder, assess: Callable[[WindowCut, Any], tuple[WindowJob, Any]], workers: int,
+        window_shape: tuple[int, int],
+    ) -> None:
         self.decoder = decoder
         self.assess = assess
+        self.window_shape = window_shape
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="neurospeech-decode-file") if workers else None
         self.max_pending = workers + 1
         self.pending: deque[Future[list[dict[str, Any]]]] = deque()
 
     def _decide(self, cuts: list[WindowCut]) -> list[dict[str, Any]]:
-        return self.decoder.decide_batch([self.assess(c)[0] for c in cuts])
+        # windows are scaled straight into the encoder's batch (no per-window array, no stacking copy)
+        batch = np.empty((len(cuts), *self.window_shape), dtype=np.float32)
+        jobs = [self.assess(c, batch[i])[0] for i, c in enumerate(cuts)]
+        return self.decoder.decide_batch(jobs, batch)
 
     def submit(self, cuts: list[WindowCut]) -> Iterator[dict[str, Any]]:
         if self.pool is None:
@@ -295,12 +306,15 @@ def decode_file(
     """Decode a recording file and write the decisions as JSON lines (``workers`` as in :func:`decode_raw`).
 
     Returns a summary: counts, word-level top-1/top-10 accuracy against the markers' segment ids (when known),
-    seconds of data, wall time and the real-time factor.
+    seconds of data, ``read_s`` (reading the file into memory with mne), ``wall_s`` (running the pipeline over
+    it: resampling, windows, encoder, scoring, writing the decisions) and ``realtime_factor`` =
+    seconds / wall_s.
     """
     path = Path(path)
     model, bank, subject = load_artifacts(
         settings.model, settings.bank, settings.subject, settings.intra_op_threads
     )
+    t_read = time.perf_counter()
     raw = read_raw(path)
     ev_path = Path(events) if events is not None else events_path_for(path)
     if events is not None and not Path(events).is_file():
@@ -311,6 +325,7 @@ def decode_file(
     data = raw.get_data()
     sfreq = float(raw.info["sfreq"])
     duration = data.shape[1] / sfreq
+    read_s = time.perf_counter() - t_read
     fh: IO[str]
     own = not hasattr(out, "write")
     fh = open(out, "w", encoding="utf-8") if own else out  # type: ignore[arg-type,assignment]
@@ -318,39 +333,41 @@ def decode_file(
     top1 = top10 = n_words = 0
     t0 = time.perf_counter()
     try:
-        bar = None
-        if progress:
-            from tqdm import tqdm
+        # BLAS pools on top of the worker threads oversubscribe the cores (see ServeSettings.blas_threads)
+        with threadpool_limits(settings.blas_threads, user_api="blas"):
+            bar = None
+            if progress:
+                from tqdm import tqdm
 
-            bar = tqdm(total=round(duration), unit="s", desc=path.name)
-        last = 0.0
-        for seq, h in enumerate(
-            decode_raw(
-                data, sfreq, names, settings, markers, types, None, chunk_seconds, 0.0, (model, bank, subject),
-                workers=workers,
-            )
-        ):
-            h = {
-                "schema": "neurospeech.v1.decode",
-                "seq": seq,
-                "model_id": model.contract.model_id,
-                "model_sha256": model.sha256,
-                **h,
-            }
-            fh.write(json.dumps(h, separators=(",", ":")) + "\n")
-            counts[h["kind"]] += 1
-            if not h["topk"]:
-                counts["flagged"] += 1
-            if h["kind"] == "word" and h["topk"]:
-                n_words += 1
-                ids = [c["id"] for c in h["topk"]]
-                top1 += ids[0] == h["truth"]["segment_id"]
-                top10 += h["truth"]["segment_id"] in ids[:10]
-            if bar is not None and h["t_window_end"] - last >= 1:
-                bar.update(int(h["t_window_end"] - last))
-                last = float(int(h["t_window_end"]))
-        if bar is not None:
-            bar.close()
+                bar = tqdm(total=round(duration), unit="s", desc=path.name)
+            last = 0.0
+            for seq, h in enumerate(
+                decode_raw(
+                    data, sfreq, names, settings, markers, types, None, chunk_seconds, 0.0, (model, bank, subject),
+                    workers=workers,
+                )
+            ):
+                h = {
+                    "schema": "neurospeech.v1.decode",
+                    "seq": seq,
+                    "model_id": model.contract.model_id,
+                    "model_sha256": model.sha256,
+                    **h,
+                }
+                fh.write(json.dumps(h, separators=(",", ":")) + "\n")
+                counts[h["kind"]] += 1
+                if not h["topk"]:
+                    counts["flagged"] += 1
+                if h["kind"] == "word" and h["topk"]:
+                    n_words += 1
+                    ids = [c["id"] for c in h["topk"]]
+                    top1 += ids[0] == h["truth"]["segment_id"]
+                    top10 += h["truth"]["segment_id"] in ids[:10]
+                if bar is not None and h["t_window_end"] - last >= 1:
+                    bar.update(int(h["t_window_end"] - last))
+                    last = float(int(h["t_window_end"]))
+            if bar is not None:
+                bar.close()
     finally:
         if own:
             fh.close()
@@ -358,6 +375,7 @@ def decode_file(
     return {
         "file": str(path),
         "seconds": duration,
+        "read_s": read_s,
         "wall_s": wall,
         "realtime_factor": duration / wall if wall > 0 else float("inf"),
         "decisions": counts,

@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 from ..contract import ChannelMap, ModelContract, match_channels
 from ..errors import ConfigError, ContractMismatchError
-from ..preprocessing import RobustScaler, StreamPreprocessor, WindowSpec, preprocess_window
+from ..preprocessing import RobustScaler, StreamPreprocessor, WindowSpec, preprocess_window, window_scaling
 from .ringbuffer import RingBuffer, RingSpan
 
 __all__ = [
@@ -197,6 +197,7 @@ def assess_window(
     positions: NDArray[np.float64] | None = None,
     bad_input: NDArray[np.bool_] | None = None,
     stuck_fraction: NDArray[np.float64] | None = None,
+    out: NDArray[np.float32] | None = None,
 ) -> tuple[NDArray[np.float32] | None, list[str], dict[str, list[str]]]:
     """Check and prepare one window for the model.
 
@@ -215,6 +216,8 @@ def assess_window(
         Channels whose samples were computed from non-finite input.
     stuck_fraction : array, shape (n_channels,), or None
         Fraction of the window's samples whose raw sample repeated its predecessor exactly (clipping).
+    out : array, shape (n_channels, n_times) float32, or None
+        Where to write the model input (e.g. a row of the encoder's batch).
 
     Returns
     -------
@@ -228,26 +231,35 @@ def assess_window(
     """
     w = np.asarray(raw_window, dtype=np.float32)
     n_ch = w.shape[0]
-    hi = w.max(axis=1)
-    lo = w.min(axis=1)
+    lag = window.n_lag
+
+    def extremes(w: NDArray[np.float32]) -> tuple[Any, Any, Any, Any]:
+        # of the model part (what the model sees) and of the whole window (the flat check), in 2 passes
+        hi_m, lo_m = w[:, lag:].max(axis=1), w[:, lag:].min(axis=1)
+        if lag:
+            return hi_m, lo_m, np.maximum(hi_m, w[:, :lag].max(axis=1)), np.minimum(lo_m, w[:, :lag].min(axis=1))
+        return hi_m, lo_m, hi_m, lo_m
+
+    hi_m, lo_m, hi, lo = extremes(w)
     # max/min are NaN (or +-inf) for a row holding any non-finite value: no extra pass over the window
     nonfinite: NDArray[np.bool_] = ~(np.isfinite(hi) & np.isfinite(lo))
     if bad_input is not None:
         nonfinite |= bad_input
     if nonfinite.any():
         w = np.where(nonfinite[:, None] | ~np.isfinite(w), 0.0, w).astype(np.float32)
-        hi = w.max(axis=1)
-        lo = w.min(axis=1)
+        hi_m, lo_m, hi, lo = extremes(w)
     ptp = hi.astype(np.float64) - lo
     flat = (ptp <= quality.flat_rel * scaler.scale) & ~nonfinite
     if stuck_fraction is None:
         saturated = np.zeros(n_ch, dtype=bool)
     else:
         saturated = (stuck_fraction >= quality.saturation_fraction) & ~flat & ~nonfinite
-    x = preprocess_window(w, window, scaler.center, scaler.scale, clamp=np.inf)
-    peak = np.maximum(x.max(axis=1), -x.min(axis=1))
+    # the largest |scaled value| before the clamp, from the raw extremes: scaling is monotonic per channel and
+    # done in the same float32 steps as preprocess_window, so this equals max |x| of the unclamped window
+    off, gain = window_scaling(w, window, scaler.center, scaler.scale)
+    peak = np.maximum(np.abs((hi_m[:, None] - off) * gain), np.abs((lo_m[:, None] - off) * gain))[:, 0]
     artefact = (peak > quality.artefact_threshold) & ~nonfinite & ~flat
-    np.clip(x, -clamp, clamp, out=x)
+    x = preprocess_window(w, window, scaler.center, scaler.scale, clamp=clamp, out=out)
     bad_mask = nonfinite | flat | saturated | artefact
     if not bad_mask.any():
         return x, [], {}
@@ -280,6 +292,13 @@ def assess_window(
             x[i] = 0.0
     flags.append("interpolated:" + ",".join(names[i] for i in np.flatnonzero(bad_mask)[:20]))
     return x, flags, bad
+
+
+def _stuck_fraction(stuck: NDArray[np.bool_] | None) -> NDArray[np.float64] | None:
+    """Per-channel fraction of stuck samples of a span ``(n, n_channels)``; None when none is stuck."""
+    if stuck is None or not stuck.any():
+        return None
+    return np.count_nonzero(stuck, axis=0) / stuck.shape[0]
 
 
 # --------------------------------------------------------------------------------------------- jobs
@@ -470,7 +489,11 @@ class OnlinePipeline:
             return 0
         stamps = np.asarray(stamps, dtype=np.float64)
         if self._identity:
-            x = np.asarray(raw, dtype=np.float64)  # copied below only if non-finite values must be held
+            # any float dtype as it comes (the resampler converts while it copies); copied below only if
+            # non-finite values must be held
+            x = np.asarray(raw)
+            if not np.issubdtype(x.dtype, np.floating):
+                x = x.astype(np.float64)
         else:
             x = np.asarray(raw)[:, self.index].astype(np.float64)
             x *= self.scale
@@ -501,9 +524,11 @@ class OnlinePipeline:
             prev_last = self._last_raw
             self._last_raw = x[-1].copy()
             self._last_finite = x[-1].copy()
-            y = self.pre.process(x)
+            # channel-major from here (a file's chunk (C, n) arrives as its transposed view: no copy); the ring
+            # stores channel-major too
+            y = self.pre.process_channels(x.T)  # (C, n_out) float32
             m0 = self.seg_n_out
-            m1 = m0 + len(y)
+            m1 = m0 + y.shape[1]
             n_before = self.seg_n_raw
             self.seg_n_raw += n
             if m1 == m0:
@@ -520,7 +545,7 @@ class OnlinePipeline:
             if active.any():
                 m = np.arange(m0, m1)[:, None]
                 bad = (m >= self._bad_from[None, :]) & (m < self._bad_until[None, :])
-            self.ring.write(y.astype(np.float32), times, self.seg, bad, newest=self.t_newest_raw, stuck=stuck)
+            self.ring.write(y.T, times, self.seg, bad, newest=self.t_newest_raw, stuck=stuck)
             self.seg_n_out = m1
             return m1 - m0
 
@@ -609,11 +634,14 @@ class OnlinePipeline:
             return None
         return WindowCut(kind, span, truth, start, t0)
 
-    def assess(self, cut: WindowCut) -> tuple[WindowJob, dict[str, list[str]]]:
+    def assess(
+        self, cut: WindowCut, out: NDArray[np.float32] | None = None
+    ) -> tuple[WindowJob, dict[str, list[str]]]:
         """Check and scale a cut window: the :class:`WindowJob` and its bad channels (name -> reasons).
 
         Reads only settings fixed at construction, so it may run in another thread than the one feeding
-        :meth:`process_chunk`.
+        :meth:`process_chunk`. ``out``: where to write the model input, shape ``(n_channels, n_times)``
+        float32 (e.g. a row of the encoder's batch); the job's ``x`` is then ``out``.
         """
         span = cut.span
         times0, times1, newest = float(span.times[0]), float(span.times[-1]), float(span.newest[-1])
@@ -629,8 +657,9 @@ class OnlinePipeline:
             self.quality,
             self.names,
             self.positions,
-            span.bad.any(axis=0),
-            None if span.stuck is None else span.stuck.mean(axis=0),
+            span.bad.any(axis=0) if span.bad.any() else None,  # whole-span test first: ~5x cheaper
+            _stuck_fraction(span.stuck),
+            out,
         )
         return WindowJob(cut.kind, x, flags, times0, times1, newest, cut.truth, cut.start, cut.t_created), bad
 

@@ -27,16 +27,19 @@ class RingSpan:
     start : int
         Global index of the first sample.
     data : array, shape (n, n_channels)
+        A transposed view of a channel-major copy: ``data.T`` is C-contiguous ``(n_channels, n)``, the model's
+        layout (window checks and scaling run on it without a strided pass).
     times : array, shape (n,)
         Time of each sample (LSL clock).
     seg : array of int64, shape (n,)
         Continuous-segment number of each sample (changes at a gap or reconnection).
     bad : array of bool, shape (n, n_channels)
-        Samples computed from non-finite input.
+        Samples computed from non-finite input (channel-major like ``data``).
     newest : array, shape (n,)
         LSL stamp of the newest raw sample consumed when each sample was produced (for latency).
     stuck : array of bool, shape (n, n_channels)
-        The raw sample behind each sample repeated its predecessor exactly (clipping / stuck ADC).
+        The raw sample behind each sample repeated its predecessor exactly (clipping / stuck ADC)
+        (channel-major like ``data``).
     """
 
     __slots__ = ("bad", "data", "newest", "seg", "start", "stuck", "times")
@@ -69,6 +72,11 @@ class RingBuffer:
         Channels per sample.
     dtype : numpy dtype
         Sample type (float32, as the offline path stores model-rate data).
+
+    Notes
+    -----
+    Samples are stored channel-major, ``(n_channels, capacity)``: each sample is transposed once when written,
+    instead of once per window that contains it when read (at a 0.25 s hop every sample is in 12 windows).
     """
 
     def __init__(self, capacity: int, n_channels: int, dtype: Any = np.float32) -> None:
@@ -78,12 +86,12 @@ class RingBuffer:
             )
         self.capacity = int(capacity)
         self.n_channels = int(n_channels)
-        self._data = np.zeros((self.capacity, self.n_channels), dtype=dtype)
+        self._data = np.zeros((self.n_channels, self.capacity), dtype=dtype)
         self._times = np.zeros(self.capacity, dtype=np.float64)
         self._seg = np.full(self.capacity, -1, dtype=np.int64)
-        self._bad = np.zeros((self.capacity, self.n_channels), dtype=bool)
+        self._bad = np.zeros((self.n_channels, self.capacity), dtype=bool)
         self._newest = np.full(self.capacity, np.nan, dtype=np.float64)
-        self._stuck = np.zeros((self.capacity, self.n_channels), dtype=bool)
+        self._stuck = np.zeros((self.n_channels, self.capacity), dtype=bool)
         self._count = 0
         self._lock = threading.Lock()
 
@@ -153,18 +161,18 @@ class RingBuffer:
             ):
                 if src.stop - src.start <= 0:
                     continue
-                self._data[dst] = data[src]
+                self._data[:, dst] = data[src].T
                 self._times[dst] = times[src]
                 self._seg[dst] = seg
                 self._newest[dst] = newest
                 if bad is None:
-                    self._bad[dst] = False
+                    self._bad[:, dst] = False
                 else:
-                    self._bad[dst] = bad[src]
+                    self._bad[:, dst] = bad[src].T
                 if stuck is None:
-                    self._stuck[dst] = False
+                    self._stuck[:, dst] = False
                 else:
-                    self._stuck[dst] = stuck[src]
+                    self._stuck[:, dst] = stuck[src].T
             self._count += n
             return self._count
 
@@ -187,21 +195,21 @@ class RingBuffer:
                 sl = slice(i0, i0 + n)
                 return RingSpan(
                     start,
-                    self._data[sl].copy(),
+                    self._data[:, sl].copy().T,
                     self._times[sl].copy(),
                     self._seg[sl].copy(),
-                    self._bad[sl].copy(),
+                    self._bad[:, sl].copy().T,
                     self._newest[sl].copy(),
-                    self._stuck[sl].copy(),
+                    self._stuck[:, sl].copy().T,
                 )
             return RingSpan(
                 start,
-                self._data[idx],
+                np.ascontiguousarray(self._data[:, idx]).T,
                 self._times[idx],
                 self._seg[idx],
-                self._bad[idx],
+                np.ascontiguousarray(self._bad[:, idx]).T,
                 self._newest[idx],
-                self._stuck[idx],
+                np.ascontiguousarray(self._stuck[:, idx]).T,
             )
 
     def read_meta(self, start: int, n: int) -> tuple[NDArray[np.float64], NDArray[np.int64]]:

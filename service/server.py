@@ -36,6 +36,7 @@ from collections import deque
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ..errors import ConfigError, ContractMismatchError, NeurospeechError, TransportError
 from .acquisition import DataInlet, Marker, MarkerInlet, StreamDescription, _pylsl, resolve_stream
@@ -226,10 +227,11 @@ class Server:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 handlers[sig] = signal.signal(sig, self._on_signal)
         try:
-            self.start()
-            while not self._stop.wait(0.05):
-                pass
-            self.join(1.0)
+            with threadpool_limits(self.settings.blas_threads, user_api="blas"):
+                self.start()
+                while not self._stop.wait(0.05):
+                    pass
+                self.join(1.0)
         finally:
             for sig, h in handlers.items():
                 signal.signal(sig, h)

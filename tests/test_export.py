@@ -122,3 +122,23 @@ def test_tampered_contract_is_refused(tmp_path):
     onnx.save(proto, str(path))
     with pytest.raises(ArtifactError):
         read_contract(path)
+
+
+def test_quantized_real_encoder_keeps_gelu_in_float(tmp_path):
+    """The exported encoder (opset 20) has one Gelu node per GELU; int8 quantization leaves those in float,
+    quantizing the convolutions only (opset 17's Div/Erf/Add/Mul/Mul got quantized one op at a time: slower)."""
+    import onnx
+    from neurospeech.models.quantize import quantize_model
+
+    model = _model("efficient", 1, 8, 7)
+    contract = build_contract(synthetic_meta("efficient", ["01"], 8, 7), subject="01")
+    path = tmp_path / "enc.onnx"
+    export_onnx(model, contract, path, subject_index=0)
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert "Gelu" in ops and "Erf" not in ops, sorted(set(ops))
+    x = np.random.default_rng(2).normal(size=(24, C, T)).astype(np.float32)
+    info = quantize_model(path, tmp_path / "enc.int8.onnx", x)
+    qops = [n.op_type for n in onnx.load(str(tmp_path / "enc.int8.onnx")).graph.node]
+    assert qops.count("Gelu") == ops.count("Gelu") and "Erf" not in qops
+    assert "QuantizeLinear" in qops and "DequantizeLinear" in qops
+    assert info["agreement"]["cosine_median"] > 0.98, info["agreement"]

@@ -51,6 +51,25 @@ def test_resampler_matches_scipy_upfirdn(sfreq):
 
 
 @pytest.mark.parametrize("sfreq", [1200.0, 1000.0, 250.0])
+def test_float32_resampler_keeps_a_small_signal_on_a_large_offset(sfreq):
+    """EEG-like: 50 mV DC offsets, 10 uV signals. float32 around zero would keep ~3 nV steps of a 50 mV value;
+    around the first sample it keeps the signal to float32 precision (the service's and trainer's path)."""
+    rng = np.random.default_rng(4)
+    x = 1e-5 * rng.standard_normal((4000, 3)) + np.array([0.05, -0.03, 0.0])
+    exact = StreamingResampler(sfreq, 120.0, 3).process(x)
+    r32 = StreamingResampler(sfreq, 120.0, 3, dtype=np.float32)
+    ours = np.concatenate([r32.process(x[i : i + 211]) for i in range(0, len(x), 211)])
+    assert ours.dtype == np.float32 and ours.shape == exact.shape
+    # the float32 result itself stores 50 mV with ~3.7 nV steps: compare to that, not to float64
+    step = np.spacing(np.float32(0.05))
+    assert np.max(np.abs(ours - exact)) <= 2 * step
+    # and channel-major chunks give the same numbers
+    rc = StreamingResampler(sfreq, 120.0, 3, dtype=np.float32)
+    cm = np.concatenate([rc.process_channels(x[i : i + 211].T) for i in range(0, len(x), 211)], axis=1)
+    np.testing.assert_array_equal(cm.T, ours)
+
+
+@pytest.mark.parametrize("sfreq", [1200.0, 1000.0, 250.0])
 def test_resampler_output_times_are_exact(sfreq):
     t = np.arange(int(sfreq * 20)) / sfreq
     x = np.sin(2 * np.pi * 5.0 * t)[:, None]
@@ -77,7 +96,8 @@ def test_highpass_removes_offset_and_is_chunk_invariant():
     whole = a.process(x)
     a.reset()
     parts = [a.process(x[i : i + 37]) for i in range(0, len(x), 37)]
-    assert np.allclose(whole, np.concatenate(parts), atol=1e-9)
+    # float32 model-rate output: the same up to float32 rounding of the filtered signal
+    np.testing.assert_allclose(np.concatenate(parts), whole, rtol=0, atol=1e-6 * np.abs(whole).max())
     assert abs(whole[-100:].mean()) < 1.0
 
 

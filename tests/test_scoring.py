@@ -71,3 +71,21 @@ def test_compression_of_a_full_rank_bank_loses_energy():
     _, bank = _bank(n=200, f=8, t=12)
     small = bank.compressed(10)
     assert small.header["compression"]["energy"] < 0.5
+
+
+def test_topk_softmax_matches_softmax_and_topk_row_by_row():
+    from neurospeech.scoring import softmax, topk, topk_softmax
+
+    rng = np.random.default_rng(7)
+    s = (3 * rng.standard_normal((5, 2000))).astype(np.float32)
+    s[2, [10, 20, 30]] = s[2].max() + 1.0  # a three-way tie at the top: lower index first
+    idx, best, probs = topk_softmax(s, 10)
+    assert idx.shape == best.shape == probs.shape == (5, 10)
+    for b in range(5):
+        ref_idx = topk(s[b], 10)
+        assert set(idx[b].tolist()) == set(ref_idx.tolist())
+        assert np.all(np.diff(best[b]) <= 0) and np.array_equal(best[b], s[b, idx[b]])
+        np.testing.assert_allclose(probs[b], softmax(s[b])[idx[b]], rtol=1e-5)
+    assert idx[2, :3].tolist() == [10, 20, 30]
+    one = topk_softmax(s[0], 3)  # a single row works too
+    assert one[0].shape == (1, 3) and one[0][0].tolist() == idx[0, :3].tolist()
