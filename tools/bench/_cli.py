@@ -60,9 +60,9 @@ def bench() -> None:
 @click.option(
     "--decode-file-repeats",
     type=click.IntRange(min=1),
-    default=3,
+    default=5,
     show_default=True,
-    help="decode-file runs per configuration (the table shows the median).",
+    help="decode-file runs per configuration, round robin over the configurations (the table shows the median).",
 )
 @click.option(
     "--bank-rank",
