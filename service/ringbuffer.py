@@ -34,18 +34,22 @@ class RingSpan:
     seg : array of int64, shape (n,)
         Continuous-segment number of each sample (changes at a gap or reconnection).
     bad : array of bool, shape (n, n_channels)
-        Samples computed from non-finite input (channel-major like ``data``).
+        Samples computed from non-finite input (channel-major like ``data``; a shared read-only all-False view
+        when the span has none).
     newest : array, shape (n,)
         LSL stamp of the newest raw sample consumed when each sample was produced (for latency).
     stuck : array of bool, shape (n, n_channels)
         The raw sample behind each sample repeated its predecessor exactly (clipping / stuck ADC)
-        (channel-major like ``data``).
+        (as ``bad``).
+    any_bad, any_stuck : bool
+        Whether ``bad`` / ``stuck`` hold any True (known from per-sample flags: no pass over the arrays).
     """
 
-    __slots__ = ("bad", "data", "newest", "seg", "start", "stuck", "times")
+    __slots__ = ("any_bad", "any_stuck", "bad", "data", "newest", "seg", "start", "stuck", "times")
 
     def __init__(
-        self, start: int, data: Any, times: Any, seg: Any, bad: Any, newest: Any, stuck: Any = None
+        self, start: int, data: Any, times: Any, seg: Any, bad: Any, newest: Any, stuck: Any = None,
+        any_bad: bool | None = None, any_stuck: bool | None = None,
     ) -> None:
         self.start = start
         self.data = data
@@ -54,6 +58,8 @@ class RingSpan:
         self.bad = bad
         self.newest = newest
         self.stuck = stuck
+        self.any_bad = bool(np.any(bad)) if any_bad is None else any_bad
+        self.any_stuck = (stuck is not None and bool(np.any(stuck))) if any_stuck is None else any_stuck
 
     @property
     def continuous(self) -> bool:
@@ -92,6 +98,9 @@ class RingBuffer:
         self._bad = np.zeros((self.n_channels, self.capacity), dtype=bool)
         self._newest = np.full(self.capacity, np.nan, dtype=np.float64)
         self._stuck = np.zeros((self.n_channels, self.capacity), dtype=bool)
+        # per sample: any channel bad / stuck (a span without any reads as a shared all-False view: no copy)
+        self._any_bad = np.zeros(self.capacity, dtype=bool)
+        self._any_stuck = np.zeros(self.capacity, dtype=bool)
         self._count = 0
         self._lock = threading.Lock()
 
@@ -167,12 +176,16 @@ class RingBuffer:
                 self._newest[dst] = newest
                 if bad is None:
                     self._bad[:, dst] = False
+                    self._any_bad[dst] = False
                 else:
                     self._bad[:, dst] = bad[src].T
+                    self._any_bad[dst] = bad[src].any(axis=1)
                 if stuck is None:
                     self._stuck[:, dst] = False
+                    self._any_stuck[dst] = False
                 else:
                     self._stuck[:, dst] = stuck[src].T
+                    self._any_stuck[dst] = stuck[src].any(axis=1)
             self._count += n
             return self._count
 
@@ -189,27 +202,32 @@ class RingBuffer:
                 raise IndexError(
                     f"span [{start}, {start + n}) is not in the ring (holds [{self.oldest}, {self._count}))"
                 )
-            idx = (np.arange(start, start + n) % self.capacity) if n else np.zeros(0, dtype=np.int64)
             i0 = start % self.capacity
-            if i0 + n <= self.capacity:  # contiguous: plain slice copies
-                sl = slice(i0, i0 + n)
-                return RingSpan(
-                    start,
-                    self._data[:, sl].copy().T,
-                    self._times[sl].copy(),
-                    self._seg[sl].copy(),
-                    self._bad[:, sl].copy().T,
-                    self._newest[sl].copy(),
-                    self._stuck[:, sl].copy().T,
-                )
+            parts = [slice(i0, min(i0 + n, self.capacity))]
+            if i0 + n > self.capacity:  # wraps around: the end of the ring, then its start
+                parts.append(slice(0, i0 + n - self.capacity))
+
+            any_bad = any(bool(self._any_bad[p].any()) for p in parts)
+            any_stuck = any(bool(self._any_stuck[p].any()) for p in parts)
+
+            def take(a: NDArray[Any], flags: bool | None = None) -> NDArray[Any]:
+                if flags is False:
+                    return np.broadcast_to(np.False_, (n, self.n_channels))  # read-only, shared
+                if a.ndim == 1:
+                    return np.concatenate([a[p] for p in parts]) if len(parts) > 1 else a[parts[0]].copy()
+                cm = np.concatenate([a[:, p] for p in parts], axis=1) if len(parts) > 1 else a[:, parts[0]].copy()
+                return cm.T  # (n, n_channels) view of a channel-major copy
+
             return RingSpan(
                 start,
-                np.ascontiguousarray(self._data[:, idx]).T,
-                self._times[idx],
-                self._seg[idx],
-                np.ascontiguousarray(self._bad[:, idx]).T,
-                self._newest[idx],
-                np.ascontiguousarray(self._stuck[:, idx]).T,
+                take(self._data),
+                take(self._times),
+                take(self._seg),
+                take(self._bad, any_bad),
+                take(self._newest),
+                take(self._stuck, any_stuck),
+                any_bad,
+                any_stuck,
             )
 
     def read_meta(self, start: int, n: int) -> tuple[NDArray[np.float64], NDArray[np.int64]]:

@@ -42,8 +42,13 @@ def test_write_larger_than_capacity_and_segments_and_bad_masks():
     ring.write(data, times, seg=0, bad=bad, newest=123.0)
     span = ring.read(12, 8)
     np.testing.assert_array_equal(span.data[:, 0], np.arange(12, 20))
-    assert span.bad[3, 1] and span.bad.sum() == 1
+    assert span.bad[3, 1] and span.bad.sum() == 1 and span.any_bad and not span.any_stuck
     assert span.continuous and np.all(span.newest == 123.0)
+    # a span without bad samples reads as an all-False (read-only) mask; one across the wrap as a copy
+    clean = ring.read(16, 4)
+    assert not clean.any_bad and clean.bad.shape == (4, 2) and not clean.bad.any()
+    assert not clean.bad.flags.writeable and clean.stuck.shape == (4, 2) and not clean.stuck.any()
+    assert ring.read(12, 8).bad.flags.writeable
     d2, t2 = _block(20, 2, 2)
     ring.write(d2, t2, seg=1)
     assert not ring.read(14, 8).continuous

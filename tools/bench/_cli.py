@@ -57,6 +57,14 @@ def bench() -> None:
 @click.option("--candidates", "n_candidates", type=int, default=10000, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True, help="onnxruntime threads of the service.")
 @click.option("--no-decode-file", "skip_decode_file", is_flag=True, help="Skip the decode-file measurement.")
+@click.option("--no-live", "skip_live", is_flag=True, help="Skip the live (replay | serve) measurements.")
+@click.option(
+    "--decode-file-seconds",
+    type=click.FloatRange(min=10.0),
+    default=60.0,
+    show_default=True,
+    help="Length of the synthetic recording decode-file runs over.",
+)
 @click.option(
     "--decode-file-repeats",
     type=click.IntRange(min=1),
