@@ -134,3 +134,29 @@ def test_decode_file_over_a_fif_with_bids_style_events(art, tmp_path):
     n_expected = (int(9.0 * 120) - 24 - 361) // 30 + 1  # resampler delay keeps ~0.2 s of outputs back
     assert abs(summary["decisions"]["sliding"] - n_expected) <= 2
     validate_header("decode", {**words[0], "t_sent": 0.0, "encoding": "json"})
+
+
+def test_decode_file_float32_input_keeps_the_float64_decisions(art, tmp_path):
+    """decode-file holds the recording as float32 around each channel's first sample: with 50 mV DC offsets (EEG)
+    its decisions are those of the pipeline fed the data without the offsets (the windows are baseline-corrected,
+    so in exact arithmetic offsets change nothing; float32 around zero would have rounded them into the signal)."""
+    import mne
+    from neurospeech.service.config import ServeSettings
+    from neurospeech.service.filesource import decode_file, decode_raw
+
+    offsets = np.linspace(-0.05, 0.05, len(art.names))[:, None]
+    data = art.data + offsets
+    fif = tmp_path / "offsets_raw.fif"
+    mne.io.RawArray(data, mne.create_info(art.names, art.sfreq, "eeg"), verbose="error").save(
+        fif, verbose="error", fmt="double"
+    )
+    settings = ServeSettings(model=art.model, bank=art.bank, hop=0.25)
+    out = tmp_path / "d.jsonl"
+    summary = decode_file(fif, out, settings, workers=2)
+    got = [json.loads(x) for x in out.read_text().splitlines()]
+    ref = list(decode_raw(art.data, art.sfreq, list(art.names), settings, types=["eeg"] * len(art.names)))
+    assert summary["decisions"]["sliding"] == len(got) == len(ref) > 20
+    for g, r in zip(got, ref, strict=True):
+        assert g["t_window_end"] == pytest.approx(r["t_window_end"]) and g["flags"] == r["flags"]
+        assert [c["id"] for c in g["topk"]] == [c["id"] for c in r["topk"]]
+        np.testing.assert_allclose([c["prob"] for c in g["topk"]], [c["prob"] for c in r["topk"]], atol=1e-5)
