@@ -4,6 +4,7 @@ subprocesses on a real publisher)."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -88,6 +89,30 @@ def test_three_listeners_at_once_report_running_accuracy():
     assert text.splitlines()[0].startswith("service: model test-model")
     assert "truth 'w-seg" in text and "top1 " in text and "top10 " in text and "status #" in text
     assert f"summary: {n} decode messages" in text
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_listen_stops_on_a_signal_even_when_started_with_sigint_ignored(sig):
+    """A script that starts `listen` in the background hands it SIGINT ignored (POSIX shells do); it must still
+    stop on SIGINT/SIGTERM and print its summary."""
+    with make_publisher() as pub:
+        cmd = [sys.executable, "-m", "neurospeech", "listen", "--pub", pub.endpoint, "--json"]
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        try:
+            seq, deadline = 0, time.monotonic() + 60
+            while pub.stats()["subscribers"] < 1:  # wait until it is subscribed
+                assert time.monotonic() < deadline and p.poll() is None, "listener did not subscribe"
+                pub.publish("decode", _header(seq))
+                seq += 1
+                time.sleep(0.02)
+            p.send_signal(sig)
+            out, err = p.communicate(timeout=10)
+        finally:
+            if p.poll() is None:
+                p.kill()
+    assert p.returncode == 0, err
+    assert json.loads(out.splitlines()[-1])["type"] == "summary"
 
 
 @pytest.mark.integration

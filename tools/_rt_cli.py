@@ -102,11 +102,14 @@ def listen(**opts: Any) -> None:
     from .listen import listen as run_listen
 
     stop = threading.Event()
-    old = signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    # both signals set the stop flag explicitly: a process started in the background by a script inherits SIGINT
+    # ignored, and Python then never raises KeyboardInterrupt (the demo's listener did not stop)
+    old = {sig: signal.signal(sig, lambda *a: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         run_listen(ListenSettings(**opts), should_stop=stop.is_set)
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 @click.command("keys")
