@@ -536,6 +536,7 @@ def preprocess_window(
     scale: FloatArray | None = None,
     clamp: float = 20.0,
     out: NDArray[np.float32] | None = None,
+    scaling: tuple[FloatArray, FloatArray] | None = None,
 ) -> NDArray[np.float32]:
     """Baseline, drop the lag, robust-scale and clamp windows.
 
@@ -551,6 +552,8 @@ def preprocess_window(
         Clamp in scaled units (only applied when a scaler is given).
     out : array, shape (..., n_channels, n_times), float32, or None
         Written in place and returned (e.g. a row of a batch that goes to the encoder as is).
+    scaling : (offset, gain) or None
+        :func:`window_scaling` of these windows, when the caller already has it (not computed twice).
 
     Returns
     -------
@@ -574,7 +577,7 @@ def preprocess_window(
     # (w - (base + center)) / scale in the input's precision (float32 windows from the ring: float32, whose
     # rounding is that of the stored samples), written straight into the result: no window-sized temporary
     # (fresh temporaries cost page faults that made this several times slower)
-    off, inv = window_scaling(w, window, center, scale)
+    off, inv = window_scaling(w, window, center, scale) if scaling is None else scaling
     if off.dtype == np.float32:
         np.subtract(w[..., window.n_lag :], off, out=y)
         y *= inv

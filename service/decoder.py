@@ -130,16 +130,16 @@ class Decoder:
         """Scoring part of :meth:`decide_batch`, given :meth:`_encode_batch`'s latents (``t0``: start time)."""
         idx = [i for i, j in enumerate(jobs) if j.x is not None]
         zs: Any = [None] * len(jobs)
-        scores: Any = [None] * len(jobs)
+        ranked: Any = [None] * len(jobs)
         if idx:
-            ranked = topk_softmax(self.bank.scores(z), self.k)
+            best, score, prob = topk_softmax(self.bank.scores(z), self.k)
             for k, i in enumerate(idx):
-                zs[i], scores[i] = z[k], (ranked[0][k], ranked[1][k], ranked[2][k])
+                zs[i], ranked[i] = z[k], (best[k], score[k], prob[k])
         share = (time.perf_counter() - t0) / max(1, len(jobs))
         out = []
         for i, job in enumerate(jobs):
             job.t_created = time.perf_counter() - share
-            out.append(self._finish(job, zs[i], scores[i], False)[0])
+            out.append(self._finish(job, zs[i], ranked[i], False)[0])
         return out
 
     def _finish(

@@ -259,7 +259,7 @@ def assess_window(
     off, gain = window_scaling(w, window, scaler.center, scaler.scale)
     peak = np.maximum(np.abs((hi_m[:, None] - off) * gain), np.abs((lo_m[:, None] - off) * gain))[:, 0]
     artefact = (peak > quality.artefact_threshold) & ~nonfinite & ~flat
-    x = preprocess_window(w, window, scaler.center, scaler.scale, clamp=clamp, out=out)
+    x = preprocess_window(w, window, scaler.center, scaler.scale, clamp=clamp, out=out, scaling=(off, gain))
     bad_mask = nonfinite | flat | saturated | artefact
     if not bad_mask.any():
         return x, [], {}
@@ -292,13 +292,6 @@ def assess_window(
             x[i] = 0.0
     flags.append("interpolated:" + ",".join(names[i] for i in np.flatnonzero(bad_mask)[:20]))
     return x, flags, bad
-
-
-def _stuck_fraction(stuck: NDArray[np.bool_] | None) -> NDArray[np.float64] | None:
-    """Per-channel fraction of stuck samples of a span ``(n, n_channels)``; None when none is given."""
-    if stuck is None:
-        return None
-    return np.count_nonzero(stuck, axis=0) / stuck.shape[0]
 
 
 # --------------------------------------------------------------------------------------------- jobs
@@ -663,7 +656,7 @@ class OnlinePipeline:
             self.names,
             self.positions,
             span.bad.any(axis=0) if span.any_bad else None,
-            _stuck_fraction(span.stuck) if span.any_stuck else None,
+            np.count_nonzero(span.stuck, axis=0) / len(span.stuck) if span.any_stuck else None,
             out,
         )
         return WindowJob(cut.kind, x, flags, times0, times1, newest, cut.truth, cut.start, cut.t_created), bad

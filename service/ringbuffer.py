@@ -174,18 +174,9 @@ class RingBuffer:
                 self._times[dst] = times[src]
                 self._seg[dst] = seg
                 self._newest[dst] = newest
-                if bad is None:
-                    self._bad[:, dst] = False
-                    self._any_bad[dst] = False
-                else:
-                    self._bad[:, dst] = bad[src].T
-                    self._any_bad[dst] = bad[src].any(axis=1)
-                if stuck is None:
-                    self._stuck[:, dst] = False
-                    self._any_stuck[dst] = False
-                else:
-                    self._stuck[:, dst] = stuck[src].T
-                    self._any_stuck[dst] = stuck[src].any(axis=1)
+                for mask, any_flag, given in ((self._bad, self._any_bad, bad), (self._stuck, self._any_stuck, stuck)):
+                    mask[:, dst] = False if given is None else given[src].T
+                    any_flag[dst] = False if given is None else given[src].any(axis=1)
             self._count += n
             return self._count
 
@@ -213,10 +204,9 @@ class RingBuffer:
             def take(a: NDArray[Any], flags: bool | None = None) -> NDArray[Any]:
                 if flags is False:
                     return np.broadcast_to(np.False_, (n, self.n_channels))  # read-only, shared
-                if a.ndim == 1:
-                    return np.concatenate([a[p] for p in parts]) if len(parts) > 1 else a[parts[0]].copy()
-                cm = np.concatenate([a[:, p] for p in parts], axis=1) if len(parts) > 1 else a[:, parts[0]].copy()
-                return cm.T  # (n, n_channels) view of a channel-major copy
+                # along the last axis (time); .T: (n, n_channels) view of a channel-major copy (1-D: no-op)
+                cm = np.concatenate([a[..., p] for p in parts], axis=-1) if len(parts) > 1 else a[..., parts[0]].copy()
+                return cm.T
 
             return RingSpan(
                 start,

@@ -34,7 +34,6 @@ def _env() -> dict[str, str]:
         cfg = Path(__file__).resolve().parents[2] / "deploy" / "lsl_api.cfg"
         if cfg.is_file():
             env["LSLAPICFG"] = str(cfg)
-    env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
 
