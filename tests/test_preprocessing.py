@@ -69,6 +69,33 @@ def test_float32_resampler_keeps_a_small_signal_on_a_large_offset(sfreq):
     np.testing.assert_array_equal(cm.T, ours)
 
 
+@pytest.mark.parametrize("sfreq", [1200.0, 1000.0])
+def test_float32_input_gives_the_float64_input_result_exactly(sfreq):
+    """float32 chunks are staged with a float32 subtraction (no casting loop): the correctly rounded difference,
+    so the same bits as staging the same values given as float64 (an offset recording, jittered chunks)."""
+    rng = np.random.default_rng(5)
+    x32 = (1e-5 * rng.standard_normal((3, 3000)) + np.array([[0.05], [-0.03], [1e-9]])).astype(np.float32)
+    a = StreamingResampler(sfreq, 120.0, 3, dtype=np.float32)
+    b = StreamingResampler(sfreq, 120.0, 3, dtype=np.float32)
+    outs_a, outs_b, i = [], [], 0
+    while i < x32.shape[1]:
+        n = int(rng.integers(1, 700))
+        outs_a.append(a.process_channels(x32[:, i : i + n]))
+        outs_b.append(b.process_channels(x32[:, i : i + n].astype(np.float64)))
+        i += n
+    assert a._ref32 is not None  # the fast path was taken
+    np.testing.assert_array_equal(np.concatenate(outs_a, axis=1), np.concatenate(outs_b, axis=1))
+    # a float32 chunk after a float64 first chunk whose first sample float32 cannot hold: the exact path
+    c = StreamingResampler(sfreq, 120.0, 1, dtype=np.float32)
+    d = StreamingResampler(sfreq, 120.0, 1, dtype=np.float32)
+    first = np.full((1, 50), 0.1)
+    c.process_channels(first)
+    d.process_channels(first)
+    assert c._ref32 is None
+    later = x32[:1, :500] - x32[0, 0] + np.float32(0.1)
+    np.testing.assert_array_equal(c.process_channels(later), d.process_channels(later.astype(np.float64)))
+
+
 @pytest.mark.parametrize("sfreq", [1200.0, 1000.0, 250.0])
 def test_resampler_output_times_are_exact(sfreq):
     t = np.arange(int(sfreq * 20)) / sfreq
