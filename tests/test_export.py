@@ -136,9 +136,17 @@ def test_quantized_real_encoder_keeps_gelu_in_float(tmp_path):
     export_onnx(model, contract, path, subject_index=0)
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
     assert "Gelu" in ops and "Erf" not in ops, sorted(set(ops))
+    # the paper's 1x1 ConvTranspose head goes out as the Conv it equals (the quantizer makes it integer)
+    assert "ConvTranspose" not in ops and isinstance(model.trunk.head_out, torch.nn.ConvTranspose1d)
     x = np.random.default_rng(2).normal(size=(24, C, T)).astype(np.float32)
     info = quantize_model(path, tmp_path / "enc.int8.onnx", x)
     qops = [n.op_type for n in onnx.load(str(tmp_path / "enc.int8.onnx")).graph.node]
     assert qops.count("Gelu") == ops.count("Gelu") and "Erf" not in qops
+    # every convolution is quantized: each Conv reads dequantized weights (onnxruntime fuses it to QLinearConv)
+    qgraph = onnx.load(str(tmp_path / "enc.int8.onnx")).graph
+    producers = {o: n.op_type for n in qgraph.node for o in n.output}
+    convs = [n for n in qgraph.node if n.op_type == "Conv"]
+    assert len(convs) == ops.count("Conv")
+    assert all(producers.get(n.input[1]) == "DequantizeLinear" for n in convs)
     assert "QuantizeLinear" in qops and "DequantizeLinear" in qops
     assert info["agreement"]["cosine_median"] > 0.98, info["agreement"]

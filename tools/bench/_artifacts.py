@@ -40,9 +40,10 @@ def build_artifacts(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Export (or reuse) ``model.onnx`` + ``bank.npz`` for ``preset``; returns paths and provenance."""
-    # the last item is the artifact version: bump it when the export changes (3: opset 20, Gelu nodes)
+    # the last item is the artifact version: bump it when the export changes (3: opset 20, Gelu nodes; 4: the
+    # 1x1 ConvTranspose head exported as a Conv)
     key = hashlib.sha256(
-        json.dumps([preset, n_candidates, n_channels, sfreq, score_dim, time_pool, seed, 3]).encode()
+        json.dumps([preset, n_candidates, n_channels, sfreq, score_dim, time_pool, seed, 4]).encode()
     ).hexdigest()[:10]
     d = Path(workdir) / f"{preset}-{key}"
     info_path = d / "artifacts.json"
