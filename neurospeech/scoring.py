@@ -64,7 +64,7 @@ def topk_softmax(
     Returns
     -------
     idx : array of int64, shape (B, k)
-        Best first (equal scores: lower index first).
+        Best first (equal scores: lower index first, also for a tie across the k-th place).
     best : array of float32, shape (B, k)
         Their scores.
     probs : array of float64, shape (B, k)
@@ -74,7 +74,20 @@ def topk_softmax(
     s = np.atleast_2d(np.asarray(scores, dtype=np.float32))
     k = min(int(k), s.shape[-1])
     rows = np.arange(s.shape[0])[:, None]
-    part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+    n = s.shape[1]
+    # the k-th largest score of each row (a partition of the values: cheaper than one of indices), then the
+    # candidates at or above it: exactly k per row unless scores tie across the k-th place
+    thr = np.partition(s, n - k, axis=1)[:, n - k]
+    c_idx = np.nonzero(s >= thr[:, None])[1]
+    if len(c_idx) == k * s.shape[0]:
+        part = c_idx.reshape(s.shape[0], k)
+    else:
+        part = np.empty((s.shape[0], k), dtype=np.intp)
+        for b in range(s.shape[0]):
+            # ties across the k-th place: the lowest indices among them; NaN scores: an index partition
+            gt, eq = np.flatnonzero(s[b] > thr[b]), np.flatnonzero(s[b] == thr[b])
+            sel = np.concatenate([gt, eq[: k - len(gt)]])
+            part[b] = sel if len(sel) == k else np.argpartition(-s[b], k - 1)[:k]
     ps = s[rows, part]
     key = np.lexsort((part, -ps), axis=-1)  # best first, equal scores by candidate index
     idx, best = part[rows, key], ps[rows, key]

@@ -89,3 +89,11 @@ def test_topk_softmax_matches_softmax_and_topk_row_by_row():
     assert idx[2, :3].tolist() == [10, 20, 30]
     one = topk_softmax(s[0], 3)  # a single row works too
     assert one[0].shape == (1, 3) and one[0][0].tolist() == idx[0, :3].tolist()
+    # a tie across the k-th place: 12 candidates share the 10th best score; the 10 lowest indices win
+    t = s.copy()
+    order = np.argsort(-t[1], kind="stable")
+    t[1, order[9:21]] = t[1, order[9]]
+    idx_t, best_t, _ = topk_softmax(t, 10)
+    assert idx_t[1, :9].tolist() == order[:9].tolist()
+    assert idx_t[1, 9] == int(np.sort(order[9:21])[0]) and best_t[1, 9] == t[1, order[9]]
+    assert idx_t[0].tolist() == idx[0].tolist()
