@@ -259,7 +259,11 @@ def assess_window(
     off, gain = window_scaling(w, window, scaler.center, scaler.scale)
     peak = np.maximum(np.abs((hi_m[:, None] - off) * gain), np.abs((lo_m[:, None] - off) * gain))[:, 0]
     artefact = (peak > quality.artefact_threshold) & ~nonfinite & ~flat
-    x = preprocess_window(w, window, scaler.center, scaler.scale, clamp=clamp, out=out, scaling=(off, gain))
+    # the clamp is a no-op (and its pass over the window skipped) when no scaled extreme exceeds it (NaN: clamp)
+    needs_clamp = not bool(peak.max() <= clamp)
+    x = preprocess_window(
+        w, window, scaler.center, scaler.scale, clamp=clamp if needs_clamp else np.inf, out=out, scaling=(off, gain)
+    )
     bad_mask = nonfinite | flat | saturated | artefact
     if not bad_mask.any():
         return x, [], {}

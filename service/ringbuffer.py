@@ -102,6 +102,7 @@ class RingBuffer:
         self._any_bad = np.zeros(self.capacity, dtype=bool)
         self._any_stuck = np.zeros(self.capacity, dtype=bool)
         self._count = 0
+        self._false_views: dict[int, NDArray[np.bool_]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -203,7 +204,7 @@ class RingBuffer:
 
             def take(a: NDArray[Any], flags: bool | None = None) -> NDArray[Any]:
                 if flags is False:
-                    return np.broadcast_to(np.False_, (n, self.n_channels))  # read-only, shared
+                    return self._all_false(n)
                 # along the last axis (time); .T: (n, n_channels) view of a channel-major copy (1-D: no-op)
                 cm = np.concatenate([a[..., p] for p in parts], axis=-1) if len(parts) > 1 else a[..., parts[0]].copy()
                 return cm.T
@@ -219,6 +220,15 @@ class RingBuffer:
                 any_bad,
                 any_stuck,
             )
+
+    def _all_false(self, n: int) -> NDArray[np.bool_]:
+        """A read-only all-False ``(n, n_channels)`` view, shared (one per span length: windows are all alike)."""
+        view = self._false_views.get(n)
+        if view is None:
+            view = np.broadcast_to(np.False_, (n, self.n_channels))
+            if len(self._false_views) < 8:
+                self._false_views[n] = view
+        return view
 
     def read_meta(self, start: int, n: int) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
         """Times and segment numbers only (cheap search for a time)."""

@@ -179,3 +179,21 @@ def test_assess_window_refuses_too_many_bad_channels():
         w, WindowSpec(), sc, 20.0, QualitySettings(policy="interpolate"), [f"c{i}" for i in range(8)]
     )
     assert x is None and "skipped" in flags and len(bad) == 4
+
+
+@pytest.mark.parametrize("excursion", [0.0, 50.0])
+def test_assess_window_scales_and_clamps_like_preprocess_window(excursion):
+    """The clamp pass is skipped when the scaled extremes stay within it; the result is preprocess_window's
+    either way (a channel at 50 scaled units: clamped to 20, below the artefact threshold of 100)."""
+    from neurospeech.preprocessing import preprocess_window
+
+    win = WindowSpec()
+    rng = np.random.default_rng(3)
+    w = (1e-12 * rng.standard_normal((6, win.n_window)) + 1e-11).astype(np.float32)
+    sc = RobustScaler(np.zeros(6), np.full(6, 1e-12))
+    w[2, 200:210] += np.float32(excursion * 1e-12)
+    x, flags, _ = assess_window(w, win, sc, 20.0, QualitySettings(), [f"c{i}" for i in range(6)])
+    ref = preprocess_window(w, win, sc.center, sc.scale, clamp=20.0)
+    assert not flags
+    np.testing.assert_array_equal(x, ref)
+    assert (np.abs(x).max() == 20.0) == (excursion > 20)
