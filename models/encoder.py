@@ -166,6 +166,10 @@ class SpatialAttention(nn.Module):
         Training only: sensors within this distance of a random centre are removed from the softmax.
     """
 
+    embedding: Tensor  # buffers (register_buffer), declared for type checkers
+    positions: Tensor
+    valid: Tensor
+
     def __init__(self, positions: np.ndarray, n_out: int, harmonics: int = 32, margin: float = 0.2,
                  dropout_radius: float = 0.2) -> None:
         super().__init__()
@@ -303,6 +307,8 @@ class BrainEncoder(nn.Module):
         a = self.attention.weights(None)  # (D, C)
         w1 = self.initial.weight[:, :, 0]  # (D, D)
         b1 = self.initial.bias  # (D,)
+        if b1 is None:
+            raise RuntimeError("folded_front needs the initial 1x1 convolution's bias (built with bias=True)")
         s = self.subject_layer.weight  # (S, D, D)
         return s @ (w1 @ a), s @ b1
 
@@ -319,7 +325,7 @@ class _Trunk(nn.Module):
         self.stem = nn.ModuleList(
             [_ConvBNGelu(d, d, cfg.kernel, residual=True) for _ in range(cfg.stem_layers)]
         )
-        self.down: nn.Module | None = None
+        self.down: _ConvBNGelu | None = None
         c_in = d
         if cfg.downsample_in_stem and time_pool > 1:
             self.down = _ConvBNGelu(d, h, time_pool, stride=time_pool)
@@ -333,7 +339,7 @@ class _Trunk(nn.Module):
             if k % cfg.glu_every == 1 % cfg.glu_every:
                 self.glus[str(k)] = _GLUConv(h, cfg.glu_kernel)
         self.head_in = nn.Conv1d(h, cfg.head_hidden, 1)
-        self.head_out = nn.ConvTranspose1d(cfg.head_hidden, out_dim, 1)
+        self.head_out: nn.Module = nn.ConvTranspose1d(cfg.head_hidden, out_dim, 1)  # export: the equal Conv1d
         self.final_pool = time_pool if (self.down is None and time_pool > 1) else 1
 
     def forward(self, x: Tensor) -> Tensor:
@@ -383,23 +389,29 @@ def count_macs(model: BrainEncoder, n_times: int, folded: bool = True) -> dict[s
 
     def conv_hook(name: str):
         def hook(mod: nn.Module, inp: tuple[Tensor, ...], out: Tensor) -> None:
+            # Conv1d weight (out, in/groups, k), ConvTranspose1d (in, out/groups, k): MACs per output step
             w = mod.weight
-            if isinstance(mod, nn.ConvTranspose1d):
-                per = w.shape[0] * w.shape[1] * w.shape[2]  # in * out/groups * k
-            else:
-                per = w.shape[0] * w.shape[1] * w.shape[2]
+            if not isinstance(w, Tensor):
+                raise TypeError(f"{name}: a convolution without a weight tensor ({type(mod).__name__})")
+            per = w.shape[0] * w.shape[1] * w.shape[2]
             t = out.shape[-1] if isinstance(mod, nn.Conv1d) else inp[0].shape[-1]
             parts[name] += int(per * t)
         return hook
 
+    def conv_of(layer: nn.Module) -> nn.Module:
+        conv = layer.conv
+        if not isinstance(conv, nn.Module):
+            raise TypeError(f"{type(layer).__name__}.conv is not a module")
+        return conv
+
     for layer in trunk.stem:
-        hooks.append(layer.conv.register_forward_hook(conv_hook("stem")))
+        hooks.append(conv_of(layer).register_forward_hook(conv_hook("stem")))
     if trunk.down is not None:
         hooks.append(trunk.down.conv.register_forward_hook(conv_hook("stem")))
     for block in trunk.blocks:
-        hooks.append(block.conv.register_forward_hook(conv_hook("dilated")))
+        hooks.append(conv_of(block).register_forward_hook(conv_hook("dilated")))
     for glu in trunk.glus.values():
-        hooks.append(glu.conv.register_forward_hook(conv_hook("glu")))
+        hooks.append(conv_of(glu).register_forward_hook(conv_hook("glu")))
     hooks.append(trunk.head_in.register_forward_hook(conv_hook("head")))
     hooks.append(trunk.head_out.register_forward_hook(conv_hook("head")))
     was_training = model.training

@@ -263,8 +263,8 @@ def _plot_topk(ranks: dict[str, list[int]], n_candidates: int, path: Path) -> No
 
     ks = np.unique(np.clip(np.round(np.logspace(0, np.log10(max(n_candidates, 2)), 40)), 1, n_candidates))
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for name, r in ranks.items():
-        r = np.asarray(r)
+    for name, r_list in ranks.items():
+        r = np.asarray(r_list)
         ax.plot(ks, [100 * np.mean(r < k) for k in ks], label=name)
     ax.plot(ks, 100 * ks / n_candidates, "k:",
         label="chance")

@@ -68,6 +68,9 @@ class FoldedEncoder(nn.Module):
         Fold for this subject index only (no subject input), or keep every subject (``subject_index`` input).
     """
 
+    matrix: Tensor  # buffers (register_buffer), declared for type checkers
+    bias: Tensor
+
     def __init__(self, model: BrainEncoder, subject: int | None = None) -> None:
         super().__init__()
         mat, bias = model.folded_front()
@@ -107,7 +110,7 @@ def _as_conv(layer: nn.Module) -> nn.Module:
     conv = nn.Conv1d(layer.in_channels, layer.out_channels, 1, bias=layer.bias is not None)
     with torch.no_grad():
         conv.weight.copy_(layer.weight.transpose(0, 1))  # (in, out, 1) -> (out, in, 1)
-        if layer.bias is not None:
+        if layer.bias is not None and conv.bias is not None:
             conv.bias.copy_(layer.bias)
     return conv.eval()
 
@@ -177,8 +180,12 @@ def _onnx_bytes(folded: FoldedEncoder, n_channels: int, n_times: int) -> bytes:
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated but needs no onnxscript
-        torch.onnx.export(folded, args, buf, input_names=names, output_names=[OUTPUT], dynamic_axes=axes,
-                          opset_version=OPSET, dynamo=False, do_constant_folding=True)
+        torch.onnx.export(
+            folded, args,
+            buf,  # type: ignore[arg-type]  # a file object works; the stubs only name paths
+            input_names=names, output_names=[OUTPUT], dynamic_axes=axes,
+            opset_version=OPSET, dynamo=False, do_constant_folding=True,
+        )
     return buf.getvalue()
 
 

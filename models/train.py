@@ -403,7 +403,7 @@ def fit(model: BrainEncoder, train_set: Any, val_set: Any, cfg: TrainConfig, run
         if rank == 0:
             log.info("epoch %d: train %.4f val %.4f val-top10 %.3f (%.1f s)%s", epoch, train_loss, val_loss,
                      val_top10, rec["seconds"], " *" if improved else "")
-            if run_dir is not None:
+            if ckpt_path is not None and best_path is not None:  # both set exactly when run_dir is
                 if improved:
                     _atomic_save({"model": model.state_dict(), "epoch": epoch, "val_loss": val_loss},
                                  best_path)

@@ -35,6 +35,8 @@ def _data(n: int, seed: int) -> SimpleNamespace:
 
 
 class _Set:
+    brain: torch.Tensor
+
     def __init__(self, ns: SimpleNamespace) -> None:
         self.__dict__.update(vars(ns))
 
@@ -56,6 +58,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     zl = z[half].clone().requires_grad_(True)
     loss = ClipLoss(gather=True)(zl, y[half])
     loss.backward()
+    assert zl.grad is not None
     local = {"loss": float(loss.detach()), "grad": zl.grad.numpy().tolist()}
     # 2) DDP training: identical parameters on every rank afterwards
     torch.manual_seed(0)

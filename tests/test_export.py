@@ -55,7 +55,7 @@ def _model(preset: str, n_subjects: int, out_dim: int, pool: int) -> BrainEncode
     with torch.no_grad():  # make the subject layers and BatchNorm statistics non-trivial
         m.subject_layer.weight.add_(0.2 * torch.randn_like(m.subject_layer.weight))
         for mod in m.modules():
-            if isinstance(mod, torch.nn.BatchNorm1d):
+            if isinstance(mod, torch.nn.BatchNorm1d) and mod.running_mean is not None and mod.running_var is not None:
                 mod.running_mean.normal_(0, 0.1)
                 mod.running_var.uniform_(0.5, 2.0)
     return m.eval()

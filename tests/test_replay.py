@@ -60,7 +60,9 @@ class _Reader:
             assert m, "marker stream not found"
             self.marker = pylsl.StreamInlet(m[0], processing_flags=0)
             self.marker.open_stream(5.0)
-        self.data, self.stamps, self.receipt = [], [], []
+        self.data: list[np.ndarray] = []
+        self.stamps: list[np.ndarray] = []
+        self.receipt: list[np.ndarray] = []
         self.markers: list[tuple[float, dict]] = []
 
     def collect(self, n_samples: int, timeout: float = 20.0, n_markers: int = 0) -> None:

@@ -240,18 +240,19 @@ def run_latency(s: LatencySettings) -> dict[str, Any]:
     with contextlib.ExitStack() as live:
         st = None if s.skip_live else live.enter_context(stream(s.workdir, chunk=s.chunk_s))
         if st is not None:
-            result["stream"] = {"name": st["name"], "channels": 275, "sfreq": 1200.0, "chunk_s": s.chunk_s}
-        for p in arts if st is not None else ():
-            r: dict[str, Any] = {}
-            for label, hop in (("latency_hop", s.latency_hop), ("cpu_hop", s.cpu_hop)):
-                log.info("preset %s, hop %g s: measuring %g s", p, hop, s.measure_s)
-                with service(
-                    s.workdir, arts[p]["model"], arts[p]["bank"], st["name"], hop, s.threads, tag=f"{p}-{hop}"
-                ) as svc:
-                    m = measure_service(svc, s.warmup_s, s.measure_s)
-                m["hop"] = hop
-                r[label] = m
-            result["presets"][p] = r
+            stream_name: str = st["name"]
+            result["stream"] = {"name": stream_name, "channels": 275, "sfreq": 1200.0, "chunk_s": s.chunk_s}
+            for p in arts:
+                r: dict[str, Any] = {}
+                for label, hop in (("latency_hop", s.latency_hop), ("cpu_hop", s.cpu_hop)):
+                    log.info("preset %s, hop %g s: measuring %g s", p, hop, s.measure_s)
+                    with service(
+                        s.workdir, arts[p]["model"], arts[p]["bank"], stream_name, hop, s.threads, tag=f"{p}-{hop}"
+                    ) as svc:
+                        m = measure_service(svc, s.warmup_s, s.measure_s)
+                    m["hop"] = hop
+                    r[label] = m
+                result["presets"][p] = r
     if not s.skip_decode_file:
         # round robin over the configurations: a slow minute on this shared machine hits all of them alike
         runs: dict[str, list[dict[str, Any]]] = {p: [] for p in arts}

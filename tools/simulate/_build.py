@@ -223,9 +223,9 @@ def _schedule(s: SimSettings, stims: list[Stimulus], subject: str
     training run contains, and a test run can be replayed as a whole.
     """
     rng = seeded_rng("order", s.seed, subject)
-    order = rng.permutation(len(stims))
+    shuffled: list[int] = rng.permutation(len(stims)).tolist()
     rank = {"train": 0, "val": 1, "test": 2}
-    order = sorted(order.tolist(), key=lambda k: rank[split_of(stims[k].sound)])  # stable: keeps the shuffle
+    order = sorted(shuffled, key=lambda k: rank[split_of(stims[k].sound)])  # stable: keeps the shuffle
     runs: list[tuple[str, list[tuple[int, float]]]] = []
     cur: list[tuple[int, float]] = []
     cur_split = ""
@@ -318,7 +318,9 @@ def _simulate_subject(s: SimSettings, lex: Lexicon, stims: list[Stimulus], subje
         write_run(root, raw, _events(stims, plan), subject=subject, task=TASK, run=f"{r:02d}")
         info_runs.append({"run": f"{r:02d}", "split": run_split, "seconds": round(n / s.sfreq, 3),
                           "n_sounds": len(plan)})
-    moment = float(sig_scale) * float(np.mean([np.linalg.norm(w) for w in sub.sources.weights if w.size]))
+    if sig_scale is None:
+        raise ConfigError(f"subject {subject!r} got no runs to simulate: give the simulation some speech (minutes > 0)")
+    moment = sig_scale * float(np.mean([np.linalg.norm(w) for w in sub.sources.weights if w.size]))
     return {"subject": subject, "runs": info_runs, "bad_channels": sub.bad_channels,
             "alpha_freq": round(sub.alpha_freq, 3), "signal_scale": sig_scale,
             "mean_source_rms_Am": moment}

@@ -82,6 +82,8 @@ def run_checks(root: str | Path, out: str | Path, subject: str | None = None, ma
     psd = np.concatenate(psds, axis=0) if len(psds) > 1 else psds[0]
     mean_psd = psd.mean(axis=0)
     fit = fit_spectrum(f, mean_psd)
+    if info is None or sfreq is None:  # unreachable: recs is not empty
+        raise DataFormatError(f"no runs for subject {subject!r} under {root}")
     is_meg = "eeg" not in info.get_channel_types()
     unit, scale = ("fT", 1e15) if is_meg else ("µV", 1e6)
     # --- PSD plot

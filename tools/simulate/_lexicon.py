@@ -35,7 +35,7 @@ class Phone:
 
 def _p(sym: str, spell: str, feats: str, formants: tuple[float, float, float] = (500, 1500, 2500),
        band: tuple[float, float] | None = None) -> Phone:
-    return Phone(sym, spell, tuple(feats.split()), tuple(float(f) for f in formants), band)
+    return Phone(sym, spell, tuple(feats.split()), (float(formants[0]), float(formants[1]), float(formants[2])), band)
 
 
 PHONES: dict[str, Phone] = {p.symbol: p for p in [

@@ -16,7 +16,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import signal
 
-from ._lexicon import ARTICULATORY, PHONES, Lexicon, seeded_rng
+from neurospeech.errors import ConfigError
+
+from ._lexicon import ARTICULATORY, PHONES, Lexicon, Phone, seeded_rng
 
 __all__ = ["AUDIO_SR", "N_BANDS", "Utterance", "acoustic_drivers", "synthesize_sentence"]
 
@@ -58,6 +60,15 @@ def _resonator(freq: float, bw: float, sr: int) -> tuple[NDArray[np.float64], ND
 @lru_cache(maxsize=32)
 def _bandpass(lo: float, hi: float, sr: int) -> NDArray[np.float64]:
     return signal.butter(2, [lo, min(hi, sr / 2 * 0.95)], btype="bandpass", fs=sr, output="sos")
+
+
+def _noise_band(ph: Phone) -> tuple[float, float]:
+    if ph.noise_band is None:
+        raise ConfigError(
+            f"phone {ph.symbol!r} ({' '.join(ph.features)}) has no noise_band: stops and fricatives need their "
+            "burst/frication band in Hz, e.g. (2000.0, 6000.0)"
+        )
+    return ph.noise_band
 
 
 def _ramp(x: NDArray[np.float64], sr: int, ms: float = 12.0) -> NDArray[np.float64]:
@@ -132,14 +143,14 @@ def synthesize_sentence(words: list[str], lexicon: Lexicon, key: str, voice: int
             elif "stop" in ph.features:
                 x = np.zeros(n)
                 nb = int(0.015 * sr)
-                burst = signal.sosfilt(_bandpass(*ph.noise_band, sr), rng.standard_normal(nb))
+                burst = signal.sosfilt(_bandpass(*_noise_band(ph), sr), rng.standard_normal(nb))
                 burst *= np.exp(-np.arange(nb) / (0.004 * sr))
                 x[n - nb:] = burst / (np.std(burst) + 1e-12) * 0.2
                 if "voiced" in ph.features:
                     vb = _voiced(n - nb, f0[: n - nb], (250.0, 900.0, 2200.0), sr, rng)
                     x[: n - nb] += vb / (np.std(vb) + 1e-12) * 0.03
             elif "fricative" in ph.features:
-                x = signal.sosfilt(_bandpass(*ph.noise_band, sr), rng.standard_normal(n))
+                x = signal.sosfilt(_bandpass(*_noise_band(ph), sr), rng.standard_normal(n))
                 x *= 1.0 / (np.std(x) + 1e-12) * (0.12 if "coronal" in ph.features else 0.06)
                 if "voiced" in ph.features:
                     vb = _voiced(n, f0, (250.0, 1200.0, 2500.0), sr, rng)

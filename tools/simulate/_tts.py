@@ -50,9 +50,9 @@ def festival_batch(sentences: list[list[str]], timeout: float = 600.0) -> list[U
         lines = []
         for i, words in enumerate(sentences):
             text = " ".join(words).replace('"', "")
-            wav = tdir / f"{i}.wav"
+            wav_file = tdir / f"{i}.wav"
             lines.append(
-                f'(set! u (Utterance Text "{text}"))(utt.synth u)(utt.save.wave u "{wav}" \'riff)'
+                f'(set! u (Utterance Text "{text}"))(utt.synth u)(utt.save.wave u "{wav_file}" \'riff)'
                 f'(mapcar (lambda (w) (format t "W\\t{i}\\t%s\\t%f\\t%f\\n" (item.name w) '
                 f'(item.feat w "word_start") (item.feat w "word_end"))) (utt.relation.items u \'Word))'
                 f'(mapcar (lambda (s) (format t "S\\t{i}\\t%s\\t%f\\t%f\\n" (item.name s) '
