@@ -11,7 +11,6 @@ pipeline over a 60 s FIF of the same data as fast as it can (x real time from it
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -237,17 +236,15 @@ def run_latency(s: LatencySettings) -> dict[str, Any]:
     }
     for p in arts:
         result["presets"][p] = {}
-    with contextlib.ExitStack() as live:
-        st = None if s.skip_live else live.enter_context(stream(s.workdir, chunk=s.chunk_s))
-        if st is not None:
-            stream_name: str = st["name"]
-            result["stream"] = {"name": stream_name, "channels": 275, "sfreq": 1200.0, "chunk_s": s.chunk_s}
+    if not s.skip_live:
+        with stream(s.workdir, chunk=s.chunk_s) as st:
+            result["stream"] = {"name": st["name"], "channels": 275, "sfreq": 1200.0, "chunk_s": s.chunk_s}
             for p in arts:
                 r: dict[str, Any] = {}
                 for label, hop in (("latency_hop", s.latency_hop), ("cpu_hop", s.cpu_hop)):
                     log.info("preset %s, hop %g s: measuring %g s", p, hop, s.measure_s)
                     with service(
-                        s.workdir, arts[p]["model"], arts[p]["bank"], stream_name, hop, s.threads, tag=f"{p}-{hop}"
+                        s.workdir, arts[p]["model"], arts[p]["bank"], st["name"], hop, s.threads, tag=f"{p}-{hop}"
                     ) as svc:
                         m = measure_service(svc, s.warmup_s, s.measure_s)
                     m["hop"] = hop

@@ -319,7 +319,8 @@ def _simulate_subject(s: SimSettings, lex: Lexicon, stims: list[Stimulus], subje
         info_runs.append({"run": f"{r:02d}", "split": run_split, "seconds": round(n / s.sfreq, 3),
                           "n_sounds": len(plan)})
     if sig_scale is None:
-        raise ConfigError(f"subject {subject!r} got no runs to simulate: give the simulation some speech (minutes > 0)")
+        raise ConfigError(f"subject {subject!r}: no run was scheduled from {len(stims)} stimuli; the simulation needs "
+                          "at least one sentence of speech (raise minutes)")
     moment = sig_scale * float(np.mean([np.linalg.norm(w) for w in sub.sources.weights if w.size]))
     return {"subject": subject, "runs": info_runs, "bad_channels": sub.bad_channels,
             "alpha_freq": round(sub.alpha_freq, 3), "signal_scale": sig_scale,

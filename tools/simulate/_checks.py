@@ -58,9 +58,7 @@ def run_checks(root: str | Path, out: str | Path, subject: str | None = None, ma
     if not recs:
         raise DataFormatError(f"no runs for subject {subject!r} under {root}")
     psds, epochs_data = [], []
-    sfreq = None
-    info = None
-    for rec in recs:
+    for rec in recs:  # not empty: sfreq, info and f are set below for the code after the loop
         raw = rec.load_raw()
         good = [c for c in raw.ch_names if c not in raw.info["bads"]]
         raw.pick(good)
@@ -82,8 +80,6 @@ def run_checks(root: str | Path, out: str | Path, subject: str | None = None, ma
     psd = np.concatenate(psds, axis=0) if len(psds) > 1 else psds[0]
     mean_psd = psd.mean(axis=0)
     fit = fit_spectrum(f, mean_psd)
-    if info is None or sfreq is None:  # unreachable: recs is not empty
-        raise DataFormatError(f"no runs for subject {subject!r} under {root}")
     is_meg = "eeg" not in info.get_channel_types()
     unit, scale = ("fT", 1e15) if is_meg else ("µV", 1e6)
     # --- PSD plot
