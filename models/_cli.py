@@ -33,6 +33,8 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 @click.command("train")
 @click.argument("config", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--data", type=click.Path(exists=True, file_okay=False), help="BIDS dataset root.")
+@click.option("--format", "data_format", help="Layout of --data: bids, meg-masc, mous, broderick, brennan, "
+              "libribrain (default: detected; docs/datasets.md).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--preset", type=click.Choice(["paper", "efficient"]), help="Encoder architecture.")
 @click.option("--loss", type=click.Choice(["clip", "mse"]), help="clip (contrastive) or mse "
@@ -109,19 +111,22 @@ def export(run: str, out: str, subject: str | None, metrics: str | None) -> None
 @click.command("bank")
 @click.option("--model", required=True, type=click.Path(exists=True, dir_okay=False), help="Exported .onnx.")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Dataset root.")
+@click.option("--format", "data_format", default=None, help="Layout of --data: bids, meg-masc, mous, broderick, "
+              "brennan, libribrain (default: detected; docs/datasets.md).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output bank (.npz).")
 @click.option("--split", type=click.Choice(["test", "val", "train", "all"]), default="test",
     show_default=True)
 @click.option("--feature-cache", type=click.Path(file_okay=False), default=None)
 @click.option("--rank", type=click.IntRange(min=1), default=None,
               help="Compress the bank to this rank (low-rank basis; faster scoring). Default: exact bank.")
-def bank(model: str, data: str, out: str, split: str, feature_cache: str | None, rank: int | None) -> None:
+def bank(model: str, data: str, out: str, split: str, feature_cache: str | None, rank: int | None,
+         data_format: str | None) -> None:
     """Build the candidate bank of MODEL from the stimuli and word events of DATA."""
     from .bank import build_bank
 
     if not out.endswith(".npz"):
         raise ConfigError(f"bank output must end with .npz, got {out!r}")
-    b = build_bank(model, data, out, split=split, feature_cache=feature_cache, rank=rank)
+    b = build_bank(model, data, out, split=split, feature_cache=feature_cache, rank=rank, fmt=data_format)
     comp = b.header.get("compression")
     extra = (f", rank {comp['rank']} ({100 * comp['energy']:.2f}% energy kept)" if comp else "")
     click.echo(f"wrote {out}: {len(b)} candidates, features {b.features.shape}{extra}, "

@@ -273,8 +273,9 @@ def raw_sfreq(rec: Recording) -> float:
         return 0.0
 
 
-def find_recordings(root: str | Path, subjects: list[str] | None, tasks: list[str] | None) -> list[Recording]:
-    recs = load_dataset(root, subjects=subjects, tasks=tasks)
+def find_recordings(root: str | Path, subjects: list[str] | None, tasks: list[str] | None,
+                    fmt: str | None = None) -> list[Recording]:
+    recs = load_dataset(root, subjects=subjects, tasks=tasks, fmt=fmt)
     if not recs:
         raise ConfigError(f"no recordings under {root} for subjects={subjects} tasks={tasks}")
     return recs

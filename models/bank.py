@@ -31,7 +31,7 @@ __all__ = ["build_bank", "word_candidates"]
 log = logging.getLogger(__name__)
 
 
-def word_candidates(root: str | Path, split: str | None = "test") -> dict[str, np.ndarray]:
+def word_candidates(root: str | Path, split: str | None = "test", fmt: str | None = None) -> dict[str, np.ndarray]:
     """Distinct word-onset segments of a dataset's events (every run), optionally one split's sounds only.
 
     Returns
@@ -42,7 +42,7 @@ def word_candidates(root: str | Path, split: str | None = "test") -> dict[str, n
     if split not in (None, "all", "train", "val", "test"):
         raise ConfigError(f"split must be 'train', 'val', 'test' or 'all', got {split!r}")
     seen: dict[str, tuple[str, str, str, float]] = {}
-    for rec in load_dataset(root):
+    for rec in load_dataset(root, fmt=fmt):
         w = rec.load_events().words()
         for k in range(len(w)):
             sound = str(w.sound[k])
@@ -65,7 +65,7 @@ def word_candidates(root: str | Path, split: str | None = "test") -> dict[str, n
 
 def build_bank(model: str | Path, data: str | Path, out: str | Path | None = None, split: str = "test",
                feature_cache: str | Path | None = None, progress: bool = True,
-               rank: int | None = None) -> CandidateBank:
+               rank: int | None = None, fmt: str | None = None) -> CandidateBank:
     """Build (and optionally save) the candidate bank of ``model`` from the stimuli of dataset ``data``.
 
     Parameters
@@ -98,7 +98,7 @@ def build_bank(model: str | Path, data: str | Path, out: str | Path | None = Non
     speech = {"kind": contract.speech.kind, "dim": contract.speech.dim, "params": contract.speech.params,
               "mean": contract.speech.mean, "std": contract.speech.std}
     targets = SpeechTargets.from_spec(root, speech, rep, cache)
-    cand = word_candidates(root, split)
+    cand = word_candidates(root, split, fmt)
     window = contract.window
     out_shape = [int(v) for v in contract.output["shape"]]
     feats = np.empty((len(cand["ids"]), out_shape[0], window.n_times), dtype=np.float32)

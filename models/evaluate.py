@@ -118,7 +118,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     loaded = [(Path(r), *load_run(r)) for r in cfg.runs]
     root = Path(cfg.data or loaded[0][2]["data"]["root"])
     cache = Path(cfg.feature_cache) if cfg.feature_cache else root / "derivatives" / "neurospeech-features"
-    recordings = _data.find_recordings(root, None, None)
+    fmt = None if cfg.data else loaded[0][2]["config"].get("data_format")  # the run's layout for its own data
+    recordings = _data.find_recordings(root, None, None, fmt)
     report: dict[str, Any] = {"data": str(root), "split": "test", "anchors": "word onsets", "methods": {}}
     test_cache: dict[str, Any] = {}
     histories: dict[str, list[dict[str, float]]] = {}

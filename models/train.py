@@ -64,7 +64,10 @@ class TrainConfig:
     Attributes
     ----------
     data : str
-        BIDS dataset root (e.g. written by ``neurospeech simulate``).
+        BIDS dataset root (e.g. written by ``neurospeech simulate``), or a public corpus's root.
+    data_format : str or None
+        Layout of ``data`` (``bids``, ``meg-masc``, ``mous``, ``broderick``, ``brennan``, ``libribrain``;
+        :mod:`neurospeech.data.formats`); None: detected from the folder.
     out : str
         Run directory (created; an existing checkpoint there is resumed when ``resume`` is true).
     subjects, tasks : list of str or None
@@ -118,6 +121,7 @@ class TrainConfig:
     """
 
     data: str = ""
+    data_format: str | None = None
     out: str = "runs/encoder"
     subjects: list[str] | None = None
     tasks: list[str] | None = None
@@ -189,7 +193,7 @@ class TrainConfig:
     def identity(self) -> dict[str, Any]:
         """Settings that must not change on resume (everything but out/resume/progress/threads/device)."""
         d = self.to_dict()
-        for k in ("out", "resume", "progress", "threads", "device", "max_epochs", "patience"):
+        for k in ("out", "resume", "progress", "threads", "device", "max_epochs", "patience", "data_format"):
             d.pop(k)
         return d
 
@@ -439,7 +443,7 @@ def train(cfg: TrainConfig) -> Path:
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1, sort_keys=True))
-    recordings = _data.find_recordings(root, cfg.subjects, cfg.tasks)
+    recordings = _data.find_recordings(root, cfg.subjects, cfg.tasks, cfg.data_format)
     subjects = sorted({r.subject for r in recordings})
     cache = Path(cfg.feature_cache) if cfg.feature_cache else root / "derivatives" / "neurospeech-features"
     window = WindowSpec(lag=cfg.lag)

@@ -84,22 +84,32 @@ class Recording:
 
 
 def load_dataset(
-    root: str | Path, subjects: list[str] | None = None, tasks: list[str] | None = None
+    root: str | Path, subjects: list[str] | None = None, tasks: list[str] | None = None,
+    fmt: str | None = None,
 ) -> list[Recording]:
-    """Every MEG/EEG run of a BIDS dataset, sorted by subject, session, task, run.
+    """Every MEG/EEG run of a dataset, sorted by subject, session, task, run.
 
     Parameters
     ----------
     root : str or Path
-        Dataset root (holds ``dataset_description.json`` and ``sub-*``).
+        Dataset root (holds ``dataset_description.json`` and ``sub-*``), or the root of a public corpus
+        (:mod:`neurospeech.data.formats`: MEG-MASC, MOUS, Broderick, Brennan, LibriBrain).
     subjects, tasks : list of str or None
         Keep only these (None: all).
+    fmt : str or None
+        Layout name (``bids``, ``meg-masc``, ``mous``, ``broderick``, ``brennan``, ``libribrain``);
+        None: detected from the folder.
 
     Raises
     ------
     DataFormatError
-        Not a BIDS root, or no runs found.
+        Not a known layout, or no runs found.
     """
+    from .formats import read_corpus
+
+    corpus = read_corpus(root, fmt, subjects, tasks)
+    if corpus is not None:
+        return corpus
     root = Path(root)
     if not root.is_dir():
         raise DataFormatError(f"dataset root {str(root)!r} is not a directory")

@@ -1,0 +1,171 @@
+"""Small copies of the public corpora, written in each corpus's own layout (file names, columns, string formats,
+units as docs/datasets.md records them), for tests/test_readers.py.
+
+Recordings are real system files where the project has them (tests/data/real-formats: a KIT ``.con`` and a CTF
+``.ds`` from MNE's testing data): a longer run is made from the real file's header with its sample count
+patched and simulated data in the system's own integer format, so the bytes a reader parses are those the
+acquisition software writes. Speech is a synthetic voiced signal; brain data are noise plus a response to the
+speech envelope (the readers are under test, not the decoding).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from neurospeech.data import split_of, write_wav
+
+REAL = Path(__file__).resolve().parent / "data" / "real-formats"
+KIT_DIR = REAL / "KIT"
+CTF_DS = REAL / "CTF" / "somMDYO-18av.ds"
+
+WORDS = ("alice", "was", "beginning", "to", "get", "very", "tired", "of", "sitting", "by", "her", "sister",
+         "on", "the", "bank", "and", "having", "nothing", "do")
+SR_AUDIO = 16000
+
+
+def pick_sounds(pattern: str, candidates: range, n: int) -> list[int]:
+    """``n`` indices whose sound ``pattern.format(i)`` covers the train and val splits (hash split)."""
+    chosen: list[int] = []
+    need = {"val": 1, "train": 2}
+    for i in candidates:
+        s = split_of(pattern.format(i))
+        if need.get(s, 0) > 0:
+            need[s] -= 1
+            chosen.append(i)
+    for i in candidates:
+        if len(chosen) >= n:
+            break
+        if i not in chosen:
+            chosen.append(i)
+    if any(need.values()):
+        raise RuntimeError(f"no train/val cover for {pattern} in {candidates}")
+    return sorted(chosen[:max(n, len(chosen))])
+
+
+def speech(seconds: float, seed: int) -> np.ndarray:
+    """A voiced, syllable-rate modulated signal (float in [-1, 1]) at 16 kHz."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR_AUDIO)) / SR_AUDIO
+    f0 = 110 + 20 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6))
+    phase = 2 * np.pi * np.cumsum(f0) / SR_AUDIO
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 8))
+    env = 0.5 * (1 + np.sin(2 * np.pi * rng.uniform(3, 5) * t + rng.uniform(0, 6))) ** 2
+    x = voiced * env + 0.05 * rng.standard_normal(len(t))
+    return (0.5 * x / np.max(np.abs(x))).astype(np.float64)
+
+
+def word_times(seconds: float, seed: int, step: float = 0.42) -> list[tuple[float, float, str]]:
+    """(start, end, word) inside a wav of ``seconds``."""
+    rng = np.random.default_rng(seed)
+    out, t, k = [], 0.1, int(rng.integers(len(WORDS)))
+    while t + 0.3 < seconds:
+        out.append((round(t, 3), round(t + 0.3, 3), WORDS[k % len(WORDS)]))
+        t += step
+        k += 1
+    return out
+
+
+def brain_response(n_ch: int, n_times: int, sfreq: float, onsets: list[tuple[float, np.ndarray]],
+                   seed: int) -> np.ndarray:
+    """Noise (smoothed) plus a response to each sound's envelope, shape (n_ch, n_times), unit variance."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_ch, n_times))
+    k = max(1, int(sfreq / 40))
+    x = np.cumsum(x, axis=1)
+    x[:, k:] = x[:, k:] - x[:, :-k]
+    x /= x.std(axis=1, keepdims=True)
+    mix = rng.standard_normal(n_ch)
+    for t0, env in onsets:
+        e = np.interp(np.arange(int(len(env) / SR_AUDIO * sfreq)) / sfreq,
+                      np.arange(len(env)) / SR_AUDIO, np.abs(env))
+        i0 = int((t0 + 0.1) * sfreq)
+        n = min(len(e), n_times - i0)
+        if n > 0:
+            x[:, i0:i0 + n] += 2.0 * mix[:, None] * (e[None, :n] / (e.std() + 1e-9))
+    return x
+
+
+# ---------------------------------------------------------------------------------------------- MEG-MASC
+def write_fastscan(path: Path, points_m: np.ndarray) -> None:
+    """FastSCAN text: ``%`` header lines, then ``x y z`` per line in millimetres."""
+    lines = ["% Polhemus FastSCAN 3D digitisation", "% units: mm", f"% {len(points_m)} points"]
+    lines += [f"{x:.4f}\t{y:.4f}\t{z:.4f}" for x, y, z in points_m * 1000.0]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_kit_con(dst: Path, seconds: float, onsets: list[tuple[float, np.ndarray]], seed: int) -> None:
+    """A continuous KIT ``.con``: the real file's header with its sample count patched, int16 data."""
+    import mne
+    from mne.io.kit.constants import KIT
+
+    src = KIT_DIR / "MQKIT_125_2sec.con"
+    raw = mne.io.read_raw_kit(src, verbose="error")
+    sq = raw._raw_extras[0]
+    dirs = sq["dirs"]
+    data_off = int(dirs[KIT.DIR_INDEX_RAW_DATA]["offset"])
+    nchan = int(sq["nchan"])
+    sfreq = float(raw.info["sfreq"])
+    n = int(seconds * sfreq)
+    head = bytearray(src.read_bytes()[:data_off])
+    acq = int(dirs[KIT.DIR_INDEX_ACQ_COND]["offset"])
+    struct.pack_into("<i", head, acq + 16, n)  # samples count of a continuous acquisition
+    struct.pack_into("<ii", head, KIT.DIR_INDEX_RAW_DATA * 16 + 8, n * nchan, n * nchan)
+    meg = mne.pick_types(raw.info, meg=True, ref_meg=False)
+    x = np.zeros((nchan, n), dtype=np.float64)
+    x[meg] = brain_response(len(meg), n, sfreq, onsets, seed) * 400  # ~400 ADC counts
+    data = np.clip(np.round(x), -32767, 32767).astype("<i2").T.tobytes()  # sample-major
+    dst.write_bytes(bytes(head) + data)
+
+
+def make_meg_masc(root: Path, n_sounds: int = 6, seed: int = 0) -> dict:
+    """MEG-MASC layout: one subject, session 0, task 0 (story lw1); returns what was written."""
+    from mne.io.kit.coreg import _read_dig_kit
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "MEG-MASC", "BIDSVersion": "1.6.0"}))
+    (root / "participants.tsv").write_text("participant_id\tage\tsex\nsub-01\t25\tF\n")
+    idx = pick_sounds("stimuli/audio/lw1_{}.wav", range(0, 40), n_sounds)
+    rows, onsets, t, words = [], [], 1.0, 0
+    for j, i in enumerate(idx):
+        sound = f"stimuli/audio/lw1_{i}.wav"
+        dur = 3.0
+        wav = speech(dur, seed * 100 + i)
+        write_wav(root / sound, wav, SR_AUDIO)
+        onsets.append((t, wav))
+        rows.append((t, dur, {"story": "lw1", "story_uid": 0, "sound_id": i, "kind": "sound",
+                              "meta": "", "sound": sound, "start": 0.0}))
+        for w0, w1, w in word_times(dur, seed + i):
+            d = {"story": "lw1", "story_uid": 0, "sound_id": i, "kind": "word", "meta": "",
+                 "pronounced": 1.0, "sound": sound, "sequence_id": j, "condition": "sentence",
+                 "word_index": words, "speech_rate": 205.0, "voice": "Allison", "start": w0, "word": w}
+            rows.append((t + w0, round(w1 - w0, 3), d))
+            ph = {"story": "lw1", "story_uid": 0, "sound_id": i, "kind": "phoneme", "phoneme": "ae_I",
+                  "sound": sound, "start": w0, "word_index": words}
+            rows.append((t + w0, 0.08, ph))
+            words += 1
+        t += dur + 0.5
+    seconds = t + 3.0
+    meg = root / "sub-01" / "ses-0" / "meg"
+    meg.mkdir(parents=True)
+    con = meg / "sub-01_ses-0_task-0_meg.con"
+    write_kit_con(con, seconds, onsets, seed)
+    shutil.copy(KIT_DIR / "MQKIT_125.mrk", meg / "sub-01_ses-0_task-0_markers.mrk")
+    write_fastscan(meg / "sub-01_ses-0_acq-ELP_headshape.pos", _read_dig_kit(KIT_DIR / "MQKIT_125.elp"))
+    write_fastscan(meg / "sub-01_ses-0_acq-HSP_headshape.pos", _read_dig_kit(KIT_DIR / "MQKIT_125.hsp"))
+    import mne
+
+    names = mne.io.read_raw_kit(con, verbose="error").ch_names
+    lines = ["name\ttype\tunits\tstatus"] + [f"{c}\tMEGMAG\tT\t{'bad' if k == 5 else 'good'}"
+                                              for k, c in enumerate(names)]
+    (meg / "sub-01_ses-0_task-0_channels.tsv").write_text("\n".join(lines) + "\n")
+    ev = ["onset\tduration\ttrial_type\tvalue\tsample"]
+    for onset, dur, d in sorted(rows, key=lambda r: r[0]):
+        ev.append(f"{onset:.3f}\t{dur}\t{d!r}\t{1 if d['kind'] == 'word' else 0}\t{int(onset * 1000)}")
+    (meg / "sub-01_ses-0_task-0_events.tsv").write_text("\n".join(ev) + "\n")
+    return {"sounds": [f"stimuli/audio/lw1_{i}.wav" for i in idx], "seconds": seconds, "bad": names[5],
+            "n_words": words}
