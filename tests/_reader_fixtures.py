@@ -169,3 +169,106 @@ def make_meg_masc(root: Path, n_sounds: int = 6, seed: int = 0) -> dict:
     (meg / "sub-01_ses-0_task-0_events.tsv").write_text("\n".join(ev) + "\n")
     return {"sounds": [f"stimuli/audio/lw1_{i}.wav" for i in idx], "seconds": seconds, "bad": names[5],
             "n_words": words}
+
+
+# ------------------------------------------------------------------------------------------------ MOUS
+def write_textgrid(path: Path, words: list[tuple[float, float, str]], xmax: float) -> None:
+    """A Praat TextGrid (long text format) with a ``words`` and a ``phones`` tier, silences as ``""``/``sil``."""
+    def tier(name: str, items: list[tuple[float, float, str]]) -> list[str]:
+        filled, t = [], 0.0
+        for a, b, w in items:
+            if a > t:
+                filled.append((t, a, "sil" if name == "phones" else ""))
+            filled.append((a, b, w))
+            t = b
+        if t < xmax:
+            filled.append((t, xmax, ""))
+        out = ['        class = "IntervalTier"', f'        name = "{name}"', "        xmin = 0",
+               f"        xmax = {xmax}", f"        intervals: size = {len(filled)}"]
+        for k, (a, b, w) in enumerate(filled, start=1):
+            out += [f"        intervals [{k}]:", f"            xmin = {a}", f"            xmax = {b}",
+                    f'            text = "{w}"']
+        return out
+
+    phones = [(a, round((a + b) / 2, 3), w[:1].upper()) for a, b, w in words]
+    lines = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "", "xmin = 0", f"xmax = {xmax}",
+             "tiers? <exists>", "size = 2", "item []:", "    item [1]:", *tier("phones", phones)]
+    lines += ["    item [2]:", *tier("words", words)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_ctf_ds(dst: Path, seconds: float, onsets: list[tuple[float, np.ndarray]], seed: int) -> float:
+    """A continuous CTF ``.ds``: the real dataset's files renamed, its trial count patched, int32 data."""
+    import mne
+
+    name = dst.name[:-3]
+    dst.mkdir(parents=True)
+    for f in CTF_DS.iterdir():
+        target = dst / (name + f.name[len(CTF_DS.name) - 3:] if f.name.startswith(CTF_DS.name[:-3]) else f.name)
+        if not f.name.endswith(".meg4"):
+            shutil.copy(f, target)
+    ref = mne.io.read_raw_ctf(CTF_DS, verbose="error")
+    res4 = bytearray((dst / f"{name}.res4").read_bytes())
+    nsamp, = struct.unpack_from(">i", res4, 1288)
+    nchan, = struct.unpack_from(">h", res4, 1292)
+    sfreq, = struct.unpack_from(">d", res4, 1296)
+    n_trials = int(np.ceil(seconds * sfreq / nsamp))
+    struct.pack_into(">h", res4, 1312, n_trials)  # no_trials: MNE reads the trials back to back as one run
+    (dst / f"{name}.res4").write_bytes(bytes(res4))
+    real = np.frombuffer((CTF_DS / f"{CTF_DS.name[:-3]}.meg4").read_bytes()[8:], dtype=">i4")
+    real = real.reshape(-1, nchan, nsamp)[0]
+    cal = np.ones(nchan)
+    volts = ref.get_data()[:, :nsamp]
+    for c in range(nchan):  # physical units per count of each channel, from the real file
+        nz = np.flatnonzero(real[c])
+        if len(nz):
+            cal[c] = volts[c, nz[0]] / real[c, nz[0]]
+    n = n_trials * nsamp
+    x = np.zeros((nchan, n))
+    meg = mne.pick_types(ref.info, meg=True, ref_meg=False)
+    x[meg] = brain_response(len(meg), n, sfreq, onsets, seed) * 2e-13 / cal[meg, None]
+    counts = np.clip(np.round(x), -2**31 + 1, 2**31 - 1).astype(">i4")
+    trials = counts.reshape(nchan, n_trials, nsamp).transpose(1, 0, 2)  # trial-major, then channel-major
+    (dst / f"{name}.meg4").write_bytes(b"MEG41CP\x00" + trials.tobytes())
+    return float(sfreq)
+
+
+def make_mous(root: Path, n_sounds: int = 4, seed: int = 1, subject: str = "A2002") -> dict:
+    """MOUS layout: one auditory subject (plus a visual one that must be ignored)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "MOUS", "BIDSVersion": "1.2.0"}))
+    (root / "participants.tsv").write_text(f"participant_id\tage\tsex\nsub-{subject}\t22\tM\nsub-V1001\t23\tF\n")
+    ids = pick_sounds("stimuli/audio_files/EQ_Ramp_Int2_Int1LPF{:03d}.wav", range(1, 120), n_sounds)
+    texts, ev, onsets, t, n_words = [], ["onset\tduration\tsample\ttype\tvalue"], [], 2.0, 0
+    ev.append("0.5\tn/a\t626\tNothing\tZINNEN")
+    for i in ids:
+        dur = 3.0
+        wav = speech(dur, seed * 100 + i)
+        write_wav(root / f"stimuli/audio_files/EQ_Ramp_Int2_Int1LPF{i:03d}.wav", wav, SR_AUDIO)
+        words = word_times(dur, seed + i)
+        write_textgrid(root / f"derivatives/phonemes/EQ_Ramp_Int2_Int1LPF{i:03d}.TextGrid", words, dur)
+        texts.append(f"{i} " + " ".join(w for _, _, w in words))
+        onsets.append((t, wav))
+        ev.append(f"{t - 0.3:.4f}\tn/a\t{int((t - 0.3) * 1250)}\ttrial\tn/a")
+        ev.append(f"{t - 0.3:.4f}\tn/a\t{int((t - 0.3) * 1250)}\tUPPT001\t{i % 10 + 1}")
+        ev.append(f"{t:.4f}\tn/a\t{int(t * 1250)}\tSound\tStart File {i:03d}.wav")
+        ev.append(f"{t + dur + 0.05:.4f}\tn/a\t{int((t + dur + 0.05) * 1250)}\tNothing\tEnd of file {i:03d}.wav")
+        n_words += len(words)
+        t += dur + 0.6
+    (root / "stimuli" / "stimuli.txt").write_text("\n".join(texts) + "\n")
+    meg = root / f"sub-{subject}" / "meg"
+    sfreq = write_ctf_ds(meg / f"sub-{subject}_task-auditory_meg.ds", t + 3.0, onsets, seed)
+    (meg / f"sub-{subject}_task-auditory_events.tsv").write_text("\n".join(ev) + "\n")
+    import mne
+
+    names = mne.io.read_raw_ctf(meg / f"sub-{subject}_task-auditory_meg.ds", verbose="error").ch_names
+    meg_names = [c for c in names if c.startswith("M")]
+    lines = ["name\ttype\tunits\tstatus"] + [f"{c}\tMEGGRADAXIAL\tT\t{'bad' if c == meg_names[3] else 'good'}"
+                                              for c in names]
+    (meg / f"sub-{subject}_task-auditory_channels.tsv").write_text("\n".join(lines) + "\n")
+    vis = root / "sub-V1001" / "meg" / "sub-V1001_task-visual_meg.ds"
+    vis.mkdir(parents=True)
+    (vis.parent / "sub-V1001_task-visual_events.tsv").write_text("onset\tduration\tsample\ttype\tvalue\n")
+    return {"ids": ids, "seconds": t + 3.0, "bad": meg_names[3], "n_words": n_words, "sfreq": sfreq,
+            "sounds": [f"stimuli/audio_files/EQ_Ramp_Int2_Int1LPF{i:03d}.wav" for i in ids]}

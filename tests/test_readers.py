@@ -10,7 +10,7 @@ from pathlib import Path
 import mne
 import numpy as np
 import pytest
-from _reader_fixtures import KIT_DIR, make_meg_masc
+from _reader_fixtures import CTF_DS, KIT_DIR, make_meg_masc, make_mous
 
 from neurospeech.cli import main
 from neurospeech.data import load_dataset, read_wav
@@ -127,7 +127,7 @@ def test_kit_real_recording_without_sidecars_is_read_in_the_device_frame(tmp_pat
     rec = load_dataset(tmp_path, fmt="meg-masc")[0]
     raw = rec.load_raw()
     ref = mne.io.read_raw_kit(KIT_DIR / "test_as-raw.con", verbose="error")
-    picks = mne.pick_types(ref.info, meg=True, ref_meg=False)
+    picks = mne.pick_types(ref.info, meg=True, ref_meg=False, exclude=[])
     assert raw.ch_names == [ref.ch_names[i] for i in picks]
     np.testing.assert_array_equal(raw.get_data(), ref.get_data(picks=picks))
     assert len(rec.load_events()) == 0
@@ -150,3 +150,71 @@ def test_train_one_epoch_on_meg_masc(meg_masc, tmp_path):
     root, _ = meg_masc
     meta = _train_one_epoch(root, "meg-masc", tmp_path / "run")
     assert meta["subjects"] == ["01"] and len(meta["channels"]) == 125
+
+
+# ------------------------------------------------------------------------------------------------ MOUS
+@pytest.fixture(scope="module")
+def mous(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("mous") / "DSC_3011020.09_236_v1"
+    return root, make_mous(root)
+
+
+def test_mous_layout_is_detected_and_read(mous):
+    root, info = mous
+    assert detect_format(root) == "mous"
+    recs = load_dataset(root)  # the auditory task only: the visual subject has no audio
+    assert [(r.subject, r.task, r.session, r.run) for r in recs] == [("A2002", "auditory", None, None)]
+    raw = recs[0].load_raw()
+    assert set(raw.get_channel_types()) == {"mag"} and raw.info["sfreq"] == info["sfreq"]
+    assert info["bad"] in raw.info["bads"]  # from _channels.tsv (the .ds BadChannels file adds its own)
+    assert raw.times[-1] >= info["seconds"] - 1 / info["sfreq"]
+    assert 1e-14 < float(np.median(raw.get_data().std(axis=1))) < 1e-11
+
+
+def test_mous_events_sounds_from_start_file_rows_and_words_from_textgrids(mous):
+    root, info = mous
+    ev = load_dataset(root)[0].load_events()
+    sounds, words = ev.sounds(), ev.words()
+    assert sounds.sound.tolist() == info["sounds"]
+    assert sounds.sentence.tolist() == [str(i) for i in info["ids"]]
+    np.testing.assert_allclose(sounds.duration, 3.0, atol=1e-3)  # the wav's length, not the End-of-file row
+    assert len(words) == info["n_words"] and "" not in words.word.tolist() and "sil" not in words.word.tolist()
+    for k in range(len(words)):
+        t0 = float(sounds.onset[sounds.sound == words.sound[k]][0])
+        assert abs(words.onset[k] - t0 - words.sound_time[k]) < 1e-6
+    text = (root / "stimuli" / "stimuli.txt").read_text().splitlines()[0].split()[1:]
+    assert words.word[words.sound == info["sounds"][0]].tolist() == text
+
+
+def test_mous_without_alignment_trains_on_sounds_only(tmp_path):
+    root = tmp_path / "mous"
+    info = make_mous(root, n_sounds=3)
+    for tg in (root / "derivatives" / "phonemes").iterdir():
+        tg.unlink()
+    ev = load_dataset(root)[0].load_events()
+    assert len(ev.words()) == 0 and len(ev.sounds()) == len(info["ids"])
+
+
+def test_ctf_real_dataset_in_the_mous_layout(tmp_path):
+    meg = tmp_path / "sub-A2011" / "meg"
+    ds = meg / "sub-A2011_task-auditory_meg.ds"
+    ds.mkdir(parents=True)
+    for f in CTF_DS.iterdir():
+        (ds / f.name.replace("somMDYO-18av", "sub-A2011_task-auditory_meg")).write_bytes(f.read_bytes())
+    (meg / "sub-A2011_task-auditory_events.tsv").write_text(
+        "onset\tduration\tsample\ttype\tvalue\n0.1\tn/a\t125\tUPPT001\t5\n")
+    rec = load_dataset(tmp_path, fmt="mous")[0]
+    raw = rec.load_raw()
+    ref = mne.io.read_raw_ctf(CTF_DS, verbose="error")
+    picks = mne.pick_types(ref.info, meg=True, ref_meg=False, exclude=[])
+    assert raw.ch_names == [ref.ch_names[i] for i in picks]
+    np.testing.assert_array_equal(raw.get_data(), ref.get_data(picks=picks))
+    assert set(ref.info["bads"]) <= set(raw.info["bads"])
+    assert len(rec.load_events()) == 0  # trigger rows are not speech
+
+
+@pytest.mark.torch
+def test_train_one_epoch_on_mous(mous, tmp_path):
+    root, _ = mous
+    meta = _train_one_epoch(root, "mous", tmp_path / "run")
+    assert meta["subjects"] == ["A2002"] and len(meta["channels"]) == 151

@@ -113,7 +113,7 @@ def pick_data_channels(raw: mne.io.BaseRaw, datatype: str, what: Path | str) -> 
     if len(picks) == 0:
         raise DataFormatError(f"{what} has no {datatype.upper()} channels (types: "
                               f"{sorted(set(raw.get_channel_types()))})")
-    raw.pick(picks)
+    raw.pick(picks, verbose="error")
     raw.load_data(verbose="error")
     return raw
 
