@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -272,3 +274,136 @@ def make_mous(root: Path, n_sounds: int = 4, seed: int = 1, subject: str = "A200
     (vis.parent / "sub-V1001_task-visual_events.tsv").write_text("onset\tduration\tsample\ttype\tvalue\n")
     return {"ids": ids, "seconds": t + 3.0, "bad": meg_names[3], "n_words": n_words, "sfreq": sfreq,
             "sounds": [f"stimuli/audio_files/EQ_Ramp_Int2_Int1LPF{i:03d}.wav" for i in ids]}
+
+
+# ------------------------------------------------------------------------------------------- Broderick
+def make_broderick(root: Path, n_runs: int = 4, n_subjects: int = 1, seed: int = 2, wavs: bool = True) -> dict:
+    """``Natural Speech`` layout: EEG/SubjectN/SubjectN_RunR.mat, Stimuli/Text/RunR.mat, Stimuli/Audio.
+
+    The real corpus has runs 1-20; a fixture needs a run whose audio hashes to the validation split, and
+    none of audio1-20 does (see docs/datasets.md), so the run numbers are picked from 1-99.
+    """
+    from scipy.io import savemat
+
+    runs = pick_sounds("Stimuli/Audio/audio{}.wav", range(1, 100), n_runs)
+    fs, dur = 128, 3.0
+    words_of: dict[int, list[tuple[float, float, str]]] = {}
+    for r in runs:
+        wav = speech(dur, seed * 100 + r)
+        if wavs:
+            write_wav(root / f"Stimuli/Audio/audio{r}.wav", wav, SR_AUDIO)
+        words = word_times(dur, seed + r)
+        words_of[r] = words
+        vec = np.empty((len(words), 1), dtype=object)
+        for k, (_, _, w) in enumerate(words):
+            vec[k, 0] = w
+        (root / "Stimuli" / "Text").mkdir(parents=True, exist_ok=True)
+        savemat(root / f"Stimuli/Text/Run{r}.mat", {
+            "wordVec": vec, "onset_time": np.array([[a] for a, _, _ in words]),
+            "offset_time": np.array([[b] for _, b, _ in words])})
+        (root / "Stimuli" / "Envelopes").mkdir(parents=True, exist_ok=True)
+        for s in range(1, n_subjects + 1):
+            n = int((dur + 3.0) * fs)
+            x = brain_response(130, n, fs, [(0.0, wav)], seed + 10 * s + r) * 20.0  # uV
+            x[128:] = 5.0 * np.random.default_rng(s).standard_normal((2, n)) + 30.0  # mastoids
+            d = root / "EEG" / f"Subject{s}"
+            d.mkdir(parents=True, exist_ok=True)
+            savemat(d / f"Subject{s}_Run{r}.mat", {"eegData": x[:128].T, "mastoids": x[128:].T,
+                                                   "fs": np.array([[fs]])})
+    return {"runs": runs, "words": words_of, "fs": fs, "seconds": dur + 3.0}
+
+
+# --------------------------------------------------------------------------------------------- Brennan
+def make_brennan(root: Path, segments: tuple[int, ...] = (1, 2, 3, 5), seed: int = 3,
+                 subjects: tuple[str, ...] = ("S01",)) -> dict:
+    """Deep Blue v2 layout: S01.vhdr (BrainVision), timelock-preprocessing/S01.mat, the csv, audio/."""
+    import mne
+    from scipy.io import savemat
+
+    fs, dur, gap, lead = 500.0, 3.0, 0.7, 2.0
+    table: list[dict[str, Any]] = []
+    onsets: list[tuple[float, np.ndarray]] = []
+    starts: dict[int, float] = {}
+    order, sentence, t = 1, 1, lead
+    for seg in segments:
+        wav = speech(dur, seed * 100 + seg)
+        write_wav(root / f"audio/DownTheRabbitHoleFinal_SoundFile{seg}.wav", wav, SR_AUDIO)
+        onsets.append((t, wav))
+        starts[seg] = t
+        for pos, (a, b, w) in enumerate(word_times(dur, seed + seg), start=1):
+            table.append({"Word": w, "Segment": seg, "onset": a, "offset": b, "Order": order,
+                          "LogFreq": 9.1, "LogFreq_Prev": 8.2, "LogFreq_Next": 10.3, "SndPower": 0.01,
+                          "Length": round(b - a, 3), "Position": pos, "Sentence": sentence, "IsLexical": 1,
+                          "NGRAM": 5.2, "RNN": 4.1, "CFG": 3.3})
+            order += 1
+        sentence += 1
+        t += dur + gap
+    cols = list(table[0])
+    lines = [",".join(cols)] + [",".join(str(r[c]) for c in cols) for r in table]
+    (root / "AliceChapterOne-EEG.csv").write_text("\n".join(lines) + "\n")
+    seconds = t + 3.0
+    names = [str(k) for k in range(1, 62)]
+    for sub in subjects:
+        n = int(seconds * fs)
+        x = brain_response(63, n, fs, onsets, seed + int(sub[1:])) * 10e-6
+        info = mne.create_info([*names, "VEOG", "Aux5"], fs, ["eeg"] * 61 + ["eog", "misc"])
+        raw = mne.io.RawArray(x, info, verbose="error")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pybv: VEOG/Aux5 have no voltage unit here
+            mne.export.export_raw(root / f"{sub}.vhdr", raw, fmt="brainvision", overwrite=True, verbose="error")
+        pre = int(0.3 * fs)
+        trl = []
+        for r in table:
+            ev = round((starts[int(r["Segment"])] + float(r["onset"])) * fs) + 1  # 1-based sample
+            trl.append([ev - pre, ev + int(1.0 * fs), -pre, float(r["Order"]), float(r["Position"])])
+        proc = {"trl": np.array(trl), "varnames": np.array(["Order", "Position"], dtype=object),
+                "tot_trials": len(trl), "tot_chans": 61,
+                "impedence": {"bads": np.array(["7"], dtype=object)},
+                "rejections": {"badchans": np.array(["33"], dtype=object)}}
+        (root / "timelock-preprocessing").mkdir(parents=True, exist_ok=True)
+        savemat(root / "timelock-preprocessing" / f"{sub}.mat", {"proc": proc})
+    return {"segments": segments, "starts": starts, "n_words": len(table), "seconds": seconds, "fs": fs,
+            "bads": ["33", "7"]}
+
+
+# ------------------------------------------------------------------------------------------ LibriBrain
+def make_libribrain(root: Path, n_runs: int = 4, seed: int = 4, audio_table: bool = True) -> dict:
+    """pnpl's local LibriBrain folder: serialised h5 + events tsv per run (Sherlock1, session k, run 1)."""
+    import h5py
+
+    names = [f"MEG{k:03d}{j}" for k in range(1, 11) for j in (1, 2, 3)]
+    types = ["mag" if n.endswith("1") else "grad" for n in names]
+    fs, dur = 250.0, 3.0
+    sess = pick_sounds("stimuli/sherlock1/sherlock1_{:02d}.wav", range(1, 40), n_runs)
+    rows = ["task\tsession\trun\tsound\tmeg_time"]
+    for ses in sess:
+        sound = f"stimuli/sherlock1/sherlock1_{ses:02d}.wav"
+        wav = speech(dur, seed * 100 + ses)
+        write_wav(root / sound, wav, SR_AUDIO)
+        t0, t_audio = 10.0, 1.5  # the h5 times clock starts at t0; the wav starts t_audio later
+        n = int((t_audio + dur + 3.0) * fs)
+        x = brain_response(len(names), n, fs, [(t_audio, wav)], seed + ses)
+        x *= np.where(np.array(types) == "mag", 1e-12, 1e-11)[:, None]
+        base = f"sub-0_ses-{ses}_task-Sherlock1_run-1"
+        ser = root / "Sherlock1" / "derivatives" / "serialised"
+        ser.mkdir(parents=True, exist_ok=True)
+        with h5py.File(ser / f"{base}_proc-bads+headpos+sss+notch+bp+ds_meg.h5", "w") as f:
+            f.create_dataset("data", data=x.astype(np.float32), chunks=(len(names), 50))
+            f.create_dataset("times", data=(t0 + np.arange(n) / fs).astype(np.float32), chunks=(50,))
+            f.attrs["sample_frequency"] = fs
+            f.attrs["highpass_cutoff"] = 0.1
+            f.attrs["lowpass_cutoff"] = 125.0
+            f.attrs["channel_names"] = ", ".join(names)
+            f.attrs["channel_types"] = ", ".join(types)
+        ev = ["kind\tsegment\ttimemeg\tsentenceidx\twordidx"]
+        for k, (a, b, w) in enumerate(word_times(dur, seed + ses)):
+            ev.append(f"word\t{w}\t{t0 + t_audio + a:.4f}\t1\t{k}")
+            ev.append(f"phoneme\t{w[:1]}\t{t0 + t_audio + a:.4f}\t1\t{k}")
+            ev.append(f"silence\t\t{t0 + t_audio + b:.4f}\t1\t{k}")
+        evd = root / "Sherlock1" / "derivatives" / "events"
+        evd.mkdir(parents=True, exist_ok=True)
+        (evd / f"{base}_events.tsv").write_text("\n".join(ev) + "\n")
+        rows.append(f"Sherlock1\t{ses}\t1\t{sound}\t{t0 + t_audio}")
+    if audio_table:
+        (root / "stimuli" / "libribrain_audio.tsv").write_text("\n".join(rows) + "\n")
+    return {"sessions": sess, "names": names, "types": types, "fs": fs, "t_audio": 1.5}

@@ -10,7 +10,15 @@ from pathlib import Path
 import mne
 import numpy as np
 import pytest
-from _reader_fixtures import CTF_DS, KIT_DIR, make_meg_masc, make_mous
+from _reader_fixtures import (
+    CTF_DS,
+    KIT_DIR,
+    make_brennan,
+    make_broderick,
+    make_libribrain,
+    make_meg_masc,
+    make_mous,
+)
 
 from neurospeech.cli import main
 from neurospeech.data import load_dataset, read_wav
@@ -218,3 +226,181 @@ def test_train_one_epoch_on_mous(mous, tmp_path):
     root, _ = mous
     meta = _train_one_epoch(root, "mous", tmp_path / "run")
     assert meta["subjects"] == ["A2002"] and len(meta["channels"]) == 151
+
+
+# ------------------------------------------------------------------------------------------- Broderick
+@pytest.fixture(scope="module")
+def broderick(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("broderick") / "Natural Speech"
+    return root, make_broderick(root, n_subjects=2)
+
+
+def test_broderick_layout_is_detected_and_read(broderick):
+    from scipy.io import loadmat
+
+    root, info = broderick
+    assert detect_format(root) == "broderick"
+    recs = load_dataset(root)
+    assert [(r.subject, r.run) for r in recs] == [(s, f"{r:02d}") for s in ("01", "02") for r in info["runs"]]
+    assert load_dataset(root, subjects=["02"])[0].subject == "02"
+    rec = recs[0]
+    raw = rec.load_raw()
+    assert raw.ch_names[:2] == ["A1", "A2"] and len(raw.ch_names) == 128 and raw.info["sfreq"] == 128
+    m = loadmat(rec.source)
+    expect = (m["eegData"] - m["mastoids"].mean(axis=1, keepdims=True)).T * 1e-6  # uV, mastoid reference
+    np.testing.assert_allclose(raw.get_data(), expect, rtol=1e-12, atol=1e-15)
+    assert raw.info["chs"][0]["loc"][:3].any()  # BioSemi 128 positions
+
+
+def test_broderick_words_and_the_run_audio(broderick):
+    root, info = broderick
+    rec = load_dataset(root)[0]
+    ev = rec.load_events()
+    run = info["runs"][0]
+    words = info["words"][run]
+    assert ev.words().word.tolist() == [w for _, _, w in words]
+    np.testing.assert_allclose(ev.words().onset, [a for a, _, _ in words])
+    np.testing.assert_allclose(ev.words().sound_time, ev.words().onset)  # the run starts with its audio
+    assert ev.sounds().sound.tolist() == [f"Stimuli/Audio/audio{run}.wav"]
+    np.testing.assert_allclose(ev.sounds().duration, 3.0, atol=1e-3)
+
+
+def test_broderick_bad_mat_is_a_clear_error(tmp_path):
+    from scipy.io import savemat
+
+    root = tmp_path / "ns"
+    make_broderick(root, n_runs=3)
+    mat = next(root.glob("EEG/Subject1/*.mat"))
+    savemat(mat, {"eegData": np.zeros((100, 64)), "mastoids": np.zeros((100, 2)), "fs": 128})
+    with pytest.raises(DataFormatError, match=r"eegData has shape \(100, 64\); expected \(samples, 128\)"):
+        next(r for r in load_dataset(root) if r.source == mat).load_raw()
+    savemat(mat, {"eeg": np.zeros((100, 128))})
+    with pytest.raises(DataFormatError, match="no variable 'eegData'"):
+        next(r for r in load_dataset(root) if r.source == mat).load_raw()
+
+
+# --------------------------------------------------------------------------------------------- Brennan
+@pytest.fixture(scope="module")
+def brennan(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("brennan") / "alice"
+    return root, make_brennan(root)
+
+
+def test_brennan_layout_is_detected_and_read(brennan):
+    root, info = brennan
+    assert detect_format(root) == "brennan"
+    recs = load_dataset(root)
+    assert [(r.subject, r.task) for r in recs] == [("S01", "alice")]
+    raw = recs[0].load_raw()
+    assert len(raw.ch_names) == 61 and set(raw.get_channel_types()) == {"eeg"}  # VEOG, Aux5 dropped
+    assert raw.info["sfreq"] == info["fs"] and sorted(raw.info["bads"]) == info["bads"]
+    assert raw.info["chs"][0]["loc"][:3].any()  # easycap-M10 positions
+
+
+def test_brennan_word_onsets_from_trl_line_up_with_the_csv(brennan):
+    root, info = brennan
+    ev = load_dataset(root)[0].load_events()
+    words, sounds = ev.words(), ev.sounds()
+    assert len(words) == info["n_words"]
+    for seg, start in info["starts"].items():
+        row = sounds.sound == f"audio/DownTheRabbitHoleFinal_SoundFile{seg}.wav"
+        assert abs(float(sounds.onset[row][0]) - start) < 1.5 / info["fs"]
+    np.testing.assert_allclose(sounds.duration, 3.0, atol=1e-3)
+
+
+def test_brennan_mismatched_trl_is_refused(tmp_path):
+    from scipy.io import loadmat, savemat
+
+    root = tmp_path / "alice"
+    make_brennan(root, segments=(1, 2))
+    p = root / "timelock-preprocessing" / "S01.mat"
+    proc = loadmat(p, simplify_cells=True)["proc"]
+    proc["trl"] = proc["trl"][:-1]
+    savemat(p, {"proc": proc})
+    with pytest.raises(DataFormatError, match=r"trl has .* rows but AliceChapterOne-EEG\.csv has"):
+        load_dataset(root)[0].load_events()
+    trl = loadmat(p, simplify_cells=True)["proc"]["trl"]
+    proc["trl"] = np.vstack([trl, trl[-1:]])
+    proc["trl"][3, 0] += 200  # one word moved by 0.4 s: the words of a wav no longer share one start
+    savemat(p, {"proc": proc})
+    with pytest.raises(DataFormatError, match="do not line up"):
+        load_dataset(root)[0].load_events()
+    p.unlink()
+    with pytest.raises(DataFormatError, match=r"timelock-preprocessing/S01\.mat or proc/S01\.mat"):
+        load_dataset(root)[0].load_events()
+
+
+def test_brennan_v1_fieldtrip_mat(tmp_path):
+    from scipy.io import savemat
+
+    root = tmp_path / "alice"
+    make_brennan(root, segments=(1, 2))
+    raw = mne.io.read_raw_brainvision(root / "S01.vhdr", eog=["VEOG"], misc=["Aux5"], preload=True,
+                                      verbose="error")
+    for f in root.glob("S01.*"):
+        f.unlink()
+    savemat(root / "S01.mat", {"raw": {"trial": [raw.get_data() * 1e6], "label": np.array(raw.ch_names, dtype=object),
+                                       "fsample": raw.info["sfreq"], "time": [raw.times]}})
+    rec = load_dataset(root)[0]
+    back = rec.load_raw()
+    assert len(back.ch_names) == 61
+    np.testing.assert_allclose(back.get_data(), raw.get_data(picks="eeg"), atol=1e-12)
+    assert len(rec.load_events().words()) > 0
+
+
+# ------------------------------------------------------------------------------------------ LibriBrain
+@pytest.fixture(scope="module")
+def libribrain(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("libribrain") / "data"
+    return root, make_libribrain(root)
+
+
+def test_libribrain_layout_is_detected_and_read(libribrain):
+    import h5py
+
+    root, info = libribrain
+    assert detect_format(root) == "libribrain"
+    recs = load_dataset(root)
+    assert [(r.subject, r.session, r.task, r.run) for r in recs] == [
+        ("0", str(s), "Sherlock1", "1") for s in sorted(info["sessions"], key=str)]
+    rec = recs[0]
+    raw = rec.load_raw()
+    assert raw.ch_names == info["names"] and raw.get_channel_types() == info["types"]
+    with h5py.File(rec.source, "r") as f:
+        np.testing.assert_array_equal(raw.get_data(), np.asarray(f["data"], dtype=np.float64))
+
+
+def test_libribrain_words_on_the_raw_clock_and_in_the_wav(libribrain):
+    root, info = libribrain
+    rec = load_dataset(root)[0]
+    ev = rec.load_events()
+    words, sounds = ev.words(), ev.sounds()
+    assert len(sounds) == 1 and abs(float(sounds.onset[0]) - info["t_audio"]) < 1e-4
+    assert len(words) > 3 and set(ev.kind.tolist()) == {"word", "sound"}  # phonemes/silences are not words
+    np.testing.assert_allclose(words.onset - words.sound_time, info["t_audio"], atol=1e-4)
+
+
+def test_libribrain_without_audio_table_says_what_to_provide(tmp_path):
+    root = tmp_path / "lb"
+    make_libribrain(root, n_runs=3, audio_table=False)
+    with pytest.raises(DataFormatError, match=r"LibriBrain ships no audio.*task, session, run, sound, meg_time"):
+        load_dataset(root)[0].load_events()
+
+
+# ------------------------------------------------------------------------------------ training, one epoch
+@pytest.mark.torch
+def test_train_one_epoch_on_broderick(broderick, tmp_path):
+    meta = _train_one_epoch(broderick[0], "broderick", tmp_path / "run")
+    assert meta["subjects"] == ["01", "02"] and len(meta["channels"]) == 128
+
+
+@pytest.mark.torch
+def test_train_one_epoch_on_brennan(brennan, tmp_path):
+    meta = _train_one_epoch(brennan[0], "brennan", tmp_path / "run")
+    assert meta["subjects"] == ["S01"] and len(meta["channels"]) == 61
+
+
+@pytest.mark.torch
+def test_train_one_epoch_on_libribrain(libribrain, tmp_path):
+    meta = _train_one_epoch(libribrain[0], "libribrain", tmp_path / "run")
+    assert meta["subjects"] == ["0"] and len(meta["channels"]) == 30

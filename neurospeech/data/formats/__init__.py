@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ...errors import ConfigError, DataFormatError
 from .._dataset import Recording
-from . import _meg_masc, _mous
+from . import _brennan, _broderick, _libribrain, _meg_masc, _mous
 from ._base import CorpusRecording, Layout
 
 __all__ = ["BIDS", "FORMAT_NAMES", "LAYOUTS", "CorpusRecording", "Layout", "detect_format", "read_corpus"]
@@ -36,7 +36,7 @@ BIDS = "bids"
 
 #: Corpus layouts in detection order (the first whose ``detect`` holds wins).
 LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (
-    _meg_masc.LAYOUT, _mous.LAYOUT)}
+    _meg_masc.LAYOUT, _mous.LAYOUT, _broderick.LAYOUT, _brennan.LAYOUT, _libribrain.LAYOUT)}
 
 #: Every value ``--format`` accepts.
 FORMAT_NAMES: tuple[str, ...] = (BIDS, *LAYOUTS)
