@@ -314,7 +314,7 @@ def make_broderick(root: Path, n_runs: int = 4, n_subjects: int = 1, seed: int =
 
 
 # --------------------------------------------------------------------------------------------- Brennan
-def make_brennan(root: Path, segments: tuple[int, ...] = (1, 2, 3, 5), seed: int = 3,
+def make_brennan(root: Path, segments: tuple[int, ...] = (1, 2, 3, 4, 5), seed: int = 3,
                  subjects: tuple[str, ...] = ("S01",)) -> dict:
     """Deep Blue v2 layout: S01.vhdr (BrainVision), timelock-preprocessing/S01.mat, the csv, audio/."""
     import mne

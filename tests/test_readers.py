@@ -395,9 +395,35 @@ def test_train_one_epoch_on_broderick(broderick, tmp_path):
 
 
 @pytest.mark.torch
-def test_train_one_epoch_on_brennan(brennan, tmp_path):
-    meta = _train_one_epoch(brennan[0], "brennan", tmp_path / "run")
+def test_train_evaluate_export_bank_on_brennan(brennan, tmp_path):
+    from neurospeech.scoring import CandidateBank
+
+    root, _ = brennan
+    run = tmp_path / "run"
+    meta = _train_one_epoch(root, "brennan", run)
     assert meta["subjects"] == ["S01"] and len(meta["channels"]) == 61
+    assert _exit_code(["-q", "evaluate", str(run), "--out", str(tmp_path / "eval"), "--no-ridge",
+                       "--feature-cache", str(tmp_path / "features")]) == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["test_sounds"] == ["audio/DownTheRabbitHoleFinal_SoundFile4.wav"]  # the test-split wav
+    onnx_path = tmp_path / "model.onnx"
+    assert _exit_code(["-q", "export", str(run), "--out", str(onnx_path)]) == 0
+    bank = tmp_path / "bank.npz"
+    assert _exit_code(["-q", "bank", "--model", str(onnx_path), "--data", str(root), "--format", "brennan",
+                       "--out", str(bank), "--feature-cache", str(tmp_path / "features")]) == 0
+    b = CandidateBank.load(bank)
+    ev = load_dataset(root)[0].load_events().words()
+    in_test = ev.sound == "audio/DownTheRabbitHoleFinal_SoundFile4.wav"
+    assert sorted(b.words.tolist()) == sorted(ev.word[in_test].tolist())
+
+
+def test_replay_reads_a_corpus_run_with_its_word_markers(meg_masc):
+    from neurospeech.tools.replay import load_bids_run
+
+    root, info = meg_masc
+    src = load_bids_run(root, subject="01", task="0", session="0")
+    assert src.sfreq == 1000.0 and len(src.labels) == 125
+    assert len(src.markers) == info["n_words"]
 
 
 @pytest.mark.torch
