@@ -110,23 +110,37 @@ def export(run: str, out: str, subject: str | None, metrics: str | None) -> None
 
 @click.command("bank")
 @click.option("--model", required=True, type=click.Path(exists=True, dir_okay=False), help="Exported .onnx.")
-@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="Dataset root.")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), help="Dataset root.")
 @click.option("--format", "data_format", default=None, help="Layout of --data: bids, meg-masc, mous, broderick, "
               "brennan, libribrain (default: detected; docs/datasets.md).")
+@click.option("--audio", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Instead of --data: a folder of stimulus wavs (with --words).")
+@click.option("--words", type=click.Path(exists=True), default=None,
+              help="With --audio: a TSV (wav, onset, word), a Praat TextGrid, or a folder of TextGrids.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output bank (.npz).")
 @click.option("--split", type=click.Choice(["test", "val", "train", "all"]), default="test",
     show_default=True)
 @click.option("--feature-cache", type=click.Path(file_okay=False), default=None)
 @click.option("--rank", type=click.IntRange(min=1), default=None,
               help="Compress the bank to this rank (low-rank basis; faster scoring). Default: exact bank.")
-def bank(model: str, data: str, out: str, split: str, feature_cache: str | None, rank: int | None,
-         data_format: str | None) -> None:
-    """Build the candidate bank of MODEL from the stimuli and word events of DATA."""
+def bank(model: str, data: str | None, out: str, split: str, feature_cache: str | None, rank: int | None,
+         data_format: str | None, audio: str | None, words: str | None) -> None:
+    """Build the candidate bank of MODEL from the stimuli and word events of DATA, or from the wavs of --audio
+    and the word timings of --words (every word onset is a candidate)."""
     from .bank import build_bank
 
     if not out.endswith(".npz"):
         raise ConfigError(f"bank output must end with .npz, got {out!r}")
-    b = build_bank(model, data, out, split=split, feature_cache=feature_cache, rank=rank, fmt=data_format)
+    if data is not None and audio is None and words is None:
+        root, cand = data, None
+    elif data is None and audio is not None and words is not None:
+        from ..data.formats import audio_word_candidates
+
+        root, cand, split = audio, audio_word_candidates(audio, words), "all"
+    else:
+        raise ConfigError("give either --data ROOT, or --audio DIR with --words FILE")
+    b = build_bank(model, root, out, split=split, feature_cache=feature_cache, rank=rank, fmt=data_format,
+                   candidates=cand)
     comp = b.header.get("compression")
     extra = (f", rank {comp['rank']} ({100 * comp['energy']:.2f}% energy kept)" if comp else "")
     click.echo(f"wrote {out}: {len(b)} candidates, features {b.features.shape}{extra}, "

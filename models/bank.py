@@ -65,7 +65,8 @@ def word_candidates(root: str | Path, split: str | None = "test", fmt: str | Non
 
 def build_bank(model: str | Path, data: str | Path, out: str | Path | None = None, split: str = "test",
                feature_cache: str | Path | None = None, progress: bool = True,
-               rank: int | None = None, fmt: str | None = None) -> CandidateBank:
+               rank: int | None = None, fmt: str | None = None,
+               candidates: dict[str, np.ndarray] | None = None) -> CandidateBank:
     """Build (and optionally save) the candidate bank of ``model`` from the stimuli of dataset ``data``.
 
     Parameters
@@ -82,6 +83,11 @@ def build_bank(model: str | Path, data: str | Path, out: str | Path | None = Non
         Feature cache directory (None: ``<data>/derivatives/neurospeech-features``).
     rank : int or None
         Store a low-rank compressed bank (:meth:`CandidateBank.compressed`); None or 0: the exact bank.
+    fmt : str or None
+        Layout of ``data`` (:mod:`neurospeech.data.formats`); None: detected.
+    candidates : dict or None
+        Candidates given directly (``neurospeech.data.formats.audio_word_candidates``: sounds relative to
+        ``data``, a folder of wavs); None: the word events of the dataset ``data``.
     """
     from tqdm import tqdm
 
@@ -98,7 +104,7 @@ def build_bank(model: str | Path, data: str | Path, out: str | Path | None = Non
     speech = {"kind": contract.speech.kind, "dim": contract.speech.dim, "params": contract.speech.params,
               "mean": contract.speech.mean, "std": contract.speech.std}
     targets = SpeechTargets.from_spec(root, speech, rep, cache)
-    cand = word_candidates(root, split, fmt)
+    cand = candidates if candidates is not None else word_candidates(root, split, fmt)
     window = contract.window
     out_shape = [int(v) for v in contract.output["shape"]]
     feats = np.empty((len(cand["ids"]), out_shape[0], window.n_times), dtype=np.float32)

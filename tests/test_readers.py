@@ -18,10 +18,11 @@ from _reader_fixtures import (
     make_libribrain,
     make_meg_masc,
     make_mous,
+    write_textgrid,
 )
 
 from neurospeech.cli import main
-from neurospeech.data import load_dataset, read_wav
+from neurospeech.data import load_dataset, read_wav, segment_id
 from neurospeech.data.formats import FORMAT_NAMES, detect_format, read_corpus
 from neurospeech.errors import ConfigError, DataFormatError
 
@@ -416,6 +417,27 @@ def test_train_evaluate_export_bank_on_brennan(brennan, tmp_path):
     in_test = ev.sound == "audio/DownTheRabbitHoleFinal_SoundFile4.wav"
     assert sorted(b.words.tolist()) == sorted(ev.word[in_test].tolist())
 
+    # bank --audio: the same wav and word times given as a TSV, then as a TextGrid, give the same candidates
+    wav = "DownTheRabbitHoleFinal_SoundFile4.wav"
+    words = [(float(t), str(w)) for t, w in zip(ev.sound_time[in_test], ev.word[in_test], strict=True)]
+    tsv = tmp_path / "words.tsv"
+    tsv.write_text("wav\tonset\tword\n" + "".join(f"{wav}\t{t}\t{w}\n" for t, w in words))
+    grids = tmp_path / "grids"
+    write_textgrid(grids / "DownTheRabbitHoleFinal_SoundFile4.TextGrid",
+                   [(t, round(t + 0.3, 3), w) for t, w in words], 3.0)
+    for i, spec in enumerate((tsv, grids)):
+        out = tmp_path / f"audio-bank-{i}.npz"
+        assert _exit_code(["-q", "bank", "--model", str(onnx_path), "--audio", str(root / "audio"),
+                           "--words", str(spec), "--out", str(out),
+                           "--feature-cache", str(tmp_path / "features")]) == 0
+        a = CandidateBank.load(out)
+        assert a.words.tolist() == b.words.tolist() and set(a.sounds.tolist()) == {wav}
+        assert a.ids.tolist() == [segment_id(wav, t) for t in a.sound_times]
+        np.testing.assert_allclose(a.features, b.features, atol=1e-6)
+        assert a.model_sha256 == b.model_sha256
+    assert _exit_code(["-q", "bank", "--model", str(onnx_path), "--audio", str(root / "audio"),
+                       "--out", str(tmp_path / "x.npz")]) == 2  # --audio without --words
+
 
 def test_replay_reads_a_corpus_run_with_its_word_markers(meg_masc):
     from neurospeech.tools.replay import load_bids_run
@@ -430,3 +452,46 @@ def test_replay_reads_a_corpus_run_with_its_word_markers(meg_masc):
 def test_train_one_epoch_on_libribrain(libribrain, tmp_path):
     meta = _train_one_epoch(libribrain[0], "libribrain", tmp_path / "run")
     assert meta["subjects"] == ["0"] and len(meta["channels"]) == 30
+
+
+# --------------------------------------------------------------------------------- word timings, TextGrid
+def test_textgrid_short_format_utf16_and_point_tiers(tmp_path):
+    from neurospeech.data.formats._textgrid import read_textgrid, word_intervals
+
+    short = ('File type = "ooTextFile"\nObject class = "TextGrid"\n\n0\n2.5\n<exists>\n2\n'
+             '"IntervalTier"\n"ORT"\n0\n2.5\n3\n0\n0.4\n""\n0.4\n1.1\n"say ""hi"""\n1.1\n2.5\n"sil"\n'
+             '"TextTier"\n"beats"\n0\n2.5\n1\n0.7\n"b"\n')
+    p = tmp_path / "a.TextGrid"
+    p.write_bytes(short.encode("utf-16"))
+    tiers = read_textgrid(p)
+    assert [(t.name, t.kind, len(t.intervals)) for t in tiers] == [("ORT", "IntervalTier", 3), ("beats", "TextTier", 1)]
+    assert [(iv.xmin, iv.xmax, iv.text) for iv in word_intervals(p)] == [(0.4, 1.1, 'say "hi"')]
+    p.write_text(short.replace("\n3\n0\n0.4", "\n4\n0\n0.4"))  # says 4 intervals, holds 3
+    with pytest.raises(DataFormatError, match=r"expected a number|truncated"):
+        read_textgrid(p)
+    p.write_text("hello")
+    with pytest.raises(DataFormatError, match="not a Praat TextGrid"):
+        read_textgrid(p)
+
+
+def test_audio_word_table_errors(tmp_path):
+    from neurospeech.data import write_wav
+    from neurospeech.data.formats import audio_word_candidates
+
+    write_wav(tmp_path / "story" / "a.wav", np.zeros(16000), 16000)
+    t = tmp_path / "w.tsv"
+    t.write_text("wav\tonset\tword\na.wav\t0.5\thello\na.wav\t0.5\thello\na.wav\t0.2\tso\n")
+    c = audio_word_candidates(tmp_path / "story", t)
+    assert c["words"].tolist() == ["so", "hello"] and c["sound_times"].tolist() == [0.2, 0.5]  # sorted, deduped
+    t.write_text("file\ttime\ttext\na.wav\t0.5\thello\n")  # aliases
+    assert audio_word_candidates(tmp_path / "story", t)["words"].tolist() == ["hello"]
+    for body, msg in (("wav\tword\na.wav\thi\n", "columns wav, onset, word"),
+                      ("wav\tonset\tword\nb.wav\t0.1\thi\n", "'b.wav' is not a readable wav"),
+                      ("wav\tonset\tword\na.wav\t1.5\thi\n", "outside the wav"),
+                      ("wav\tonset\tword\na.wav\tsoon\thi\n", "is not a number")):
+        t.write_text(body)
+        with pytest.raises(DataFormatError, match=msg):
+            audio_word_candidates(tmp_path / "story", t)
+    write_textgrid(tmp_path / "grids" / "b.TextGrid", [(0.1, 0.3, "x")], 1.0)
+    with pytest.raises(DataFormatError, match="names no wav"):
+        audio_word_candidates(tmp_path / "story", tmp_path / "grids")

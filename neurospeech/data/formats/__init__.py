@@ -26,8 +26,10 @@ from ...errors import ConfigError, DataFormatError
 from .._dataset import Recording
 from . import _brennan, _broderick, _libribrain, _meg_masc, _mous
 from ._base import CorpusRecording, Layout
+from ._words import audio_word_candidates
 
-__all__ = ["BIDS", "FORMAT_NAMES", "LAYOUTS", "CorpusRecording", "Layout", "detect_format", "read_corpus"]
+__all__ = ["BIDS", "FORMAT_NAMES", "LAYOUTS", "CorpusRecording", "Layout", "audio_word_candidates", "detect_format",
+           "read_corpus"]
 
 log = logging.getLogger(__name__)
 
