@@ -75,12 +75,13 @@ def train(config: Path | None, sets: tuple[str, ...], subjects: tuple[str, ...],
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Report directory.")
 @click.option("--data", type=click.Path(exists=True, file_okay=False), help="Dataset (default: the run's).")
+@click.option("--format", "data_format", default=None, help="Layout of --data (default: the run's, or detected).")
 @click.option("--ridge/--no-ridge", default=True, show_default=True, help="Ridge baseline.")
 @click.option("--random/--no-random", default=True, show_default=True, help="Random baseline.")
 @click.option("--max-ridge-windows", type=int, default=4000, show_default=True)
 @click.option("--feature-cache", type=click.Path(file_okay=False), default=None)
 def evaluate(runs: tuple[str, ...], out: str, data: str | None, ridge: bool, random: bool,
-             max_ridge_windows: int, feature_cache: str | None) -> None:
+             max_ridge_windows: int, feature_cache: str | None, data_format: str | None) -> None:
     """Evaluate RUNS (and baselines) on the test split: JSON + markdown report + plots in OUT.
 
     Give the contrastive run first; a run trained with --loss mse is the paper's regression "Base".
@@ -89,7 +90,8 @@ def evaluate(runs: tuple[str, ...], out: str, data: str | None, ridge: bool, ran
     from .evaluate import evaluate as run_eval
 
     rep = run_eval(EvalConfig(runs=list(runs), out=out, data=data, ridge=ridge, random=random,
-                              max_ridge_windows=max_ridge_windows, feature_cache=feature_cache))
+                              max_ridge_windows=max_ridge_windows, feature_cache=feature_cache,
+                              data_format=data_format))
     click.echo((Path(out) / "report.md").read_text())
     del rep
 

@@ -51,6 +51,9 @@ class EvalConfig:
         Report directory.
     data : str or None
         Dataset root (None: the first run's).
+    data_format : str or None
+        Layout of ``data`` (:mod:`neurospeech.data.formats`); None: the first run's when ``data`` is None, else
+        detected.
     ridge : bool
         Add the ridge baseline (fitted on the first run's training windows and targets).
     random : bool
@@ -68,6 +71,7 @@ class EvalConfig:
     runs: list[str] = field(default_factory=list)
     out: str = "runs/eval"
     data: str | None = None
+    data_format: str | None = None
     ridge: bool = True
     random: bool = True
     max_ridge_windows: int = 4000
@@ -118,7 +122,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     loaded = [(Path(r), *load_run(r)) for r in cfg.runs]
     root = Path(cfg.data or loaded[0][2]["data"]["root"])
     cache = Path(cfg.feature_cache) if cfg.feature_cache else root / "derivatives" / "neurospeech-features"
-    fmt = None if cfg.data else loaded[0][2]["config"].get("data_format")  # the run's layout for its own data
+    fmt = cfg.data_format or (None if cfg.data else loaded[0][2]["config"].get("data_format"))
     recordings = _data.find_recordings(root, None, None, fmt)
     report: dict[str, Any] = {"data": str(root), "split": "test", "anchors": "word onsets", "methods": {}}
     test_cache: dict[str, Any] = {}

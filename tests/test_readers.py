@@ -404,6 +404,7 @@ def test_train_evaluate_export_bank_on_brennan(brennan, tmp_path):
     meta = _train_one_epoch(root, "brennan", run)
     assert meta["subjects"] == ["S01"] and len(meta["channels"]) == 61
     assert _exit_code(["-q", "evaluate", str(run), "--out", str(tmp_path / "eval"), "--no-ridge",
+                       "--data", str(root), "--format", "brennan",
                        "--feature-cache", str(tmp_path / "features")]) == 0
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["test_sounds"] == ["audio/DownTheRabbitHoleFinal_SoundFile4.wav"]  # the test-split wav
