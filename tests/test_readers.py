@@ -67,6 +67,7 @@ def test_named_format_that_does_not_fit_and_unknown_name(tmp_path):
     with pytest.raises(ConfigError, match="unknown dataset format 'masc'"):
         read_corpus(tmp_path, "masc")
     assert read_corpus(tmp_path, "bids") is None
+    assert _exit_code(["-q", "train", "--data", str(tmp_path), "--format", "masc", "--out", str(tmp_path / "r")]) == 2
 
 
 # ------------------------------------------------------------------------------------------ MEG-MASC
