@@ -133,6 +133,7 @@ def _load_events(rec: CorpusRecording) -> Events:
             t = float(r["timemeg"])
         except ValueError:
             continue  # pnpl drops rows without timemeg too
+        # the events give onsets only: a word lasts until the next one (at most 1 s; 0.3 s for the last)
         nxt = next((float(w["timemeg"]) for w in words[k + 1:k + 2] if w.get("timemeg")), t + 0.3)
         out.append(dict(onset=t - t0, duration=max(min(nxt - t, 1.0), 0.0), kind="word",
                         word=(r.get("segment") or "").strip(), sound=sound, sound_time=t - meg_time,
