@@ -18,9 +18,61 @@ from typing import Any, TextIO
 from ..service.client import Subscriber
 from ..service.messages import Message
 
-__all__ = ["Accuracy", "ListenSettings", "format_decode", "format_status", "listen"]
+__all__ = ["Accuracy", "ListenSettings", "accuracy_stats", "format_decode", "format_status", "listen"]
 
 log = logging.getLogger(__name__)
+
+
+def accuracy_stats(hits: int, n: int, k: int, n_candidates: int | None, confidence: float = 0.95) -> dict[str, Any]:
+    """Running top-``k`` accuracy with its chance level and a Wilson score interval.
+
+    Parameters
+    ----------
+    hits, n : int
+        Decisions whose true segment was among the first ``k`` candidates, and decisions with a truth.
+    k : int
+        The ``k`` of top-k.
+    n_candidates : int or None
+        Candidates in the bank (the state endpoint's ``model.n_candidates``); None: chance unknown.
+    confidence : float
+        Level of the interval.
+
+    Returns
+    -------
+    dict
+        ``k``, ``hits``, ``n``, ``rate`` (None when ``n == 0``), ``ci`` ([low, high], Wilson score interval,
+        :meth:`scipy.stats.binomtest.proportion_ci`), ``chance`` (``k / n_candidates``: a uniform guess among
+        the bank's candidates) and ``p_vs_chance`` (one-sided exact binomial test of ``rate > chance``).
+    """
+    from scipy.stats import binomtest
+
+    chance = None if not n_candidates else min(k, int(n_candidates)) / int(n_candidates)
+    out: dict[str, Any] = {"k": int(k), "hits": int(hits), "n": int(n), "rate": None, "ci": None,
+                           "chance": chance, "p_vs_chance": None, "confidence": confidence}
+    if n > 0:
+        test = binomtest(int(hits), int(n))
+        ci = test.proportion_ci(confidence_level=confidence, method="wilson")
+        out["rate"] = hits / n
+        out["ci"] = [float(ci.low), float(ci.high)]
+        if chance is not None and 0 < chance < 1:
+            out["p_vs_chance"] = float(binomtest(int(hits), int(n), chance, alternative="greater").pvalue)
+    return out
+
+
+def format_rate(st: dict[str, Any]) -> str:
+    """``'top1 3/10 (30%, 95% CI 11-60%, chance 0.4%)'`` from :func:`accuracy_stats`."""
+    if not st["n"]:
+        return f"top{st['k']} -"
+    lo, hi = st["ci"]
+    chance = "chance ?" if st["chance"] is None else f"chance {_pct(st['chance'])}"
+    return (f"top{st['k']} {st['hits']}/{st['n']} ({_pct(st['rate'])}, "
+            f"{round(100 * st['confidence'])}% CI {_pct(lo, False)}-{_pct(hi)}, {chance})")
+
+
+def _pct(x: float, sign: bool = True) -> str:
+    v = 100 * x
+    digits = 0 if v >= 10 or v == 0 else (1 if v >= 1 else 2)
+    return f"{v:.{digits}f}" + ("%" if sign else "")
 
 
 @dataclass
