@@ -147,6 +147,16 @@ class Server:
             except TypeError as exc:
                 raise ConfigError(f"bad [publish] settings {self.settings.publish!r}: {exc}") from exc
             self.publisher = Publisher(pub_settings, self.model_info)
+        if self.settings.lsl_outlet:  # decisions and status into LSL too (LabRecorder -> the same XDF)
+            from .lsl_outlet import TeePublisher
+
+            try:
+                self.publisher = TeePublisher(self.publisher, self.settings.lsl_outlet, self.model_info,
+                                              own=self._own_publisher)
+            except BaseException:
+                self._close_publisher()
+                raise
+            self._own_publisher = True
         try:
             self._publish_status()
             s = self.settings
