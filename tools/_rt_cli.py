@@ -93,11 +93,18 @@ def replay(source: Path, subject: str | None, session: str | None, task: str | N
               help="CURVE: this client's .key_secret file.")
 @click.option("--curve-server", "curve_server_key", type=click.Path(dir_okay=False), default=None,
               help="CURVE: the service's public .key file.")
+@click.option("--words-only", is_flag=True, help="Print word-locked decisions only (no sliding ones).")
+@click.option("--wait", type=float, default=5.0, show_default=True,
+              help="Print a line when no message arrives for this many seconds.")
+@click.option("--loop", is_flag=True, help="The replay loops: also print accuracy per pass.")
+@click.option("--candidates", type=int, default=None,
+              help="Bank size for the chance level (default: from --state).")
 def listen(**opts: Any) -> None:
     """Subscribe to a running service and print decoded words live.
 
     With ground truth in the messages (word-locked decisions during a replay with markers), prints running
-    top-1/top-10 accuracy. Several listeners may run at once. Ctrl-C stops and prints a summary.
+    top-1/top-10 accuracy with its chance level and 95 % interval (per pass with --loop). Several listeners may
+    run at once. Ctrl-C stops and prints a summary (accuracy, latency).
 
     Example: neurospeech listen --pub tcp://127.0.0.1:5556 --state tcp://127.0.0.1:5557
     """
