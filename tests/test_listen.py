@@ -69,6 +69,10 @@ def test_accuracy_stats_chance_and_interval():
     assert accuracy_stats(0, 0, 1, None) == {"k": 1, "hits": 0, "n": 0, "rate": None, "ci": None, "chance": None,
                                               "p_vs_chance": None, "confidence": 0.95}
     assert format_rate(accuracy_stats(0, 0, 1, 10)) == "top1 -"
+    for n in (1, 2, 7, 40, 313):  # the closed form is scipy's Wilson interval, edges included
+        for hits in sorted({0, 1, n // 3, n - 1, n}):
+            ci = binomtest(hits, n).proportion_ci(0.95, method="wilson")
+            assert accuracy_stats(hits, n, 1, 100)["ci"] == pytest.approx([ci.low, ci.high], abs=1e-12)
 
 
 def test_status_in_human_units():

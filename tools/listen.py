@@ -45,22 +45,30 @@ def accuracy_stats(hits: int, n: int, k: int, n_candidates: int | None, confiden
     Returns
     -------
     dict
-        ``k``, ``hits``, ``n``, ``rate`` (None when ``n == 0``), ``ci`` ([low, high], Wilson score interval,
-        :meth:`scipy.stats.binomtest.proportion_ci`), ``chance`` (``k / n_candidates``: a uniform guess among
-        the bank's candidates) and ``p_vs_chance`` (one-sided exact binomial test of ``rate > chance``).
+        ``k``, ``hits``, ``n``, ``rate`` (None when ``n == 0``), ``ci`` ([low, high]: the Wilson score interval,
+        in closed form with ``z`` from :func:`scipy.stats.norm.ppf`; the same numbers as
+        ``scipy.stats.binomtest(hits, n).proportion_ci(confidence, method='wilson')``, which the tests check, at
+        a fraction of its cost: binomtest also computes a two-sided p-value, ~7 ms for n = 700), ``chance``
+        (``k / n_candidates``: a uniform guess among the bank's candidates) and ``p_vs_chance`` (one-sided exact
+        binomial test of ``rate > chance``: :func:`scipy.stats.binom.sf`).
     """
-    from scipy.stats import binomtest
+    import math
+
+    from scipy.stats import binom, norm
 
     chance = None if not n_candidates else min(k, int(n_candidates)) / int(n_candidates)
     out: dict[str, Any] = {"k": int(k), "hits": int(hits), "n": int(n), "rate": None, "ci": None,
                            "chance": chance, "p_vs_chance": None, "confidence": confidence}
     if n > 0:
-        test = binomtest(int(hits), int(n))
-        ci = test.proportion_ci(confidence_level=confidence, method="wilson")
-        out["rate"] = hits / n
-        out["ci"] = [float(ci.low), float(ci.high)]
+        z = float(norm.ppf(0.5 + confidence / 2))
+        p = hits / n
+        den = 1 + z * z / n
+        center = (p + z * z / (2 * n)) / den
+        half = z / den * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        out["rate"] = p
+        out["ci"] = [max(0.0, center - half), min(1.0, center + half)]
         if chance is not None and 0 < chance < 1:
-            out["p_vs_chance"] = float(binomtest(int(hits), int(n), chance, alternative="greater").pvalue)
+            out["p_vs_chance"] = float(binom.sf(int(hits) - 1, int(n), chance))
     return out
 
 

@@ -201,7 +201,9 @@ class DashboardServer:
             reply = await asyncio.get_running_loop().run_in_executor(None, self._ask_state)
             if reply is not None:
                 self._apply_events(self.model.on_state_reply(reply))
-        await ws.send_str(_dumps(self._snapshot_event()))
+        # the snapshot goes first in this page's queue, and the page joins the broadcast in the same step of the
+        # event loop: no event is lost or repeated between the snapshot and the live events
+        client.queue.put_nowait(_dumps(self._snapshot_event()))
         self._clients.add(client)
         writer = asyncio.create_task(self._writer(client))
         try:

@@ -13,7 +13,7 @@
   const S = {
     ws: null, state: "unknown", stateSince: null, status: {}, statusAt: null, model: null, series: [],
     counts: { word: 0, sliding: 0 }, alerts: { active: [], log: [] }, retry: 0, lastFlags: [],
-    measuredRate: null, decisionRate: null, dirtyPlots: true,
+    measuredRate: null, decisionRate: null, dirtyPlots: true, ready: false, missed: 0,
   };
   const $ = (id) => document.getElementById(id);
 
@@ -412,6 +412,7 @@
   function handle(ev) {
     switch (ev.type) {
       case "snapshot":
+        if (!S.ready) { S.ready = true; performance.mark("neurospeech-first-snapshot"); }  // for bench dashboard
         S.model = ev.model;
         S.alerts = ev.alerts;
         S.series = ev.series || [];
