@@ -345,7 +345,7 @@ def test_page_in_a_real_browser(tmp_path):
                 page.wait_for_timeout(700)  # one more repaint of the plots
                 running_png = out_dir / "dashboard-running.png"
                 page.screenshot(path=str(running_png), full_page=True)
-                assert page.get_attribute("#state", "data-state") == "running"
+                page.wait_for_selector('#state[data-state="running"]', timeout=60_000)
                 t_kill = time.monotonic()
                 rep.close()
                 page.wait_for_selector('#alerts .alert[data-alert="stream-lost"]', timeout=60_000)

@@ -136,6 +136,7 @@ class DashboardServer:
         self._threads: list[threading.Thread] = []
         self._runner: Any = None
         self._tick_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._want_state = threading.Event()
         self._ctx: Any = None
         self.url = ""
@@ -196,16 +197,20 @@ class DashboardServer:
         await ws.prepare(request)
         client = _Client(ws, self.settings.client_queue)
         self.stats["pages"] += 1
-        # a late-opened page: the current state at once, fresh from the state endpoint when there is one
-        if self.settings.state_endpoint is not None:
-            reply = await asyncio.get_running_loop().run_in_executor(None, self._ask_state)
-            if reply is not None:
-                self._apply_events(self.model.on_state_reply(reply))
+        # a late-opened page: the current state at once. Before any heartbeat reached this server, the snapshot
+        # waits for the state endpoint's answer; otherwise it goes at once and a fresh state follows as events.
+        refresh = self.settings.state_endpoint is not None
+        if refresh and self.model.status is None:
+            await self._refresh_state()
+            refresh = False
         # the snapshot goes first in this page's queue, and the page joins the broadcast in the same step of the
         # event loop: no event is lost or repeated between the snapshot and the live events
         client.queue.put_nowait(_dumps(self._snapshot_event()))
         self._clients.add(client)
         writer = asyncio.create_task(self._writer(client))
+        if refresh:
+            self._background.add(task := asyncio.create_task(self._refresh_state()))
+            task.add_done_callback(self._background.discard)
         try:
             async for msg in ws:  # nothing a page sends changes anything; read only to notice closing
                 if msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
@@ -214,6 +219,11 @@ class DashboardServer:
             self._clients.discard(client)
             writer.cancel()
         return ws
+
+    async def _refresh_state(self) -> None:
+        reply = await asyncio.get_running_loop().run_in_executor(None, self._ask_state)
+        if reply is not None:
+            self._broadcast(self.model.on_state_reply(reply))
 
     async def _writer(self, client: _Client) -> None:
         try:
@@ -239,9 +249,6 @@ class DashboardServer:
                     client.resyncs += 1
                     self.stats["resyncs"] += 1
                     break
-
-    def _apply_events(self, events: list[dict[str, Any]]) -> None:
-        self._broadcast(events)
 
     # ------------------------------------------------------------------ ZeroMQ side
     def _ask_state(self) -> dict[str, Any] | None:

@@ -18,6 +18,9 @@ stamps, gaps, skipped decisions, slow-subscriber events, messages dropped by the
 dashboard missed, inlet overruns); they stay active for ``alert_hold_s`` after the last increase. Every
 alert that starts or ends goes to the log.
 
+"Since when" is the receipt of the first heartbeat of the current state that this dashboard saw (the status
+carries no start time of its state): a dashboard started after the stream came up shows its own start.
+
 All times sent to pages are Unix epoch seconds (the browser formats them); the service's own times are on the
 LSL clock of its host, mapped with the offset between ``time.time()`` and ``pylsl.local_clock()`` here (the
 same host in the default loopback set-up).
