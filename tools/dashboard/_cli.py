@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
               help="CURVE: this client's .key_secret file.")
 @click.option("--curve-server", "curve_server_key", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="CURVE: the service's public .key file.")
-@click.option("--history", type=int, default=200, show_default=True, help="Word decisions kept for the page.")
+@click.option("--history", type=int, default=60, show_default=True,
+              help="Word decisions a newly opened page gets (its ticker shows 60).")
 @click.option("--silence", "silence_s", type=float, default=3.0, show_default=True,
               help="Seconds without a heartbeat before the 'service silent' alert.")
 def dashboard(endpoint: str, state_endpoint: str | None, host: str, port: int, curve_secret_key: Path | None,

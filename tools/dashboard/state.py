@@ -81,7 +81,7 @@ class ModelSettings:
         Alert log entries kept.
     """
 
-    word_history: int = 200
+    word_history: int = 60
     sliding_history: int = 60
     series_history: int = 1200
     silence_s: float = 3.0
