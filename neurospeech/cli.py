@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "decode-file": ("neurospeech.service._cli:decode_file", "Run the streaming pipeline over a file."),
     "replay": ("neurospeech.tools._rt_cli:replay", "Replay a recording into LSL at real-time pace."),
     "listen": ("neurospeech.tools._rt_cli:listen", "Subscribe to a running service and print decodes."),
+    "dashboard": ("neurospeech.tools.dashboard._cli:dashboard", "Live dashboard of a running service (browser)."),
     "keys": ("neurospeech.tools._rt_cli:keys", "Create a ZeroMQ CURVE key pair (service or subscriber)."),
     "bench": ("neurospeech.tools.bench._cli:bench", "Benchmarks (latency, throughput, soak)."),
     "analyze": ("neurospeech.cli:analyze", "Analyses: noise limits of decoders, representational geometry."),

@@ -86,6 +86,11 @@ def _common(f: Any) -> Any:
     default=None,
     help="Append every published header to this JSONL file.",
 )
+@click.option(
+    "--lsl-outlet",
+    default=None,
+    help="Also publish decisions as an LSL marker stream of this name (+ NAME-status), for LabRecorder.",
+)
 def serve(
     config: Path | None,
     no_markers: bool,

@@ -43,7 +43,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "jump_threshold",
         "clock_halftime",
     ),
-    "decode": ("hop", "topk", "status_interval", "send_latent"),
+    "decode": ("hop", "topk", "status_interval", "send_latent", "lsl_outlet"),
     "quality": (
         "bad_channel_policy",
         "flat_rel",
@@ -111,6 +111,9 @@ class ServeSettings:
         Seconds between status heartbeats (<= 1).
     send_latent : bool
         Attach the encoder output as a raw array frame to decode messages.
+    lsl_outlet : str or None
+        Also publish every decision as an LSL string-marker stream of this name (JSON, stamped with
+        ``t_newest_sample``) and the status as ``<name>-status`` (see :mod:`neurospeech.service.lsl_outlet`).
     bad_channel_policy : str
         ``skip`` (bad window not decoded) or ``interpolate`` (bad channels replaced by the mean of their
         nearest good neighbours, when at most ``max_bad_fraction`` of the channels are bad).
@@ -154,6 +157,7 @@ class ServeSettings:
     topk: int = 10
     status_interval: float = 0.5
     send_latent: bool = False
+    lsl_outlet: str | None = None
     bad_channel_policy: str = "skip"
     flat_rel: float = 1e-3
     artefact_threshold: float = 100.0
@@ -217,7 +221,7 @@ class ServeSettings:
         integer("n_neighbours", 1, 64)
         for name in ("markers", "strict_rate", "clocksync", "dejitter", "send_latent"):
             flag(name)
-        for name in ("stream_name", "stream_type", "source_id", "marker_stream", "subject"):
+        for name in ("stream_name", "stream_type", "source_id", "marker_stream", "subject", "lsl_outlet"):
             text(name)
         if self.bad_channel_policy not in _POLICIES:
             raise ConfigError(

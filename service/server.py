@@ -84,6 +84,7 @@ class Server:
             "subject": self.subject,
             "n_candidates": len(self.bank),
             "bank_sha256": None,
+            "channels": [c.to_dict() for c in self.contract.channels],  # layout for dashboards
         }
         self.publisher = publisher
         self._own_publisher = publisher is None
@@ -121,6 +122,10 @@ class Server:
         self.reconnects = 0
         self.losses = 0
         self._proc_ms: deque[float] = deque(maxlen=2000)
+        import psutil
+
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)  # starts the measurement: each status reports CPU since the previous one
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -142,6 +147,16 @@ class Server:
             except TypeError as exc:
                 raise ConfigError(f"bad [publish] settings {self.settings.publish!r}: {exc}") from exc
             self.publisher = Publisher(pub_settings, self.model_info)
+        if self.settings.lsl_outlet:  # decisions and status into LSL too (LabRecorder -> the same XDF)
+            from .lsl_outlet import TeePublisher
+
+            try:
+                self.publisher = TeePublisher(self.publisher, self.settings.lsl_outlet, self.model_info,
+                                              own=self._own_publisher)
+            except BaseException:
+                self._close_publisher()
+                raise
+            self._own_publisher = True
         try:
             self._publish_status()
             s = self.settings
@@ -581,6 +596,7 @@ class Server:
             "reconnects": self.reconnects,
             "segment": p.seg if p is not None else 0,
             "hop": self.settings.hop,
+            "cpu_percent": self._process.cpu_percent(None),  # of one core, since the previous status
         }
 
     def _publish_status(self) -> None:

@@ -7,11 +7,22 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 from _transport import decode_header_fields, make_publisher, status_header_fields
-from neurospeech.tools.listen import Accuracy
+from neurospeech.service.messages import Message
+from neurospeech.tools.listen import (
+    Accuracy,
+    ListenSettings,
+    accuracy_stats,
+    format_rate,
+    format_status,
+    human_seconds,
+    listen,
+)
+from scipy.stats import binomtest
 
 
 def _header(seq: int) -> dict:
@@ -41,7 +52,96 @@ def test_accuracy_counts_only_messages_with_truth():
         assert acc.update(_header(s)) == _expected(s)
     summ = acc.summary()["word"]
     assert summ["n"] == 6 and summ["top1"] == pytest.approx(2 / 6) and summ["top10"] == pytest.approx(4 / 6)
-    assert "top1 2/6 (33%)" in acc.line()
+    assert "top1 2/6 (33%, 95% CI" in acc.line() and "chance ?" in acc.line()  # no bank size known
+    acc.n_candidates = 250
+    ci = binomtest(2, 6).proportion_ci(0.95, method="wilson")
+    assert acc.summary()["word"]["top1_ci"] == pytest.approx([ci.low, ci.high])
+    assert acc.summary()["word"]["chance_top10"] == pytest.approx(10 / 250)
+    assert f"top1 2/6 (33%, 95% CI {100 * ci.low:.1f}-{100 * ci.high:.0f}%, chance 0.40%)" in acc.line()
+    assert "top10 4/6 (67%, 95% CI" in acc.line() and "chance 4.0%)" in acc.line()
+
+
+def test_accuracy_stats_chance_and_interval():
+    st = accuracy_stats(7, 10, 10, 250)
+    ci = binomtest(7, 10).proportion_ci(0.95, method="wilson")
+    assert st["rate"] == 0.7 and st["ci"] == pytest.approx([ci.low, ci.high]) and st["chance"] == 10 / 250
+    assert st["p_vs_chance"] == pytest.approx(binomtest(7, 10, 0.04, alternative="greater").pvalue)
+    assert accuracy_stats(0, 0, 1, None) == {"k": 1, "hits": 0, "n": 0, "rate": None, "ci": None, "chance": None,
+                                              "p_vs_chance": None, "confidence": 0.95}
+    assert format_rate(accuracy_stats(0, 0, 1, 10)) == "top1 -"
+    for n in (1, 2, 7, 40, 313):  # the closed form is scipy's Wilson interval, edges included
+        for hits in sorted({0, 1, n // 3, n - 1, n}):
+            ci = binomtest(hits, n).proportion_ci(0.95, method="wilson")
+            assert accuracy_stats(hits, n, 1, 100)["ci"] == pytest.approx([ci.low, ci.high], abs=1e-12)
+
+
+def test_status_in_human_units():
+    assert [human_seconds(x) for x in (0.018061242500380104, 2.34, 42.4, 75, 7300, None)] == [
+        "18 ms", "2.3 s", "42 s", "1 min 15 s", "2 h 01 min", "?"]
+    msg = Message("status", {**status_header_fields(lag_s=0.018061242500380104, buffer_fill=0.5012, uptime_s=3725.2,
+                                                    slow_subscriber_events={"decode": 2, "status": 1},
+                                                    subscribers=3, processing_ms={"p50": 6.71, "p99": 20.0}),
+                             "seq": 7})
+    line = format_status(msg)
+    assert line == ("status #7: running, stream 'x' 1200 Hz, lag 18 ms, buffer 50 %, dropped 0 samples, "
+                    "skipped 0 decisions, processing 7 ms, 3 subscriptions, slow-subscriber events 3, up 1 h 02 min")
+    assert "{" not in line  # no raw dicts
+
+
+def test_words_only_silence_line_passes_and_latency_summary():
+    """No service yet -> one 'no message' line; then words only, accuracy per pass of a looping replay, and the
+    latency in the final summary (a real publisher, the listener in a thread)."""
+    import io
+
+    import pylsl
+
+    with make_publisher() as pub:
+        out = io.StringIO()
+        stop = threading.Event()
+        result: dict = {}
+        settings = ListenSettings(endpoint=pub.endpoint, words_only=True, wait=0.5, loop=True, candidates=250,
+                                  show_status=True)
+        t = threading.Thread(target=lambda: result.update(listen(settings, out=out, should_stop=stop.is_set)))
+        t.start()
+        try:
+            deadline = time.monotonic() + 60
+            while "!! no message from" not in out.getvalue():
+                assert time.monotonic() < deadline, out.getvalue()
+                time.sleep(0.05)
+            while "status #" not in out.getvalue():  # publish heartbeats until the listener is subscribed
+                assert time.monotonic() < deadline, out.getvalue()
+                pub.publish("status", status_header_fields())
+                time.sleep(0.05)
+            assert "service answering again after" in out.getvalue()
+            seq = 0
+            for p in range(2):  # two passes over the same 6 words: all hits, then all misses
+                for w in range(6):
+                    truth = f"seg{w}"
+                    top = [truth, *[f"o{j}" for j in range(9)]] if p == 0 else [f"o{j}" for j in range(10)]
+                    topk = [{"rank": r + 1, "id": i, "word": i, "prob": 0.1} for r, i in enumerate(top)]
+                    now = pylsl.local_clock()
+                    pub.publish("decode", decode_header_fields(seq, kind="sliding", t_newest_sample=now - 0.02,
+                                                               truth=None))
+                    pub.publish("decode", decode_header_fields(seq, kind="word", topk=topk, t_newest_sample=now - 0.02,
+                                                               truth={"segment_id": truth, "word": truth}))
+                    seq += 1
+                    time.sleep(0.01)
+            while out.getvalue().count("#") < 1 + 12 or "seg5" not in out.getvalue().splitlines()[-1]:
+                assert time.monotonic() < deadline, out.getvalue()
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            t.join(30)
+    text = out.getvalue()
+    decode_lines = [x for x in text.splitlines() if x.startswith("#")]
+    assert len(decode_lines) == 12 and all(" word " in x for x in decode_lines)  # no sliding line printed
+    assert "pass 1: word: top1 6/6 (100%, 95% CI" in text and "chance 0.40%" in text
+    assert "pass 2: word: top1 0/6 (0%, 95% CI" in text and "(incomplete)" in text
+    assert result["decode_messages"] == 24 and result["shown"] == 12
+    assert [p["accuracy"]["word"]["top1"] for p in result["passes"]] == [1.0, 0.0]
+    summary = text.splitlines()[-1]
+    assert summary.startswith("summary: 24 decode messages, lost 0; word: top1 6/12 (50%") and "latency p50" in summary
+    assert result["latency_ms"]["n"] == 24 and result["latency_ms"]["p50"] >= 20.0
 
 
 def test_three_listeners_at_once_report_running_accuracy():
@@ -86,7 +186,7 @@ def test_three_listeners_at_once_report_running_accuracy():
         assert summary["subscriber"]["missed"]["decode"] == 0
         assert summary["latency_ms"]["n"] == n
     text = outs[2][0]
-    assert text.splitlines()[0].startswith("service: model test-model")
+    assert text.splitlines()[0].startswith("service: model test-model (000000000000), ? candidates, state running")
     assert "truth 'w-seg" in text and "top1 " in text and "top10 " in text and "status #" in text
     assert f"summary: {n} decode messages" in text
 

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 @click.option("--events", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="FIF/EDF: events .tsv with word rows (default: the BIDS sibling *_events.tsv if present).")
 @click.option("--stream", "xdf_stream", default=None, help="XDF: name of the data stream to replay.")
+@click.option("--replay-stream", "replay_streams", multiple=True,
+              help="XDF: also re-play this recorded string stream (e.g. the decisions of serve --lsl-outlet) as "
+                   "<name>-<stream>, each sample on its data sample; repeatable. Default: such streams are ignored.")
 @click.option("--name", default=None, help="LSL stream name [file/run name]; markers go to <name>-markers.")
 @click.option("--source-id", default=None, help="LSL source_id [neurospeech-replay-<name>].")
 @click.option("--speed", type=float, default=1.0, show_default=True, help="1 = real time, 2 = twice as fast.")
@@ -36,9 +39,9 @@ log = logging.getLogger(__name__)
 @click.option("--start", "start_s", type=float, default=0.0, help="Start this many seconds into the file.")
 @click.option("--duration", "duration_s", type=float, default=None, help="Replay only this many seconds.")
 def replay(source: Path, subject: str | None, session: str | None, task: str | None, run_: str | None,
-           events: Path | None, xdf_stream: str | None, name: str | None, source_id: str | None, speed: float,
-           chunk_s: float, loop: bool, no_markers: bool, units: str, start_s: float,
-           duration_s: float | None) -> None:
+           events: Path | None, xdf_stream: str | None, replay_streams: tuple[str, ...], name: str | None,
+           source_id: str | None, speed: float, chunk_s: float, loop: bool, no_markers: bool, units: str,
+           start_s: float, duration_s: float | None) -> None:
     """Replay a recording into LSL at real-time pace, with channel metadata and word markers.
 
     SOURCE is a BIDS root (pick the run with --subject/--task/--run; default the first run), a .fif, .edf,
@@ -53,7 +56,7 @@ def replay(source: Path, subject: str | None, session: str | None, task: str | N
     from .replay import Replayer, ReplaySettings, load_source
 
     src = load_source(source, subject=subject, session=session, task=task, run=run_, events=events,
-                      stream=xdf_stream)
+                      stream=xdf_stream, replay_streams=replay_streams)
     settings = ReplaySettings(speed=speed, chunk_s=chunk_s, loop=loop, name=name, source_id=source_id,
                               markers=not no_markers, units=units, start_s=start_s, duration_s=duration_s)
     rep = Replayer(src, settings)
@@ -90,11 +93,18 @@ def replay(source: Path, subject: str | None, session: str | None, task: str | N
               help="CURVE: this client's .key_secret file.")
 @click.option("--curve-server", "curve_server_key", type=click.Path(dir_okay=False), default=None,
               help="CURVE: the service's public .key file.")
+@click.option("--words-only", is_flag=True, help="Print word-locked decisions only (no sliding ones).")
+@click.option("--wait", type=float, default=5.0, show_default=True,
+              help="Print a line when no message arrives for this many seconds.")
+@click.option("--loop", is_flag=True, help="The replay loops: also print accuracy per pass.")
+@click.option("--candidates", type=int, default=None,
+              help="Bank size for the chance level (default: from --state).")
 def listen(**opts: Any) -> None:
     """Subscribe to a running service and print decoded words live.
 
     With ground truth in the messages (word-locked decisions during a replay with markers), prints running
-    top-1/top-10 accuracy. Several listeners may run at once. Ctrl-C stops and prints a summary.
+    top-1/top-10 accuracy with its chance level and 95 % interval (per pass with --loop). Several listeners may
+    run at once. Ctrl-C stops and prints a summary (accuracy, latency).
 
     Example: neurospeech listen --pub tcp://127.0.0.1:5556 --state tcp://127.0.0.1:5557
     """

@@ -3,7 +3,11 @@
 Accuracy is counted over decode messages whose ``truth`` is not null (the service sets it on word-locked
 decisions when a replay marker stream names the segment): top-1 / top-10 = the true ``segment_id`` is the
 first / among the first ten candidates; word top-1 = the first candidate's word equals the true word.
-Several listeners can run at once (each is an independent ZeroMQ subscriber).
+Each running accuracy is printed with its chance level (``k / N`` for ``N`` bank candidates, from the state
+endpoint's ``model.n_candidates`` or ``--candidates``) and a 95 % Wilson interval. With ``--loop`` (the replay
+loops) accuracy is also counted per pass: a pass ends when a word's true segment comes again. A line is
+printed when no message arrives for ``--wait`` seconds (service down, wrong endpoint), and again when the
+service answers. Several listeners can run at once (each is an independent ZeroMQ subscriber).
 """
 
 from __future__ import annotations
@@ -15,22 +19,87 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from ..errors import ConfigError, TransportError
 from ..service.client import Subscriber
 from ..service.messages import Message
 
-__all__ = ["Accuracy", "ListenSettings", "format_decode", "format_status", "listen"]
+__all__ = ["Accuracy", "ListenSettings", "accuracy_stats", "format_decode", "format_status", "listen"]
 
 log = logging.getLogger(__name__)
 
 
+def accuracy_stats(hits: int, n: int, k: int, n_candidates: int | None, confidence: float = 0.95) -> dict[str, Any]:
+    """Running top-``k`` accuracy with its chance level and a Wilson score interval.
+
+    Parameters
+    ----------
+    hits, n : int
+        Decisions whose true segment was among the first ``k`` candidates, and decisions with a truth.
+    k : int
+        The ``k`` of top-k.
+    n_candidates : int or None
+        Candidates in the bank (the state endpoint's ``model.n_candidates``); None: chance unknown.
+    confidence : float
+        Level of the interval.
+
+    Returns
+    -------
+    dict
+        ``k``, ``hits``, ``n``, ``rate`` (None when ``n == 0``), ``ci`` ([low, high]: the Wilson score interval,
+        in closed form with ``z`` from :func:`scipy.stats.norm.ppf`; the same numbers as
+        ``scipy.stats.binomtest(hits, n).proportion_ci(confidence, method='wilson')``, which the tests check, at
+        a fraction of its cost: binomtest also computes a two-sided p-value, ~7 ms for n = 700), ``chance``
+        (``k / n_candidates``: a uniform guess among the bank's candidates) and ``p_vs_chance`` (one-sided exact
+        binomial test of ``rate > chance``: :func:`scipy.stats.binom.sf`).
+    """
+    import math
+
+    from scipy.stats import binom, norm
+
+    chance = None if not n_candidates else min(k, int(n_candidates)) / int(n_candidates)
+    out: dict[str, Any] = {"k": int(k), "hits": int(hits), "n": int(n), "rate": None, "ci": None,
+                           "chance": chance, "p_vs_chance": None, "confidence": confidence}
+    if n > 0:
+        z = float(norm.ppf(0.5 + confidence / 2))
+        p = hits / n
+        den = 1 + z * z / n
+        center = (p + z * z / (2 * n)) / den
+        half = z / den * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        out["rate"] = p
+        out["ci"] = [max(0.0, center - half), min(1.0, center + half)]
+        if chance is not None and 0 < chance < 1:
+            out["p_vs_chance"] = float(binom.sf(int(hits) - 1, int(n), chance))
+    return out
+
+
+def format_rate(st: dict[str, Any]) -> str:
+    """``'top1 3/10 (30%, 95% CI 11-60%, chance 0.4%)'`` from :func:`accuracy_stats`."""
+    if not st["n"]:
+        return f"top{st['k']} -"
+    lo, hi = st["ci"]
+    chance = "chance ?" if st["chance"] is None else f"chance {_pct(st['chance'])}"
+    return (f"top{st['k']} {st['hits']}/{st['n']} ({_pct(st['rate'])}, "
+            f"{round(100 * st['confidence'])}% CI {_pct(lo, False)}-{_pct(hi)}, {chance})")
+
+
+def _pct(x: float, sign: bool = True) -> str:
+    v = 100 * x
+    digits = 0 if v >= 10 or v == 0 else (1 if v >= 1 else 2)
+    return f"{v:.{digits}f}" + ("%" if sign else "")
+
+
 @dataclass
 class Accuracy:
-    """Running segment top-1/top-10 and word top-1 over messages with ground truth, per decision kind."""
+    """Running segment top-1/top-10 and word top-1 over messages with ground truth, per decision kind.
+
+    ``n_candidates`` (the bank size) gives the chance level printed beside each rate.
+    """
 
     n: dict[str, int] = field(default_factory=dict)
     top1: dict[str, int] = field(default_factory=dict)
     top10: dict[str, int] = field(default_factory=dict)
     word1: dict[str, int] = field(default_factory=dict)
+    n_candidates: int | None = None
 
     def update(self, header: dict[str, Any]) -> dict[str, bool] | None:
         """Count one decode header; returns ``{'top1', 'top10', 'word1'}`` hits, or None without truth."""
@@ -47,18 +116,27 @@ class Accuracy:
             d[kind] = d.get(kind, 0) + (1 if key == "n" else int(hit[key]))
         return hit
 
+    def stats(self, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """:func:`accuracy_stats` of top-1 and top-10 for one kind."""
+        n = self.n.get(kind, 0)
+        return (accuracy_stats(self.top1.get(kind, 0), n, 1, self.n_candidates),
+                accuracy_stats(self.top10.get(kind, 0), n, 10, self.n_candidates))
+
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for kind, n in self.n.items():
+            s1, s10 = self.stats(kind)
             out[kind] = {"n": n, "top1": self.top1[kind] / n, "top10": self.top10[kind] / n,
-                         "word_top1": self.word1[kind] / n}
+                         "word_top1": self.word1[kind] / n, "top1_ci": s1["ci"], "top10_ci": s10["ci"],
+                         "chance_top1": s1["chance"], "chance_top10": s10["chance"],
+                         "n_candidates": self.n_candidates}
         return out
 
     def line(self) -> str:
         parts = []
-        for kind, n in sorted(self.n.items()):
-            parts.append(f"{kind}: top1 {self.top1[kind]}/{n} ({100 * self.top1[kind] / n:.0f}%) "
-                         f"top10 {self.top10[kind]}/{n} ({100 * self.top10[kind] / n:.0f}%)")
+        for kind in sorted(self.n):
+            s1, s10 = self.stats(kind)
+            parts.append(f"{kind}: {format_rate(s1)} {format_rate(s10)}")
         return "; ".join(parts)
 
 
@@ -77,79 +155,166 @@ def format_decode(msg: Message, hit: dict[str, bool] | None, acc: Accuracy, k: i
     return f"#{msg.seq} {h.get('kind', '?'):7s} {best}{truth}{lat_s}{flags}"
 
 
+def human_seconds(s: Any) -> str:
+    """``0.018 -> '18 ms'``, ``75 -> '1 min 15 s'``, ``7300 -> '2 h 01 min'``; '?' for a missing value."""
+    if not isinstance(s, (int, float)) or isinstance(s, bool):
+        return "?"
+    s = float(s)
+    if abs(s) < 1:
+        return f"{1000 * s:.0f} ms"
+    if abs(s) < 60:
+        return f"{s:.1f} s" if abs(s) < 10 else f"{s:.0f} s"
+    if abs(s) < 3600:
+        return f"{int(s // 60)} min {int(s % 60):02d} s"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
+
+
+def _total(v: Any) -> int:
+    if isinstance(v, dict):
+        return int(sum(x for x in v.values() if isinstance(x, (int, float))))
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0
+
+
 def format_status(msg: Message) -> str:
+    """One line per heartbeat, in rounded human units."""
     h = msg.header
     stream = h.get("stream") or {}
-    return (f"status #{msg.seq}: {h.get('state')} stream {stream.get('name')!r} lag {h.get('lag_s')} s "
-            f"buffer {h.get('buffer_fill')} dropped samples {h.get('dropped_samples')} "
-            f"skipped {h.get('skipped_decisions')} subscribers {h.get('subscribers')} "
-            f"slow-subscriber events {h.get('slow_subscriber_events')} uptime {h.get('uptime_s')} s")
+    sf = stream.get("sfreq")
+    rate = f" {sf:g} Hz" if isinstance(sf, (int, float)) else ""
+    fill = h.get("buffer_fill")
+    fill_s = f"{100 * fill:.0f} %" if isinstance(fill, (int, float)) else "?"
+    proc = h.get("processing_ms") if isinstance(h.get("processing_ms"), dict) else {}
+    proc_s = f", processing {proc['p50']:.0f} ms" if isinstance(proc.get("p50"), (int, float)) else ""
+    cpu = h.get("cpu_percent")
+    cpu_s = f", CPU {cpu:.0f} %" if isinstance(cpu, (int, float)) else ""
+    cq = h.get("channel_quality") if isinstance(h.get("channel_quality"), dict) else {}
+    bad = cq.get("bad") if isinstance(cq.get("bad"), dict) else {}
+    bad_s = f", bad channels {', '.join(list(bad)[:5])}" if bad else ""
+    return (f"status #{msg.seq}: {h.get('state')}, stream {stream.get('name')!r}{rate}, lag "
+            f"{human_seconds(h.get('lag_s'))}, buffer {fill_s}, dropped {_total(h.get('dropped_samples'))} samples, "
+            f"skipped {_total(h.get('skipped_decisions'))} decisions{proc_s}{cpu_s}, "
+            f"{_total(h.get('subscribers'))} subscriptions, slow-subscriber events "
+            f"{_total(h.get('slow_subscriber_events'))}{bad_s}, up {human_seconds(h.get('uptime_s'))}")
 
 
 @dataclass
 class ListenSettings:
+    """Settings of :func:`listen` (the options of ``neurospeech listen``)."""
+
     endpoint: str = "tcp://127.0.0.1:5556"
     state_endpoint: str | None = None
     show_status: bool = False
     as_json: bool = False
-    count: int | None = None          # stop after this many decode messages
+    count: int | None = None          # stop after this many decode messages (printed ones with words_only)
     duration: float | None = None     # stop after this many seconds
     topk: int = 3
     curve_secret_key: str | None = None
     curve_server_key: str | None = None
+    words_only: bool = False          # print word-locked decisions only (sliding ones are still received)
+    wait: float = 5.0                 # print a line when nothing arrives for this many seconds
+    loop: bool = False                # the replay loops: accuracy per pass too
+    candidates: int | None = None     # bank size for the chance level (default: from the state endpoint)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.wait, (int, float)) and self.wait > 0):
+            raise ConfigError(f"--wait must be a positive number of seconds, got {self.wait!r}")
+        if self.candidates is not None and (not isinstance(self.candidates, int) or self.candidates < 1):
+            raise ConfigError(f"--candidates must be a positive integer (the bank size), got {self.candidates!r}")
 
 
 def listen(settings: ListenSettings, out: TextIO | None = None,
            should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Subscribe and print until ``count``/``duration``/Ctrl-C; returns a summary (accuracy, counts, gaps)."""
+    import numpy as np
+    import pylsl
+
     out = out or sys.stdout
-    acc = Accuracy()
+    acc = Accuracy(n_candidates=settings.candidates)
+    passes: list[Accuracy] = [Accuracy(n_candidates=settings.candidates)]
+    seen: set[str] = set()
     n_decode = 0
+    n_shown = 0
     latencies: list[float] = []
+    js = settings.as_json
 
     def emit(text: str) -> None:
         out.write(text + "\n")
         out.flush()
 
+    def pass_line(k: int, a: Accuracy) -> str:
+        return f"pass {k}: {a.line() or 'no truth'}"
+
     with Subscriber(settings.endpoint, state_endpoint=settings.state_endpoint,
                     curve_secret_key=settings.curve_secret_key,
                     curve_server_key=settings.curve_server_key) as sub:
         if settings.state_endpoint:
-            st = sub.state()
-            model = st.get("model") or {}
-            status = st.get("status") or {}
-            if settings.as_json:
-                emit(json.dumps({"type": "state", "state": st}))
+            try:
+                st = sub.state(timeout=settings.wait)
+            except TransportError as exc:
+                emit(json.dumps({"type": "no-service", "endpoint": settings.state_endpoint, "error": str(exc)})
+                     if js else f"!! {exc}")
             else:
-                emit(f"service: model {model.get('model_id')} ({str(model.get('model_sha256'))[:12]}) "
-                     f"state {status.get('state', 'unknown')}")
-        end = None
-        import pylsl
-
-        if settings.duration is not None:
-            end = pylsl.local_clock() + settings.duration
+                model = st.get("model") or {}
+                status = st.get("status") or {}
+                n_cand = model.get("n_candidates")
+                if settings.candidates is None and isinstance(n_cand, int) and n_cand > 0:
+                    acc.n_candidates = passes[0].n_candidates = n_cand
+                if js:
+                    emit(json.dumps({"type": "state", "state": st}))
+                else:
+                    emit(f"service: model {model.get('model_id')} ({str(model.get('model_sha256'))[:12]}), "
+                         f"{n_cand if n_cand is not None else '?'} candidates, state {status.get('state', 'unknown')}")
+        end = None if settings.duration is None else pylsl.local_clock() + settings.duration
+        last_msg = pylsl.local_clock()
+        silent = False
         try:
             while True:
                 if should_stop is not None and should_stop():
                     break
-                if settings.count is not None and n_decode >= settings.count:
+                if settings.count is not None and n_shown >= settings.count:
                     break
-                left = None if end is None else end - pylsl.local_clock()
+                now = pylsl.local_clock()
+                left = None if end is None else end - now
                 if left is not None and left <= 0:
                     break
+                if not silent and now - last_msg >= settings.wait:
+                    silent = True
+                    emit(json.dumps({"type": "silence", "endpoint": settings.endpoint, "seconds": settings.wait})
+                         if js else f"!! no message from {settings.endpoint} for {settings.wait:g} s: is `neurospeech "
+                         "serve` running there (and the endpoint, and with CURVE the keys, right)?")
                 msg = sub.recv(timeout=0.2 if left is None else min(0.2, left))
                 if msg is None:
                     continue
+                t_msg = pylsl.local_clock()
+                if silent:
+                    emit(json.dumps({"type": "answering", "after_s": t_msg - last_msg}) if js
+                         else f"service answering again after {human_seconds(t_msg - last_msg)}")
+                    silent = False
+                last_msg = t_msg
                 if msg.missed:
                     emit(f"!! lost {msg.missed} {msg.kind} message(s) before #{msg.seq}"
-                         if not settings.as_json else json.dumps({"type": "gap", "kind": msg.kind,
-                                                                   "missed": msg.missed, "seq": msg.seq}))
+                         if not js else json.dumps({"type": "gap", "kind": msg.kind, "missed": msg.missed,
+                                                    "seq": msg.seq}))
                 if msg.kind == "decode":
                     n_decode += 1
+                    truth = msg.get("truth")
+                    tid = truth.get("segment_id") if isinstance(truth, dict) else None
+                    if settings.loop and tid and msg.get("kind") == "word" and tid in seen:
+                        k = len(passes)
+                        emit(json.dumps({"type": "pass", "pass": k, "accuracy": passes[-1].summary()}) if js
+                             else pass_line(k, passes[-1]))
+                        passes.append(Accuracy(n_candidates=acc.n_candidates))
+                        seen.clear()
+                    if tid and msg.get("kind") == "word":
+                        seen.add(str(tid))
                     hit = acc.update(msg.header)
+                    passes[-1].update(msg.header)
                     if msg.latency is not None:
                         latencies.append(msg.latency)
-                    if settings.as_json:
+                    if settings.words_only and msg.get("kind") != "word":
+                        continue
+                    n_shown += 1
+                    if js:
                         top = [c.get("id") for c in (msg.get("topk") or [])[:settings.topk]]
                         emit(json.dumps({"type": "decode", "seq": msg.seq, "kind": msg.get("kind"),
                                          "hit": hit, "latency": msg.latency, "t": msg.t_received,
@@ -157,19 +322,27 @@ def listen(settings: ListenSettings, out: TextIO | None = None,
                     else:
                         emit(format_decode(msg, hit, acc, settings.topk))
                 elif msg.kind == "status" and settings.show_status:
-                    emit(json.dumps({"type": "status", "header": msg.header}) if settings.as_json
-                         else format_status(msg))
+                    emit(json.dumps({"type": "status", "header": msg.header}) if js else format_status(msg))
         except KeyboardInterrupt:
             pass
         stats = sub.stats()
-    summary = {"decode_messages": n_decode, "accuracy": acc.summary(), "subscriber": stats}
+    summary: dict[str, Any] = {"decode_messages": n_decode, "shown": n_shown, "accuracy": acc.summary(),
+                               "subscriber": stats}
+    if settings.loop:
+        summary["passes"] = [{"pass": k + 1, "accuracy": a.summary()} for k, a in enumerate(passes)]
+    lat_text = "no latency"
     if latencies:
-        import numpy as np
-
         lat = np.asarray(latencies) * 1000
         summary["latency_ms"] = {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
-                                 "n": len(lat)}
+                                 "max": float(lat.max()), "n": len(lat)}
+        lat_text = (f"latency p50 {summary['latency_ms']['p50']:.0f} ms, p99 {summary['latency_ms']['p99']:.0f} ms "
+                    f"(n={len(lat)})")
     lost = sum(stats["missed"].values())
-    emit(json.dumps({"type": "summary", **summary}) if settings.as_json
-         else f"summary: {n_decode} decode messages, lost {lost}; {acc.line() or 'no truth'}")
+    if js:
+        emit(json.dumps({"type": "summary", **summary}))
+    else:
+        if settings.loop:
+            for k, a in enumerate(passes, start=1):
+                emit(pass_line(k, a) + (" (incomplete)" if k == len(passes) else ""))
+        emit(f"summary: {n_decode} decode messages, lost {lost}; {acc.line() or 'no truth'}; {lat_text}")
     return summary

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from ..errors import ConfigError, DataFormatError, StreamError
 from ..service.acquisition import ensure_lsl_config
 
 __all__ = [
+    "ExtraStream",
     "ReplaySettings",
     "ReplaySource",
     "ReplayStats",
@@ -61,6 +63,18 @@ class WordMarker:
 
 
 @dataclass
+class ExtraStream:
+    """A string stream of an XDF file re-played beside the data (e.g. a service's decisions stream).
+
+    ``events`` are ``(data sample index, payload text)``: each is pushed with the stamp of that data sample.
+    """
+
+    name: str
+    type: str
+    events: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass
 class ReplaySource:
     """Data ready for the outlet.
 
@@ -74,6 +88,8 @@ class ReplaySource:
         Per-channel metadata.
     markers : list of WordMarker
         Word events, sorted by sample.
+    extra_streams : list of ExtraStream
+        XDF string streams to re-play too (``load_xdf(replay_streams=...)``).
     name : str
         Default stream name (from the file name).
     stream_type : str
@@ -88,6 +104,7 @@ class ReplaySource:
     markers: list[WordMarker] = field(default_factory=list)
     name: str = "neurospeech-replay"
     stream_type: str = "MEG"
+    extra_streams: list[ExtraStream] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n_ch = self.data.shape[1] if self.data.ndim == 2 else -1
@@ -213,11 +230,13 @@ def _xdf_channels(info: dict[str, Any], n: int) -> tuple[list[str], list[str], l
     return labels, types, units
 
 
-def load_xdf(path: str | Path, stream: str | None = None) -> ReplaySource:
+def load_xdf(path: str | Path, stream: str | None = None, replay_streams: Sequence[str] = ()) -> ReplaySource:
     """A data stream (by name, or the numeric stream with the most channels) and its word markers from XDF.
 
-    Markers are read from a string stream named ``<data name>-markers`` (or any ``Markers`` stream) whose
-    samples are the JSON objects this module writes; their stamps are mapped to data sample indices.
+    Markers are read from the string stream named ``<data name>-markers`` (else the first ``Markers`` stream
+    whose samples are the JSON objects this module writes, with a ``segment_id``); their stamps are mapped to
+    data sample indices. Other string streams (e.g. the decisions of ``serve --lsl-outlet``) are ignored unless
+    named in ``replay_streams``: those are re-played as they were recorded, each sample on its data sample.
     """
     import pyxdf
 
@@ -240,6 +259,13 @@ def load_xdf(path: str | Path, stream: str | None = None) -> ReplaySource:
             f"{p.name}: no numeric stream{' named ' + repr(stream) if stream else ''}; streams: "
             + ", ".join(f"{nm(s)} ({s['info']['channel_format'][0]})" for s in streams)
         )
+    strings = [s for s in streams if s["info"]["channel_format"][0] == "string"]
+    missing = set(replay_streams) - {nm(s) for s in strings}
+    if missing:
+        raise DataFormatError(
+            f"{p.name}: no string stream named {sorted(missing)} to re-play; string streams: "
+            + (", ".join(nm(s) for s in strings) or "none")
+        )
     data_s = max(numeric, key=lambda s: int(s["info"]["channel_count"][0]))
     info = data_s["info"]
     x = np.ascontiguousarray(np.asarray(data_s["time_series"], dtype=np.float32))
@@ -250,35 +276,66 @@ def load_xdf(path: str | Path, stream: str | None = None) -> ReplaySource:
             raise DataFormatError(f"{p.name}: stream {nm(data_s)!r} has no nominal rate and < 2 samples")
         sfreq = float((len(ts) - 1) / (ts[-1] - ts[0]))
     labels, types, units = _xdf_channels(info, x.shape[1])
-    markers: list[WordMarker] = []
-    mk_candidates = [s for s in streams if s["info"]["channel_format"][0] == "string"
-                     and (nm(s) == nm(data_s) + "-markers" or s["info"]["type"][0].lower() == "markers")]
-    for ms in mk_candidates[:1]:
-        for stamp, sample in zip(ms["time_stamps"], ms["time_series"], strict=False):
+
+    def index(stamp: float) -> int:
+        return int(np.searchsorted(ts, float(stamp) - 0.5 / sfreq))
+
+    def word_payloads(s: dict[str, Any]) -> list[tuple[float, dict[str, Any]]]:
+        out = []
+        for stamp, sample in zip(s["time_stamps"], s["time_series"], strict=False):
             try:
                 payload = json.loads(sample[0])
             except (ValueError, TypeError, IndexError):
                 continue
-            if not isinstance(payload, dict) or "segment_id" not in payload:
-                continue
-            idx = int(np.searchsorted(ts, float(stamp) - 0.5 / sfreq))
+            if isinstance(payload, dict) and "segment_id" in payload:
+                out.append((float(stamp), payload))
+        return out
+
+    markers: list[WordMarker] = []
+    chosen: dict[str, Any] | None = None
+    candidates = [s for s in strings if nm(s) not in replay_streams
+                  and (nm(s) == nm(data_s) + "-markers" or s["info"]["type"][0].lower() == "markers")]
+    candidates.sort(key=lambda s: nm(s) != nm(data_s) + "-markers")  # the data stream's own markers first
+    for ms in candidates:
+        words = word_payloads(ms)
+        if not words:
+            continue  # e.g. a decisions stream: JSON without a segment_id at the top
+        for stamp, payload in words:
+            idx = index(stamp)
             if 0 <= idx < len(ts):
                 markers.append(WordMarker(sample=idx, payload=payload))
+        chosen = ms
+        break
+    extra = []
+    for s in strings:
+        if nm(s) in replay_streams:
+            events = [(index(t), str(v[0])) for t, v in zip(s["time_stamps"], s["time_series"], strict=False)]
+            extra.append(ExtraStream(nm(s), str(s["info"]["type"][0]),
+                                     [(i, v) for i, v in events if 0 <= i < len(ts)]))
+        elif s is not chosen:
+            log.info("XDF stream %r (%s) not re-played (name it to re-play it)", nm(s), s["info"]["type"][0])
     stype = str(info["type"][0]) or "EEG"
     return ReplaySource(data=x, sfreq=sfreq, labels=labels, types=types, units=units,
-                        markers=sorted(markers, key=lambda m: m.sample), name=nm(data_s), stream_type=stype)
+                        markers=sorted(markers, key=lambda m: m.sample), name=nm(data_s), stream_type=stype,
+                        extra_streams=extra)
 
 
 def load_source(
     path: str | Path, *, subject: str | None = None, session: str | None = None, task: str | None = None,
     run: str | None = None, events: str | Path | None = None, stream: str | None = None,
+    replay_streams: Sequence[str] = (),
 ) -> ReplaySource:
-    """Dispatch on ``path``: a directory is a BIDS root, ``.xdf`` goes to pyxdf, anything else to mne."""
+    """Dispatch on ``path``: a directory is a BIDS root, ``.xdf`` goes to pyxdf, anything else to mne.
+
+    ``replay_streams``: XDF string streams to re-play beside the data (see :func:`load_xdf`).
+    """
     p = Path(path)
     if p.is_dir():
         return load_bids_run(p, subject=subject, task=task, run=run, session=session)
     if p.suffix.lower() == ".xdf":
-        return load_xdf(p, stream=stream)
+        return load_xdf(p, stream=stream, replay_streams=replay_streams)
+    if replay_streams:
+        raise ConfigError(f"re-playing recorded streams {list(replay_streams)} needs an .xdf source, got {p.name!r}")
     return load_file(p, events_tsv=events)
 
 
@@ -397,6 +454,15 @@ class Replayer:
             minfo = pylsl.StreamInfo(f"{self.name}-markers", "Markers", 1, pylsl.IRREGULAR_RATE,
                                      pylsl.cf_string, f"{self.source_id}-markers")
             self.marker_outlet = pylsl.StreamOutlet(minfo)
+        # re-played XDF string streams: <name>-<recorded name>, each event on its data sample's stamp
+        self._extra = []
+        for es in source.extra_streams:
+            einfo = pylsl.StreamInfo(f"{self.name}-{es.name}", es.type, 1, pylsl.IRREGULAR_RATE, pylsl.cf_string,
+                                     f"{self.source_id}-{es.name}")
+            ev = [(k - i0, v) for k, v in es.events if i0 <= k < i1]
+            self._extra.append((pylsl.StreamOutlet(einfo), np.array([k for k, _ in ev], dtype=np.int64),
+                                [v for _, v in ev]))
+        self.extra_names = [f"{self.name}-{es.name}" for es in source.extra_streams]
         self.stats = ReplayStats()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -439,6 +505,10 @@ class Replayer:
                         payload = json.dumps(self._markers[k].payload)
                         self.marker_outlet.push_sample([payload], float(stamps[marker_samples[k] - i]))
                         self.stats.markers_pushed += 1
+                for outlet, at, payloads in self._extra:
+                    lo, hi = np.searchsorted(at, [i, j])
+                    for k in range(lo, hi):
+                        outlet.push_sample([payloads[k]], float(stamps[at[k] - i]))
                 prev_last = float(stamps[-1])
                 if self.stats.t_first is None:
                     self.stats.t_first = float(stamps[0])
@@ -491,6 +561,7 @@ class Replayer:
             if o is not None:
                 setattr(self, attr, None)
                 del o
+        self._extra = []
 
     def __enter__(self) -> Replayer:
         return self

@@ -151,3 +151,27 @@ def soak(minutes: float, workdir: Path, out: Path | None, **opts) -> None:
     out.write_text(json.dumps(r, indent=1, default=str))
     click.echo(format_soak(r))
     click.echo(f"results: {out}")
+
+
+@bench.command("dashboard")
+@click.option("--minutes", type=float, default=10.0, show_default=True, help="Measured minutes (after the warm-up).")
+@click.option("--rate", type=float, default=10.0, show_default=True, help="Word decisions per second.")
+@click.option("--warmup", "warmup_s", type=float, default=150.0, show_default=True,
+              help="Seconds before the heap baseline (the page's buffers fill in ~120 s at 10/s).")
+@click.option("--chromium", default="/usr/bin/chromium", show_default=True, help="Chromium executable.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_WORKDIR,
+              show_default=True)
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON results [<workdir>/dashboard.json].")
+def dashboard(workdir: Path, out: Path | None, **opts) -> None:
+    """The dashboard in headless Chromium under a steady load: page ready, JS heap growth, server CPU.
+
+    Example: neurospeech bench dashboard --minutes 10 --rate 10
+    """
+    from .dashboard import DashboardBenchSettings, format_dashboard, run_dashboard_bench
+
+    r = run_dashboard_bench(DashboardBenchSettings(workdir=workdir, **opts))
+    out = out or workdir / "dashboard.json"
+    out.write_text(json.dumps(r, indent=1, default=str))
+    click.echo(format_dashboard(r))
+    click.echo(f"results: {out}")
