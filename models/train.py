@@ -90,6 +90,9 @@ class TrainConfig:
         Scoring representation: frames averaged together (1: 120 Hz as in the paper; 7: 343 -> 49 frames).
     lag : float
         Brain-to-speech lag in seconds (paper: 0.15).
+    resample_phase : str
+        Anti-aliasing filter of the resampler: ``linear`` (83 ms delay) or ``minimum`` (~9 ms; see
+        ``neurospeech filters``). Recorded in the contract, so the service runs the filter the model saw.
     step : float
         Spacing of training anchors in seconds (paper: 0.5); test anchors are word onsets.
     batch_size : int
@@ -134,6 +137,7 @@ class TrainConfig:
     score_dim: int | None = 64
     time_pool: int = 7
     lag: float = 0.15
+    resample_phase: str = "linear"
     step: float = 0.5
     batch_size: int = 256
     lr: float = 3e-4
@@ -166,6 +170,9 @@ class TrainConfig:
         if self.max_epochs < 1 or self.patience < 1:
             raise ConfigError(f"max_epochs and patience must be >= 1, got {self.max_epochs}, {self.patience}")
         preset_config(self.preset, **self.encoder)  # validates preset name and overrides
+        from ..preprocessing import PreprocessingSpec
+
+        PreprocessingSpec(resample_phase=self.resample_phase)  # validates the filter name
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -447,7 +454,7 @@ def train(cfg: TrainConfig) -> Path:
     subjects = sorted({r.subject for r in recordings})
     cache = Path(cfg.feature_cache) if cfg.feature_cache else root / "derivatives" / "neurospeech-features"
     window = WindowSpec(lag=cfg.lag)
-    spec = PreprocessingSpec()
+    spec = PreprocessingSpec(resample_phase=cfg.resample_phase)
     progress = cfg.progress and rank == 0
 
     # rank 0 fills the feature cache first; the others then read it

@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bank": ("neurospeech.models._cli:bank", "Build a candidate bank of speech segments for a model."),
     "quantize": ("neurospeech.models._cli:quantize", "Quantize an exported encoder to int8 (calibrated)."),
     "serve": ("neurospeech.service._cli:serve", "Decode a live LSL stream and publish over ZeroMQ."),
+    "filters": ("neurospeech._filters_cli:filters", "Group delay and bands of the resampling filters."),
     "decode-file": ("neurospeech.service._cli:decode_file", "Run the streaming pipeline over a file."),
     "replay": ("neurospeech.tools._rt_cli:replay", "Replay a recording into LSL at real-time pace."),
     "listen": ("neurospeech.tools._rt_cli:listen", "Subscribe to a running service and print decodes."),

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ArtifactError, ContractMismatchError
+from .errors import ArtifactError, ConfigError, ContractMismatchError
 from .preprocessing import PreprocessingSpec, RobustScaler, WindowSpec
 
 __all__ = [
@@ -243,6 +243,8 @@ class ModelContract:
             )
         except ArtifactError:
             raise
+        except ConfigError as exc:  # a window / preprocessing setting this version does not know or accept
+            raise ArtifactError(f"model contract: {exc}") from exc
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"model contract is malformed ({exc!r}); re-export the model") from exc
 

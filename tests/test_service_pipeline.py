@@ -38,7 +38,11 @@ def _stream(pipe, x_stream, sfreq, t0, rng, max_chunk=200):
 
 @pytest.mark.parametrize(
     ("sfreq", "spec"),
-    [(600.0, PreprocessingSpec()), (1000.0, PreprocessingSpec(highpass=0.5, resample_half_len=8))],
+    [
+        (600.0, PreprocessingSpec()),
+        (1000.0, PreprocessingSpec(highpass=0.5, resample_half_len=8)),
+        (1200.0, PreprocessingSpec(resample_phase="minimum")),
+    ],
 )
 def test_online_windows_equal_offline_windows(sfreq, spec):
     data, names = make_recording(10, sfreq, 14.0, seed=2)
