@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..contract import ChannelMap, ModelContract, match_channels
-from ..errors import ConfigError, ContractMismatchError
+from ..errors import ConfigError, ContractMismatchError, DataFormatError
 from ..preprocessing import RobustScaler, StreamPreprocessor, WindowSpec, preprocess_window, window_scaling
 from .ringbuffer import RingBuffer, RingSpan
 
@@ -55,6 +55,7 @@ def check_stream(
     types: list[str] | None = None,
     channel_format: str = "float32",
     strict_rate: bool = False,
+    unit_override: str | None = None,
 ) -> ChannelMap:
     """Check a stream against the model contract and return how to map its channels.
 
@@ -62,13 +63,17 @@ def check_stream(
     ----------
     contract : ModelContract
     names, units, types : list of str
-        Channel labels, units and types in stream order (units/types may hold empty strings: unknown).
+        Channel labels, units and types in stream order (units/types may hold empty strings: unknown). Units
+        are names (``uV``, ``fT``) or mne-lsl's power-of-ten exponents (``-6``); ``units=None`` means the
+        data are SI (a file read by MNE). A stream that declares no unit is assumed SI with a warning.
     sfreq : float
         Nominal rate of the stream (0: irregular).
     channel_format : str
         LSL channel format (``float32``, ``double64``, ``int16`` ...; ``string`` is refused).
     strict_rate : bool
         Require ``sfreq == contract.sfreq_raw``.
+    unit_override : str or None
+        Units to use instead of the stream's (``--units``): ``'uV'`` or ``'mag=fT,grad=fT/cm'``.
 
     Raises
     ------
@@ -103,7 +108,22 @@ def check_stream(
             f"stream rate {sfreq:g} Hz cannot be resampled to {model_rate:g} Hz ({exc}); "
             f"stream at {contract.sfreq_raw:g} Hz"
         ) from exc
-    return match_channels(contract, list(names), units=units, types=types)
+    cmap = match_channels(contract, list(names), units=units, types=types, unit_override=unit_override)
+    if cmap.assumed_units:
+        log.warning(
+            "UNITS UNKNOWN: the stream declares no unit for %d of the model's %d channels (first: %s); assuming "
+            "the model's SI units (%s). If the amplifier sends uV, fT ... every window is scaled wrongly: give "
+            "the unit with --units (e.g. --units uV, or --units mag=fT,grad=fT/cm) or fix the outlet's metadata",
+            len(cmap.assumed_units), len(contract.channels), cmap.assumed_units[:5],
+            ", ".join(sorted({c.unit for c in contract.channels})),
+        )
+    if cmap.overridden_units:
+        declared = sorted({u for u in (units or []) if u})
+        log.warning(
+            "units of %d channels set by the override %r%s", len(cmap.overridden_units), unit_override,
+            f" instead of the stream's {declared[:5]}" if declared else "",
+        )
+    return cmap
 
 
 # --------------------------------------------------------------------------------------------- clock
@@ -389,9 +409,12 @@ class OnlinePipeline:
         self.positions = None if any(p is None for p in pos) else np.array(pos, dtype=np.float64)
         self.index = np.asarray(channel_map.index, dtype=np.int64)
         self.scale = np.asarray(channel_map.scale, dtype=np.float64)
+        # the model's channels are the stream's first ones, in order and SI: a view of them, no gather (trailing
+        # stream channels -- EOG, trigger, aux -- are left out by slicing)
         self._identity = bool(
             np.array_equal(self.index, np.arange(len(self.index))) and np.all(self.scale == 1)
         )
+        self._n_stream_min = int(self.index.max()) + 1 if len(self.index) else 0
         self.sfreq = float(sfreq)
         self.scaler = contract.scaler(subject)
         self.subject = subject
@@ -486,10 +509,15 @@ class OnlinePipeline:
         if n == 0:
             return 0
         stamps = np.asarray(stamps, dtype=np.float64)
+        raw = np.asarray(raw)
+        if raw.ndim != 2 or raw.shape[1] < self._n_stream_min or raw.shape[0] != n:
+            raise DataFormatError(
+                f"chunk of shape {raw.shape} with {n} stamps; expected (n, >= {self._n_stream_min}) stream samples"
+            )
         if self._identity:
             # any float dtype as it comes (the resampler converts while it copies); copied below only if
-            # non-finite values must be held
-            x = np.asarray(raw)
+            # non-finite values must be held. Trailing channels the model does not use are sliced off (a view)
+            x = raw[:, : self.n_channels] if raw.shape[1] != self.n_channels else raw
             if not np.issubdtype(x.dtype, np.floating):
                 x = x.astype(np.float64)
         else:
