@@ -386,6 +386,27 @@ class OnlinePipeline:
         Clock-model residual (s) taken as a clock jump / data gap.
     clock_halftime : float
         Forgetting half-time of the clock model (s).
+    rate_tolerance : float
+        Relative difference between the declared rate and the rate the stamps advance at beyond which the
+        stream is taken to misdeclare its rate (see Notes).
+    future_tolerance : float
+        Seconds a stamp may be ahead of the local clock at receipt before it counts as future-dated.
+
+    Notes
+    -----
+    *Future-dated stamps* (e.g. mne-lsl's ``PlayerLSL`` stamps each chunk one chunk duration ahead, or an
+    outlet whose clock jumped forward) are detected when :meth:`process_chunk` is given the receipt time:
+    counted in ``timestamp_issues`` (``future_stamps`` samples, ``max_ahead_s``), every window holding such data
+    is flagged ``future_stamps:+<s>s``, and its ``t_newest_sample`` is the receipt time instead of the stamp (a
+    sample cannot be newer than its arrival), so ``receipt - t_newest_sample`` is never negative.
+
+    *Declared vs actual rate*: an outlet that declares 1200 Hz and sends 1000 Hz makes its stamps drift from
+    the sample count by 17 % -- not a clock jump and not lost data. When the stamps of a segment fit a straight
+    line whose rate differs from the declared one by more than ``rate_tolerance`` (checked when the clock
+    model would report a jump, and whenever its fitted rate is off by that much), the pipeline reports
+    ``timestamp_issues.rate_mismatch = {"declared", "measured", "decoding_stopped": true, "detected_after_s"}``, logs an error with
+    the fix and stops writing the ring (no windows, no decisions: they would be cut from stretched data) until
+    the stream reconnects. Nothing is counted as a jump, a gap or a drop.
     """
 
     def __init__(
@@ -399,8 +420,12 @@ class OnlinePipeline:
         quality: QualitySettings | None = None,
         jump_threshold: float = 0.25,
         clock_halftime: float = 20.0,
+        rate_tolerance: float = 0.02,
+        future_tolerance: float = 1e-3,
     ) -> None:
         self.contract = contract
+        self.rate_tolerance = float(rate_tolerance)
+        self.future_tolerance = float(future_tolerance)
         self.window = contract.window
         self.spec = contract.preprocessing
         self.names = contract.channel_names
@@ -431,7 +456,12 @@ class OnlinePipeline:
         # counters (written by the acquisition thread, read by the status loop)
         self.samples_received = 0
         self.dropped_samples = 0
-        self.timestamp_issues = {"non_monotonic": 0, "duplicated": 0, "clock_jumps": 0}
+        self.timestamp_issues: dict[str, Any] = {
+            "non_monotonic": 0, "duplicated": 0, "clock_jumps": 0, "future_stamps": 0, "max_ahead_s": 0.0,
+            "rate_mismatch": None,
+        }
+        self._seg_pts: deque[tuple[float, float]] = deque(maxlen=4096)  # (mean sample index, mean stamp)
+        self._mm_first: tuple[int, float] | None = None  # while mismatched: (samples, stamp) at detection
         self.gaps: deque[dict[str, float]] = deque(maxlen=50)
         self.n_gaps = 0
         self.seg = -1
@@ -446,8 +476,16 @@ class OnlinePipeline:
         self.new_segment()
 
     # ------------------------------------------------------------------ segments
-    def new_segment(self) -> None:
-        """Forget filter state and the clock model: the next samples start a new continuous segment."""
+    def new_segment(self, jump: bool = False) -> None:
+        """Forget filter state and the clock model: the next samples start a new continuous segment.
+
+        A call from outside (a reconnection) also clears a rate mismatch (``jump``: called for a clock jump).
+        """
+        self._seg_pts.clear()
+        if not jump and self.timestamp_issues["rate_mismatch"] is not None:
+            log.info("stream reconnected: checking its rate again")
+            self.timestamp_issues["rate_mismatch"] = None
+            self._mm_first = None
         with self.lock:
             if self.clock.fitted:
                 self._last_rate_ratio = self.clock.rate_ratio
@@ -490,7 +528,9 @@ class OnlinePipeline:
                 self.timestamp_issues["non_monotonic"] += back
         self._t_last_stamp = float(stamps[-1])
 
-    def process_chunk(self, raw: NDArray[Any], stamps: NDArray[np.float64]) -> int:
+    def process_chunk(
+        self, raw: NDArray[Any], stamps: NDArray[np.float64], t_received: float | None = None
+    ) -> int:
         """Consume one chunk of stream samples.
 
         Parameters
@@ -499,6 +539,9 @@ class OnlinePipeline:
             Samples in stream channel order and stream units (any numeric dtype).
         stamps : array, shape (n,)
             Their LSL time stamps.
+        t_received : float or None
+            Local LSL clock when the chunk was pulled (None, e.g. for a file: stamps are not checked against
+            it).
 
         Returns
         -------
@@ -525,19 +568,40 @@ class OnlinePipeline:
             x *= self.scale
         self.samples_received += n
         self._check_stamps(stamps)
+        newest_honest = float(stamps[-1])
+        ahead = 0.0
+        if t_received is not None and math.isfinite(newest_honest):
+            ahead = newest_honest - float(t_received)
+            if ahead > self.future_tolerance:
+                self._count_future(stamps, float(t_received), ahead)
+                newest_honest = float(t_received)
+            else:
+                ahead = 0.0
         t_mean = float(stamps.mean()) if np.isfinite(stamps).all() else float("nan")
+        if self.timestamp_issues["rate_mismatch"] is not None:
+            self._follow_mismatch(n, stamps)
+            return 0  # decoding stopped: windows from this stream would be stretched
         if math.isfinite(t_mean):
             j_mean = self.seg_n_raw + (n - 1) / 2.0
             resid = self.clock.residual(j_mean, t_mean)
             if abs(resid) > self.jump_threshold:
+                if self._rate_mismatch(j_mean, t_mean, n, stamps):
+                    return 0
                 self.timestamp_issues["clock_jumps"] += 1
                 log.warning("stream stamps jumped by %+.3f s (clock jump or lost data): new segment", resid)
-                if resid > 0:
+                if resid > 0 and ahead <= 0:  # stamps ahead of the local clock are a clock jump, never lost data
                     self.report_gap(self.t_newest_raw, resid)
-                self.new_segment()
+                self.new_segment(jump=True)
                 j_mean = (n - 1) / 2.0
             self.clock.update(j_mean, t_mean, n)
+            self._seg_pts.append((j_mean, t_mean))
             self.t_newest_raw = float(stamps[-1])
+            if (
+                self.clock.fitted
+                and abs(self.clock.rate_ratio - 1.0) > self.rate_tolerance
+                and self._rate_mismatch(None, None, n, stamps, min_span=5.0)
+            ):
+                return 0
         elif self.clock.t_ref is None:
             return 0  # cannot place samples in time without a single finite stamp
         with self.lock:
@@ -579,9 +643,72 @@ class OnlinePipeline:
             if active.any():
                 m = np.arange(m0, m1)[:, None]
                 bad = (m >= self._bad_from[None, :]) & (m < self._bad_until[None, :])
-            self.ring.write(y.T, times, self.seg, bad, newest=self.t_newest_raw, stuck=stuck)
+            newest = min(self.t_newest_raw, newest_honest) if ahead > 0 else self.t_newest_raw
+            self.ring.write(y.T, times, self.seg, bad, newest=newest, stuck=stuck, ahead=ahead)
             self.seg_n_out = m1
             return m1 - m0
+
+    def _count_future(self, stamps: NDArray[np.float64], t_received: float, ahead: float) -> None:
+        ti = self.timestamp_issues
+        first = ti["future_stamps"] == 0
+        ti["future_stamps"] += int(np.count_nonzero(stamps > t_received + self.future_tolerance))
+        if ahead > ti["max_ahead_s"]:
+            ti["max_ahead_s"] = float(ahead)
+        if first:
+            log.warning(
+                "stream stamps are ahead of the local clock (by %.3f s at receipt): the outlet stamps samples "
+                "before they exist (e.g. mne-lsl's PlayerLSL stamps a chunk one chunk ahead) or its clock is "
+                "wrong; windows holding them are flagged future_stamps and their t_newest_sample is the receipt "
+                "time", ahead,
+            )
+
+    def _rate_mismatch(
+        self, j: float | None, t: float | None, n: int, stamps: NDArray[np.float64], min_span: float = 1.0
+    ) -> bool:
+        """True (and decoding stopped) when the segment's stamps show a rate other than the declared one.
+
+        ``j, t``: the chunk that the clock model would call a jump (added to the fit), or None. ``min_span``:
+        seconds of stamps the fit needs (a short span of push-time stamps on a loaded machine can be off by a
+        few percent; a would-be jump of >= ``jump_threshold`` after 1 s is not).
+        """
+        pts = list(self._seg_pts)
+        if j is not None and t is not None:
+            pts.append((j, t))
+        if len(pts) < 5:
+            return False
+        jj = np.array([p[0] for p in pts])
+        tt = np.array([p[1] for p in pts])
+        if tt[-1] - tt[0] < min_span:
+            return False
+        slope, icpt = np.polyfit(jj - jj[0], tt - tt[0], 1)
+        if not slope > 0:
+            return False
+        resid = np.abs(tt - tt[0] - (icpt + slope * (jj - jj[0])))
+        measured = 1.0 / slope
+        if resid.max() > 0.2 * self.jump_threshold or abs(measured / self.sfreq - 1.0) <= self.rate_tolerance:
+            return False  # a step (a real jump / gap), or a rate within tolerance
+        self.timestamp_issues["rate_mismatch"] = {
+            "declared": self.sfreq, "measured": float(measured), "decoding_stopped": True,
+            "detected_after_s": float(tt[-1] - tt[0]),  # seconds of the stream's stamps it took
+        }
+        self._mm_first = (self.samples_received, float(stamps[-1]))
+        log.error(
+            "the stream declares %g Hz but its stamps advance at %.1f Hz (%+.1f %%, over %.1f s): decoding stopped "
+            "(windows would be stretched). Fix: set the outlet's nominal_srate to the rate it really sends (or "
+            "the amplifier to the declared rate) and restart it; this is not counted as lost data",
+            self.sfreq, measured, 100 * (measured / self.sfreq - 1), tt[-1] - tt[0],
+        )
+        self.t_newest_raw = float(stamps[-1])
+        return True
+
+    def _follow_mismatch(self, n: int, stamps: NDArray[np.float64]) -> None:
+        """While decoding is stopped for a rate mismatch: keep the measured rate current (status)."""
+        if np.isfinite(stamps[-1]) and self._mm_first is not None:
+            k0, t0 = self._mm_first
+            dt = float(stamps[-1]) - t0
+            if dt >= 2.0:
+                self.timestamp_issues["rate_mismatch"]["measured"] = (self.samples_received - k0) / dt
+            self.t_newest_raw = float(stamps[-1])
 
     def _ones(self, n: int) -> NDArray[np.float32]:
         if len(self._ones_cache) < n:
@@ -700,6 +827,8 @@ class OnlinePipeline:
             np.count_nonzero(span.stuck, axis=0) / len(span.stuck) if span.any_stuck else None,
             out,
         )
+        if span.ahead > 0:
+            flags = [*flags, f"future_stamps:+{span.ahead:.3f}s"]
         return WindowJob(cut.kind, x, flags, times0, times1, newest, cut.truth, cut.start, cut.t_created), bad
 
     def channel_quality(self) -> dict[str, Any]:

@@ -16,7 +16,13 @@ from neurospeech.service.pipeline import OnlinePipeline, check_stream
 
 from neurospeech.contract import ChannelSpec, parse_unit, parse_unit_override
 from neurospeech.errors import ContractMismatchError
-from neurospeech.preprocessing import RobustScaler, WindowSpec, extract_windows, preprocess_continuous, preprocess_window
+from neurospeech.preprocessing import (
+    RobustScaler,
+    WindowSpec,
+    extract_windows,
+    preprocess_continuous,
+    preprocess_window,
+)
 
 SFREQ = 600.0
 
