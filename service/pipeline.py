@@ -391,6 +391,8 @@ class OnlinePipeline:
         stream is taken to misdeclare its rate (see Notes).
     future_tolerance : float
         Seconds a stamp may be ahead of the local clock at receipt before it counts as future-dated.
+    stop_tolerance : float
+        A rate mismatch beyond this stops decoding; one between ``rate_tolerance`` and this flags decisions.
 
     Notes
     -----
@@ -402,11 +404,15 @@ class OnlinePipeline:
 
     *Declared vs actual rate*: an outlet that declares 1200 Hz and sends 1000 Hz makes its stamps drift from
     the sample count by 17 % -- not a clock jump and not lost data. When the stamps of a segment fit a straight
-    line whose rate differs from the declared one by more than ``rate_tolerance`` (checked when the clock
-    model would report a jump, and whenever its fitted rate is off by that much), the pipeline reports
-    ``timestamp_issues.rate_mismatch = {"declared", "measured", "decoding_stopped": true, "detected_after_s"}``, logs an error with
-    the fix and stops writing the ring (no windows, no decisions: they would be cut from stretched data) until
-    the stream reconnects. Nothing is counted as a jump, a gap or a drop.
+    line whose rate differs from the declared one by more than ``rate_tolerance``, in both halves of the span
+    (checked over >= 3 s of stamps, or >= 1 s when the clock model would report a jump, for mismatches beyond
+    ``stop_tolerance``, the +-5 % the clock model follows; over >= 8 s for milder ones), the pipeline sets
+    ``timestamp_issues.rate_mismatch`` (``declared``, ``measured``, ``decoding_stopped``, ``detected_after_s``)
+    and logs an error with the fix. Beyond ``stop_tolerance`` (5 %) it stops writing the ring (no windows, no
+    decisions: they would be cut from stretched data) until the stream reconnects or its stamps advance at the
+    declared rate again over 5-10 s; below, decoding goes on and every decision is flagged
+    ``rate_mismatch:<+-x.x>%`` (a producer starved on a loaded machine looks the same for a while).
+    Nothing is counted as a jump, a gap or a drop.
     """
 
     def __init__(
@@ -422,9 +428,11 @@ class OnlinePipeline:
         clock_halftime: float = 20.0,
         rate_tolerance: float = 0.02,
         future_tolerance: float = 1e-3,
+        stop_tolerance: float = 0.05,
     ) -> None:
         self.contract = contract
         self.rate_tolerance = float(rate_tolerance)
+        self.stop_tolerance = float(stop_tolerance)
         self.future_tolerance = float(future_tolerance)
         self.window = contract.window
         self.spec = contract.preprocessing
@@ -461,7 +469,8 @@ class OnlinePipeline:
             "rate_mismatch": None,
         }
         self._seg_pts: deque[tuple[float, float]] = deque(maxlen=4096)  # (mean sample index, mean stamp)
-        self._mm_first: tuple[int, float] | None = None  # while mismatched: (samples, stamp) at detection
+        self._mm_pts: deque[tuple[float, float]] = deque(maxlen=8192)  # while mismatched: (samples, stamp)
+        self._next_rate_check = -math.inf
         self.gaps: deque[dict[str, float]] = deque(maxlen=50)
         self.n_gaps = 0
         self.seg = -1
@@ -485,7 +494,6 @@ class OnlinePipeline:
         if not jump and self.timestamp_issues["rate_mismatch"] is not None:
             log.info("stream reconnected: checking its rate again")
             self.timestamp_issues["rate_mismatch"] = None
-            self._mm_first = None
         with self.lock:
             if self.clock.fitted:
                 self._last_rate_ratio = self.clock.rate_ratio
@@ -578,14 +586,16 @@ class OnlinePipeline:
             else:
                 ahead = 0.0
         t_mean = float(stamps.mean()) if np.isfinite(stamps).all() else float("nan")
-        if self.timestamp_issues["rate_mismatch"] is not None:
+        mm = self.timestamp_issues["rate_mismatch"]
+        if mm is not None and mm["decoding_stopped"]:
             self._follow_mismatch(n, stamps)
             return 0  # decoding stopped: windows from this stream would be stretched
         if math.isfinite(t_mean):
             j_mean = self.seg_n_raw + (n - 1) / 2.0
             resid = self.clock.residual(j_mean, t_mean)
             if abs(resid) > self.jump_threshold:
-                if self._rate_mismatch(j_mean, t_mean, n, stamps):
+                # beyond what the clock model follows (+-5 %)
+                if self._rate_mismatch(j_mean, t_mean, n, stamps, 1.0, max(self.rate_tolerance, 0.05)):
                     return 0
                 self.timestamp_issues["clock_jumps"] += 1
                 log.warning("stream stamps jumped by %+.3f s (clock jump or lost data): new segment", resid)
@@ -596,12 +606,21 @@ class OnlinePipeline:
             self.clock.update(j_mean, t_mean, n)
             self._seg_pts.append((j_mean, t_mean))
             self.t_newest_raw = float(stamps[-1])
-            if (
-                self.clock.fitted
-                and abs(self.clock.rate_ratio - 1.0) > self.rate_tolerance
-                and self._rate_mismatch(None, None, n, stamps, min_span=5.0)
-            ):
-                return 0
+            if t_mean >= self._next_rate_check:  # least-squares fits at most once per second of stamps
+                self._next_rate_check = t_mean + 1.0
+                # a gross mismatch (beyond what the clock model follows) from 3 s of stamps, before the first
+                # window is complete; a milder one from 8 s
+                if self._rate_mismatch(None, None, n, stamps, 3.0, self.stop_tolerance):
+                    return 0
+                if (
+                    self.clock.fitted
+                    and abs(self.clock.rate_ratio - 1.0) > self.rate_tolerance
+                    and self._rate_mismatch(None, None, n, stamps, min_span=8.0)
+                ):
+                    return 0
+            if mm is not None and self.clock.fitted and abs(self.clock.rate_ratio - 1.0) <= self.rate_tolerance / 2:
+                log.warning("the stream's stamps advance at its declared %g Hz again", self.sfreq)
+                self.timestamp_issues["rate_mismatch"] = None
         elif self.clock.t_ref is None:
             return 0  # cannot place samples in time without a single finite stamp
         with self.lock:
@@ -662,53 +681,95 @@ class OnlinePipeline:
                 "time", ahead,
             )
 
+    @staticmethod
+    def _fit_rate(jj: NDArray[np.float64], tt: NDArray[np.float64]) -> tuple[float, float]:
+        """Rate (samples per second of stamps) of a least-squares line through the points, and its largest
+        residual (s); rate 0 when the stamps do not advance."""
+        slope, icpt = np.polyfit(jj - jj[0], tt - tt[0], 1)
+        if not slope > 0:
+            return 0.0, math.inf
+        resid = np.abs(tt - tt[0] - (icpt + slope * (jj - jj[0])))
+        return float(1.0 / slope), float(resid.max())
+
     def _rate_mismatch(
-        self, j: float | None, t: float | None, n: int, stamps: NDArray[np.float64], min_span: float = 1.0
+        self, j: float | None, t: float | None, n: int, stamps: NDArray[np.float64], min_span: float = 1.0,
+        tolerance: float | None = None,
     ) -> bool:
         """True (and decoding stopped) when the segment's stamps show a rate other than the declared one.
 
         ``j, t``: the chunk that the clock model would call a jump (added to the fit), or None. ``min_span``:
-        seconds of stamps the fit needs (a short span of push-time stamps on a loaded machine can be off by a
-        few percent; a would-be jump of >= ``jump_threshold`` after 1 s is not).
+        seconds of stamps the fit needs. The stamps must fit one straight line (largest residual below a fifth
+        of ``jump_threshold``: a step is a jump or a gap) and both halves of the span must show the same
+        mismatch: push-time stamps of a producer that falls behind on a loaded machine and then catches up
+        are not a rate mismatch.
         """
+        tol = self.rate_tolerance if tolerance is None else tolerance
         pts = list(self._seg_pts)
         if j is not None and t is not None:
             pts.append((j, t))
-        if len(pts) < 5:
+        if len(pts) < 10:
             return False
         jj = np.array([p[0] for p in pts])
         tt = np.array([p[1] for p in pts])
-        if tt[-1] - tt[0] < min_span:
+        span = float(tt[-1] - tt[0])
+        if span < min_span:
             return False
-        slope, icpt = np.polyfit(jj - jj[0], tt - tt[0], 1)
-        if not slope > 0:
-            return False
-        resid = np.abs(tt - tt[0] - (icpt + slope * (jj - jj[0])))
-        measured = 1.0 / slope
-        if resid.max() > 0.2 * self.jump_threshold or abs(measured / self.sfreq - 1.0) <= self.rate_tolerance:
+        measured, worst = self._fit_rate(jj, tt)
+        off = measured / self.sfreq - 1.0
+        if worst > 0.2 * self.jump_threshold or abs(off) <= tol:
             return False  # a step (a real jump / gap), or a rate within tolerance
+        half = int(np.searchsorted(tt, tt[0] + span / 2))
+        for sl in (slice(0, half), slice(half, None)):
+            if len(tt[sl]) < 4:
+                return False
+            r, _ = self._fit_rate(jj[sl], tt[sl])
+            if not (r / self.sfreq - 1.0) * np.sign(off) > tol:
+                return False  # not sustained
+        stop = abs(off) > self.stop_tolerance
+        before = self.timestamp_issues["rate_mismatch"]
         self.timestamp_issues["rate_mismatch"] = {
-            "declared": self.sfreq, "measured": float(measured), "decoding_stopped": True,
-            "detected_after_s": float(tt[-1] - tt[0]),  # seconds of the stream's stamps it took
+            "declared": self.sfreq, "measured": float(measured), "decoding_stopped": stop,
+            "detected_after_s": span if before is None else before["detected_after_s"],  # s of stamps it took
         }
-        self._mm_first = (self.samples_received, float(stamps[-1]))
+        if not stop:
+            if before is None:
+                log.error(
+                    "the stream declares %g Hz but its stamps advance at %.1f Hz (%+.1f %%, over %.1f s): windows "
+                    "are stretched by that much and flagged rate_mismatch. Fix: set the outlet's nominal_srate to "
+                    "the rate it really sends (or the amplifier to the declared rate)",
+                    self.sfreq, measured, 100 * off, span,
+                )
+            return False
+        self._mm_pts.clear()
         log.error(
             "the stream declares %g Hz but its stamps advance at %.1f Hz (%+.1f %%, over %.1f s): decoding stopped "
             "(windows would be stretched). Fix: set the outlet's nominal_srate to the rate it really sends (or "
             "the amplifier to the declared rate) and restart it; this is not counted as lost data",
-            self.sfreq, measured, 100 * (measured / self.sfreq - 1), tt[-1] - tt[0],
+            self.sfreq, measured, 100 * off, span,
         )
         self.t_newest_raw = float(stamps[-1])
         return True
 
     def _follow_mismatch(self, n: int, stamps: NDArray[np.float64]) -> None:
-        """While decoding is stopped for a rate mismatch: keep the measured rate current (status)."""
-        if np.isfinite(stamps[-1]) and self._mm_first is not None:
-            k0, t0 = self._mm_first
-            dt = float(stamps[-1]) - t0
-            if dt >= 2.0:
-                self.timestamp_issues["rate_mismatch"]["measured"] = (self.samples_received - k0) / dt
-            self.t_newest_raw = float(stamps[-1])
+        """While decoding is stopped for a rate mismatch: keep the measured rate current (over the last 10 s of
+        stamps) and resume (new segment) if the stamps come back to the declared rate."""
+        if not np.isfinite(stamps[-1]):
+            return
+        self.t_newest_raw = float(stamps[-1])
+        self._mm_pts.append((float(self.samples_received), float(stamps[-1])))
+        while len(self._mm_pts) > 2 and self._mm_pts[-1][1] - self._mm_pts[1][1] >= 10.0:
+            self._mm_pts.popleft()
+        if len(self._mm_pts) < 10 or self._mm_pts[-1][1] - self._mm_pts[0][1] < 5.0:
+            return
+        jj = np.array([p[0] for p in self._mm_pts])
+        tt = np.array([p[1] for p in self._mm_pts])
+        measured, _ = self._fit_rate(jj, tt)
+        mm = self.timestamp_issues["rate_mismatch"]
+        mm["measured"] = measured
+        if abs(measured / self.sfreq - 1.0) <= self.rate_tolerance / 2:
+            log.warning("the stream's stamps advance at its declared %g Hz again: decoding resumed", self.sfreq)
+            self.timestamp_issues["rate_mismatch"] = None
+            self.new_segment(jump=True)
 
     def _ones(self, n: int) -> NDArray[np.float32]:
         if len(self._ones_cache) < n:
@@ -829,6 +890,9 @@ class OnlinePipeline:
         )
         if span.ahead > 0:
             flags = [*flags, f"future_stamps:+{span.ahead:.3f}s"]
+        mm = self.timestamp_issues["rate_mismatch"]
+        if mm is not None:  # mild (decoding goes on, windows stretched by a few %)
+            flags = [*flags, f"rate_mismatch:{100 * (mm['measured'] / mm['declared'] - 1):+.1f}%"]
         return WindowJob(cut.kind, x, flags, times0, times1, newest, cut.truth, cut.start, cut.t_created), bad
 
     def channel_quality(self) -> dict[str, Any]:

@@ -169,3 +169,61 @@ def test_missing_units_warn_loudly_and_the_override_applies(rec, caplog):
     for bad in ("", "mag=", "=fT", "mag=furlong"):
         with pytest.raises(ContractMismatchError):
             parse_unit_override(bad)
+
+
+def _rate_run(contract, names, data, declared, true_rate, lag=None, chunk=12):
+    """Feed ``data`` (C, n) declared at ``declared`` Hz, stamped as a producer at ``true_rate`` (plus an optional
+    extra lag(t) in s) would stamp it: push time of each chunk's last sample. Returns the pipeline and windows."""
+    cmap = check_stream(contract, names, declared, units=["V"] * len(names))
+    pipe = OnlinePipeline(contract, cmap, declared, SUBJECT)
+    x = data.astype(np.float32).T
+    t0 = 1000.0
+    jobs, last = [], None
+    for i in range(0, len(x), chunk):
+        j = min(i + chunk, len(x))
+        t_last = t0 + (j - 1) / true_rate + (lag(j / true_rate) if lag else 0.0)
+        stamps = t_last - (np.arange(j - i)[::-1]) / declared  # liblsl deduces the others at the declared rate
+        pipe.process_chunk(x[i:j], stamps, t_received=t_last + 0.002)
+        for key, start in pipe.due_sliding(last):
+            last = key
+            jobs.append(pipe.make_job(start, "sliding"))
+    return pipe, jobs
+
+
+@pytest.mark.parametrize(("declared", "stops"), [(720.0, True), (618.0, False), (612.0, None)])
+def test_declared_rate_mismatch_stops_or_flags_and_is_never_a_drop(declared, stops):
+    # defect 5: 720 vs 600 (-17 %) stops decoding before the first window; 618 vs 600 (-2.9 %) is followed by the
+    # clock model, so decoding goes on with every decision flagged once it is seen (within 10 s); 612 (-2 %) is
+    # within tolerance
+    data, names = make_recording(8, 600.0, 16.0, seed=4)
+    window = WindowSpec()
+    cont, times = preprocess_continuous(data, 600.0, window)
+    raw_w, _ = extract_windows(cont, times, np.arange(1.0, 12.0, 0.5), window)
+    contract = make_contract(names, 600.0, RobustScaler.fit(preprocess_window(raw_w, window)), 4, window)
+    pipe, jobs = _rate_run(contract, names, data, declared, 600.0)
+    ti = pipe.timestamp_issues
+    assert ti["clock_jumps"] == 0 and pipe.dropped_samples == 0 and pipe.n_gaps == 0
+    mm = ti["rate_mismatch"]
+    if stops is None:
+        assert mm is None and jobs and not any(f.startswith("rate_mismatch") for j in jobs for f in j.flags)
+        return
+    assert mm["declared"] == declared and mm["decoding_stopped"] is stops
+    assert mm["measured"] == pytest.approx(600.0, rel=2e-3) and mm["detected_after_s"] <= 10.0
+    if stops:
+        assert jobs == []  # detected before the first window was complete: nothing decoded from stretched data
+    else:
+        flagged = [any(f.startswith("rate_mismatch:-2.9%") for f in j.flags) for j in jobs]
+        assert flagged == sorted(flagged) and flagged[-1] and not flagged[0]  # every decision from detection on
+
+
+def test_a_producer_that_falls_behind_and_catches_up_is_not_a_rate_mismatch():
+    # push-time stamps of a producer starved for 4 s (lagging up to 0.2 s = 5 %), then catching up
+    data, names = make_recording(8, 600.0, 16.0, seed=4)
+    window = WindowSpec()
+    contract = make_contract(names, 600.0, RobustScaler(np.zeros(8), np.ones(8) * 1e-5), 4, window)
+
+    def lag(t):
+        return 0.05 * min(max(t - 3.0, 0.0), 4.0) * (1.0 if t < 7.0 else max(0.0, 1 - (t - 7.0) / 0.5))
+
+    pipe, jobs = _rate_run(contract, names, data, 600.0, 600.0, lag=lag)
+    assert pipe.timestamp_issues["rate_mismatch"] is None and jobs
