@@ -227,3 +227,17 @@ def test_a_producer_that_falls_behind_and_catches_up_is_not_a_rate_mismatch():
 
     pipe, jobs = _rate_run(contract, names, data, 600.0, 600.0, lag=lag)
     assert pipe.timestamp_issues["rate_mismatch"] is None and jobs
+
+
+def test_units_setting_is_checked_and_offered_on_the_command_line():
+    from click.testing import CliRunner
+    from neurospeech.service._cli import serve
+    from neurospeech.service.config import load_settings
+
+    from neurospeech.errors import ConfigError
+
+    assert load_settings(units="mag=fT,grad=fT/cm").units == "mag=fT,grad=fT/cm"
+    for bad in ("furlong", "mag=", 6):
+        with pytest.raises(ConfigError, match="units"):
+            load_settings(units=bad)
+    assert "--units" in CliRunner().invoke(serve, ["--help"]).output
