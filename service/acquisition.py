@@ -3,7 +3,8 @@
 ``pull_chunk(timeout, max_samples, dest_obj=buffer, min_samples=1)`` returns once one sample is there and
 then drains what is already available, straight into a C-contiguous buffer of the stream's dtype (no Python
 lists, no per-chunk allocation of the data). The inlet's buffer is small (``max_buflen`` seconds) so that a
-stalled consumer drops old data instead of drifting minutes behind.
+stalled consumer drops old data instead of drifting minutes behind; an outlet whose chunks are as large as that
+buffer makes the inlet re-open itself with a larger one (see :class:`DataInlet`).
 
 Set ``LSLAPICFG`` (e.g. to ``deploy/lsl_api.cfg``) before pylsl is imported for reliable discovery on one
 machine; :func:`ensure_lsl_config` does that when it is unset.

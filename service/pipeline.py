@@ -604,7 +604,8 @@ class OnlinePipeline:
                 self.new_segment(jump=True)
                 j_mean = (n - 1) / 2.0
             self.clock.update(j_mean, t_mean, n)
-            self._seg_pts.append((j_mean, t_mean))
+            if not self._seg_pts or t_mean - self._seg_pts[-1][1] >= 0.005:  # <= 200 points/s: 20 s kept
+                self._seg_pts.append((j_mean, t_mean))
             self.t_newest_raw = float(stamps[-1])
             if t_mean >= self._next_rate_check:  # least-squares fits at most once per second of stamps
                 self._next_rate_check = t_mean + 1.0
