@@ -287,6 +287,7 @@ class DataInlet:
         # burst bookkeeping (see Notes)
         self._old: Any = None  # the previous inlet, drained after a buffer switch
         self._last_stamp = -math.inf
+        self._switched = False
         self._in_burst = False
         self._burst = 0
         self._burst_t0 = math.nan
@@ -345,8 +346,11 @@ class DataInlet:
         st = np.asarray(stamps, dtype=np.float64)
         n = len(st)
         self._n_seen += n
-        if n and st[0] <= self._last_stamp:  # repeated by a new inlet after a switch: drop by stamp
-            n, st = self._keep(n, st, st > self._last_stamp)
+        if n and self._switched:  # a new inlet after a switch may repeat what the old one gave: drop by stamp
+            if st[0] <= self._last_stamp:
+                n, st = self._keep(n, st, st > self._last_stamp)
+            else:
+                self._switched = False  # (outside a switch, overlapping stamps are the pipeline's to count)
         if n and st[0] <= self._n_seen / max(self.description.sfreq, 1.0) + 1.0:
             # liblsl sends one explicit stamp per pushed chunk and "deduces" the others from the previous
             # sample; an inlet that connects in the middle of a chunk deduces them from 0 (stamps k / rate):
@@ -422,6 +426,7 @@ class DataInlet:
             log.warning("could not re-open the inlet with a larger buffer: %s", exc)
             return
         self._old, self.inlet = self.inlet, new
+        self._switched = True
         self.max_buflen = want
         self.buffer_switches += 1
 
