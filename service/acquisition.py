@@ -232,7 +232,7 @@ class DataInlet:
     inlet is drained first and samples the new one repeats are dropped by stamp, so the switch loses nothing
     that had arrived. Samples lost before the switch show as a stamp gap, which the pipeline counts in
     ``dropped_samples``. ``quiet_allowance`` is how long the outlet may legitimately stay silent between
-    bursts (the service's loss timeout is at least that).
+    bursts (twice its burst period: the service's loss timeout is at least that).
     """
 
     def __init__(
@@ -288,6 +288,7 @@ class DataInlet:
         self._old: Any = None  # the previous inlet, drained after a buffer switch
         self._last_stamp = -math.inf
         self._switched = False
+        self._timed = False
         self._in_burst = False
         self._burst = 0
         self._burst_t0 = math.nan
@@ -308,7 +309,7 @@ class DataInlet:
     def quiet_allowance(self) -> float:
         """Seconds the outlet may stay silent between its chunks (0 while it streams in small chunks)."""
         largest = self.largest_burst / self.description.sfreq if self.description.sfreq > 0 else 0.0
-        return 1.5 * max(self.burst_period, largest) if largest >= 0.5 else 0.0
+        return 2.0 * max(self.burst_period, largest) if largest >= 0.5 else 0.0
 
     def stats(self) -> dict[str, Any]:
         """For the status heartbeat: inlet buffer and the outlet's chunking as seen here."""
@@ -351,7 +352,7 @@ class DataInlet:
                 n, st = self._keep(n, st, st > self._last_stamp)
             else:
                 self._switched = False  # (outside a switch, overlapping stamps are the pipeline's to count)
-        if n and st[0] <= self._n_seen / max(self.description.sfreq, 1.0) + 1.0:
+        if n and not self._timed and st[0] <= self._n_seen / max(self.description.sfreq, 1.0) + 1.0:
             # liblsl sends one explicit stamp per pushed chunk and "deduces" the others from the previous
             # sample; an inlet that connects in the middle of a chunk deduces them from 0 (stamps k / rate):
             # they cannot be placed in time. Dropped (the gap they leave is counted as dropped samples)
@@ -363,6 +364,8 @@ class DataInlet:
                     "of a pushed chunk); dropped", self.description.name, n - int(np.count_nonzero(keep)),
                 )
             n, st = self._keep(n, st, keep)
+        if n:
+            self._timed = True  # only a new inlet's first chunk can lack an explicit stamp
         return self._deliver(n, st)
 
     def _keep(
@@ -427,6 +430,7 @@ class DataInlet:
             return
         self._old, self.inlet = self.inlet, new
         self._switched = True
+        self._timed, self._n_seen = False, 0
         self.max_buflen = want
         self.buffer_switches += 1
 

@@ -290,7 +290,7 @@ def test_chunks_larger_than_the_inlet_buffer_grow_it_and_every_lost_sample_is_co
     sub = Subscriber(server.publisher.endpoint)
     msgs = []
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             m = sub.recv(0.1)
             if m is not None:
@@ -306,7 +306,7 @@ def test_chunks_larger_than_the_inlet_buffer_grow_it_and_every_lost_sample_is_co
         server.join()
         outlet.stop()
     assert server.exit_code == 0
-    inlet = stats["inlet"]
+    inlet = stats["inlet"] or next(m["inlet"] for m in reversed(msgs) if m.kind == "status" and m.get("inlet"))
     assert inlet["chunking_exceeds_buffer"] is True and inlet["buffer_switches"] >= 1
     assert inlet["buffer_s"] >= 6 and inlet["largest_chunk_s"] == pytest.approx(3.0, abs=0.1)
     # every sample the outlet pushed is either received or counted as dropped (+-1 per gap: stamp rounding)
