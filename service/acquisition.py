@@ -289,6 +289,9 @@ class DataInlet:
         self._last_stamp = -math.inf
         self._switched = False
         self._timed = False
+        self._idle = False
+        self._burst_idle = False
+        self._burst_wait = 0.0
         self._in_burst = False
         self._burst = 0
         self._burst_t0 = math.nan
@@ -380,12 +383,18 @@ class DataInlet:
         if n == 0:
             if self._in_burst:
                 self._end_burst()
+            self._idle = True
             return self.buffer[:0], stamps
         now = float(self._pylsl.local_clock())
+        gap = now - self.t_received if math.isfinite(self.t_received) else math.inf
         self.t_received = now
         self._last_stamp = float(stamps[-1])
         if not self._in_burst:
+            # the outlet's own burst arrives while this inlet waits (an empty pull before it, and a wait of at
+            # least half of it); a backlog of a consumer that fell behind does not
             self._in_burst, self._burst, self._burst_t0 = True, 0, now
+            self._burst_idle, self._burst_wait = self._idle, gap
+        self._idle = False
         self._burst += n
         if n < self.max_samples:
             self._end_burst()
@@ -397,11 +406,12 @@ class DataInlet:
         sf = self.description.sfreq
         if sf <= 0 or burst < 0.5 * sf:  # ordinary small chunks
             return
-        if math.isfinite(self._prev_burst_t0):
-            self.burst_period = self._burst_t0 - self._prev_burst_t0
-        self._prev_burst_t0 = self._burst_t0
-        self.largest_burst = max(self.largest_burst, burst)
-        if burst >= 0.9 * self.capacity:
+        if self._burst_idle and self._burst_wait >= 0.5 * burst / sf:  # the outlet's chunking
+            if math.isfinite(self._prev_burst_t0):
+                self.burst_period = self._burst_t0 - self._prev_burst_t0
+            self._prev_burst_t0 = self._burst_t0
+            self.largest_burst = max(self.largest_burst, burst)
+        if burst >= 0.9 * self.capacity:  # lost in liblsl whoever caused it: a larger buffer
             self.chunking_exceeds_buffer = True
             self._grow(burst / sf)
         _LEARNED[self._key] = {
