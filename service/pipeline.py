@@ -700,7 +700,8 @@ class OnlinePipeline:
 
         ``j, t``: the chunk that the clock model would call a jump (added to the fit), or None. ``min_span``:
         seconds of stamps the fit needs. The stamps must fit one straight line (largest residual below a fifth
-        of ``jump_threshold``: a step is a jump or a gap) and both halves of the span must show the same
+        of ``jump_threshold``: a step is a jump or a gap; for a would-be jump, the line must explain the earlier
+        points at least twice as well as the declared rate) and both halves of the span must show the same
         mismatch: push-time stamps of a producer that falls behind on a loaded machine and then catches up
         are not a rate mismatch.
         """
@@ -717,8 +718,19 @@ class OnlinePipeline:
             return False
         measured, worst = self._fit_rate(jj, tt)
         off = measured / self.sfreq - 1.0
-        if worst > 0.2 * self.jump_threshold or abs(off) <= tol:
-            return False  # a step (a real jump / gap), or a rate within tolerance
+        if abs(off) <= tol:
+            return False  # a rate within tolerance
+        if j is not None:
+            # a would-be jump: a line at another rate must explain the earlier points much better than the
+            # declared rate does (a real jump or gap leaves them on the declared rate, the new point off it)
+            old_j, old_t = jj[:-1] - jj[0], tt[:-1] - tt[0]
+            slope = 1.0 / measured
+            line = old_t - slope * old_j
+            nominal = old_t - old_j / self.sfreq
+            if np.std(line) >= 0.5 * np.std(nominal):
+                return False
+        elif worst > 0.2 * self.jump_threshold:
+            return False  # not one straight line: steps (jumps, gaps) or a producer that stalls
         half = int(np.searchsorted(tt, tt[0] + span / 2))
         for sl in (slice(0, half), slice(half, None)):
             if len(tt[sl]) < 4:
