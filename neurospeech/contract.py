@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ __all__ = [
     "SpeechSpec",
     "embed_contract",
     "match_channels",
+    "parse_unit",
+    "parse_unit_override",
     "sha256_file",
     "unit_scale",
 ]
@@ -49,29 +52,117 @@ def embed_contract(proto: Any, contract: ModelContract) -> None:
     proto.producer_name = "neurospeech"
     proto.doc_string = f"neurospeech brain encoder {contract.model_id}"
 
-# multiplier from a unit string to SI (V for EEG, T for MEG magnetometers, T/m for gradiometers)
-_UNIT_SCALE = {
-    "v": 1.0, "volt": 1.0, "volts": 1.0, "mv": 1e-3, "uv": 1e-6, "µv": 1e-6, "μv": 1e-6, "microvolts": 1e-6,
-    "nv": 1e-9, "t": 1.0, "tesla": 1.0, "ft": 1e-15, "femtotesla": 1e-15, "pt": 1e-12, "nt": 1e-9,
-    "t/m": 1.0, "ft/cm": 1e-13, "ft/m": 1e-15,
+# unit name -> (dimension, multiplier to SI); dimensions: V (EEG and other potentials), T (magnetometers),
+# T/m (planar gradiometers)
+_UNITS: dict[str, tuple[str, float]] = {
+    "v": ("V", 1.0), "volt": ("V", 1.0), "volts": ("V", 1.0),
+    "mv": ("V", 1e-3), "millivolt": ("V", 1e-3), "millivolts": ("V", 1e-3),
+    "uv": ("V", 1e-6), "µv": ("V", 1e-6), "μv": ("V", 1e-6), "microvolt": ("V", 1e-6), "microvolts": ("V", 1e-6),
+    "nv": ("V", 1e-9),
+    "t": ("T", 1.0), "tesla": ("T", 1.0), "pt": ("T", 1e-12), "nt": ("T", 1e-9),
+    "ft": ("T", 1e-15), "femtotesla": ("T", 1e-15),
+    "t/m": ("T/m", 1.0), "ft/cm": ("T/m", 1e-13), "ft/m": ("T/m", 1e-15), "pt/m": ("T/m", 1e-12),
 }
+# mne-lsl writes a channel's unit as the power-of-ten exponent of its FIFF unit multiplier ("0", "-6", "-15"),
+# the base unit being given by the channel type (mne_lsl/lsl/stream_info.py, StreamInfo.set_channel_info:
+# ``set_channel_units([ch["unit_mul"] ...])``; read back in mne_lsl/utils/meas_info.py, create_info: a string
+# that is an integral Decimal and a key of ``mne._fiff.constants._ch_unit_mul_named`` is that exponent).
+# mne-lsl's player stores SI x 10**-exponent (BasePlayer.set_channel_units rescales by 10**(before - after)),
+# so a value times 10**exponent is SI. Unlike mne-lsl, an exponent outside that set is refused, not read as 0.
+_FIFF_EXPONENTS = frozenset((18, 15, 12, 9, 6, 3, 2, 1, 0, -1, -2, -3, -6, -9, -12, -15, -18))
+# the SI dimension of each channel type a model can be trained on
+_TYPE_DIMENSION = {
+    "eeg": "V", "eog": "V", "ecg": "V", "emg": "V", "seeg": "V", "ecog": "V", "dbs": "V",
+    "mag": "T", "grad": "T/m", "ref_meg": "T",
+}
+_DIMENSION_WORD = {"V": "a voltage", "T": "a magnetic field", "T/m": "a field gradient"}
+_DIMENSION_EXAMPLES = {"V": "V, mV, uV", "T": "T, pT, fT", "T/m": "T/m, fT/cm"}
 
 
-def unit_scale(unit: str) -> float:
-    """Factor that converts values in ``unit`` to SI (e.g. ``'uV' -> 1e-6``, ``'fT' -> 1e-15``).
+def _exponent(unit: str) -> int | None:
+    """The mne-lsl power-of-ten exponent a unit string holds ("-6" -> -6), or None if it is not a number."""
+    try:
+        d = Decimal(unit.strip())
+    except InvalidOperation:
+        return None
+    if not d.is_finite() or d != d.to_integral_value():
+        return None
+    return int(d)
+
+
+def parse_unit(unit: str, ch_type: str | None = None) -> tuple[str | None, float]:
+    """Dimension and SI multiplier of a channel unit: a name (``'uV'``, ``'fT'``) or an mne-lsl exponent.
+
+    Parameters
+    ----------
+    unit : str
+        Unit as found in the stream's ``desc/channels/channel/unit``.
+    ch_type : str or None
+        Channel type (``eeg``, ``mag``, ``grad`` ...): the base unit of an exponent.
+
+    Returns
+    -------
+    dimension : str or None
+        ``'V'``, ``'T'`` or ``'T/m'`` (None: an exponent on a channel type of unknown dimension).
+    factor : float
+        Multiply values in ``unit`` by this to get SI.
+
+    Raises
+    ------
+    ContractMismatchError
+        If the unit is neither a known name nor an mne-lsl exponent.
+    """
+    key = unit.strip().lower().replace(" ", "")
+    if key in _UNITS:
+        return _UNITS[key]
+    exp = _exponent(key)
+    if exp is not None and exp in _FIFF_EXPONENTS:
+        return _TYPE_DIMENSION.get((ch_type or "").strip().lower()), 10.0**exp
+    raise ContractMismatchError(
+        f"unknown channel unit {unit!r}; use one of V, mV, uV, nV, T, pT, fT, T/m, fT/cm, or the power-of-ten "
+        f"exponent mne-lsl writes (one of {sorted(_FIFF_EXPONENTS)}) in the stream's channel metadata"
+    )
+
+
+def unit_scale(unit: str, ch_type: str | None = None) -> float:
+    """Factor that converts values in ``unit`` to SI (e.g. ``'uV' -> 1e-6``, ``'fT' -> 1e-15``, ``'-6' -> 1e-6``).
 
     Raises
     ------
     ContractMismatchError
         If the unit is unknown.
     """
-    key = unit.strip().lower().replace(" ", "")
-    if key not in _UNIT_SCALE:
-        raise ContractMismatchError(
-            f"unknown channel unit {unit!r}; use one of V, mV, uV, nV, T, pT, fT, T/m, fT/cm "
-            "in the stream's channel metadata"
-        )
-    return _UNIT_SCALE[key]
+    return parse_unit(unit, ch_type)[1]
+
+
+def parse_unit_override(text: str) -> dict[str, str]:
+    """Read a ``--units`` override: one unit for every channel (``'fT'``) or per type (``'mag=fT,grad=fT/cm'``).
+
+    Returns
+    -------
+    dict
+        Channel type (lower case; ``'*'`` for all) -> unit.
+
+    Raises
+    ------
+    ContractMismatchError
+        A malformed entry or an unknown unit.
+    """
+    out: dict[str, str] = {}
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        typ, sep, unit = part.rpartition("=") if "=" in part else ("*", "", part)
+        typ, unit = typ.strip().lower() or "*", unit.strip()
+        if not unit or (sep and typ == "*"):
+            raise ContractMismatchError(
+                f"bad --units entry {part!r}; give one unit (e.g. fT) or type=unit pairs (e.g. mag=fT,grad=fT/cm)"
+            )
+        parse_unit(unit, None if typ == "*" else typ)  # refuse unknown units now
+        out[typ] = unit
+    if not out:
+        raise ContractMismatchError(f"--units {text!r} names no unit; e.g. --units uV or --units mag=fT,grad=fT/cm")
+    return out
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -289,11 +380,18 @@ class ChannelMap:
         Multiply (after reordering) to get SI units.
     extra : list of str
         Stream channels the model does not use (ignored).
+    assumed_units : list of str
+        Model channels for which the stream declared no unit and none was given: assumed to be the
+        contract's unit (SI). Empty when every unit is known (or the caller said the data are SI).
+    overridden_units : list of str
+        Model channels whose unit came from an explicit override (``--units``) instead of the stream.
     """
 
     index: np.ndarray
     scale: np.ndarray
     extra: list[str]
+    assumed_units: list[str] = field(default_factory=list)
+    overridden_units: list[str] = field(default_factory=list)
 
 
 def match_channels(
@@ -301,6 +399,7 @@ def match_channels(
     names: list[str],
     units: list[str] | None = None,
     types: list[str] | None = None,
+    unit_override: str | dict[str, str] | None = None,
 ) -> ChannelMap:
     """Map a stream's channels onto the model's by name, with unit conversion.
 
@@ -311,15 +410,22 @@ def match_channels(
     names : list of str
         Stream channel labels in stream order.
     units : list of str or None
-        Stream channel units (None or empty strings: assume the contract's SI units).
+        Stream channel units: names (``uV``, ``fT`` ...) or mne-lsl power-of-ten exponents (``-6``). None: the
+        data are in the contract's SI units (a file read by MNE); empty strings: the stream declares no unit
+        (assumed SI, reported in ``assumed_units``).
     types : list of str or None
         Stream channel types (checked where given).
+    unit_override : str or dict or None
+        Units to use instead of the stream's (see :func:`parse_unit_override`): ``'uV'`` or
+        ``{'mag': 'fT', 'grad': 'fT/cm'}``.
 
     Raises
     ------
     ContractMismatchError
-        Missing channels, duplicated labels, incompatible types; the message lists what differs and the fix.
+        Missing channels, duplicated labels, incompatible types, a unit of the wrong dimension for the channel
+        type (a voltage on a magnetometer ...); the message lists what differs and the fix.
     """
+    override = parse_unit_override(unit_override) if isinstance(unit_override, str) else dict(unit_override or {})
     lower = [n.strip() for n in names]
     dupes = sorted({n for n in lower if lower.count(n) > 1})
     if dupes:
@@ -337,21 +443,44 @@ def match_channels(
     index = np.array([pos[c.name] for c in contract.channels], dtype=np.int64)
     scale = np.ones(len(index))
     problems = []
+    assumed: list[str] = []
+    overridden: list[str] = []
     for k, (c, i) in enumerate(zip(contract.channels, index, strict=True)):
+        ctype = c.type.lower()
         if types is not None and i < len(types) and types[i]:
             st = types[i].strip().lower()
-            compatible = {c.type.lower()} | ({"meg"} if c.type in ("mag", "grad") else set())
+            compatible = {ctype} | ({"meg"} if ctype in ("mag", "grad") else set())
             if st not in compatible:
                 problems.append(f"{c.name}: type {types[i]!r} but the model expects {c.type!r}")
-        if units is not None and i < len(units) and units[i]:
-            try:
-                scale[k] = unit_scale(units[i]) / unit_scale(c.unit)
-            except ContractMismatchError as exc:
-                problems.append(f"{c.name}: {exc}")
+        unit = override.get(ctype) or (override.get("meg") if ctype in ("mag", "grad") else None) or override.get("*")
+        if unit:
+            overridden.append(c.name)
+        elif units is not None:
+            unit = units[i].strip() if i < len(units) and units[i] else ""
+            if not unit:
+                assumed.append(c.name)
+                continue
+        else:
+            continue
+        expected = _TYPE_DIMENSION.get(ctype)
+        try:
+            dim, factor = parse_unit(unit, ctype)
+            _, model_factor = parse_unit(c.unit, ctype)
+        except ContractMismatchError as exc:
+            problems.append(f"{c.name}: {exc}")
+            continue
+        if dim is not None and expected is not None and dim != expected:
+            problems.append(
+                f"{c.name}: unit {unit!r} is {_DIMENSION_WORD[dim]} but the model's channel is of type {c.type!r} "
+                f"({_DIMENSION_WORD[expected]}, {_DIMENSION_EXAMPLES[expected]}); declare the unit the "
+                "amplifier really sends in the stream's channel metadata, or override it with --units"
+            )
+            continue
+        scale[k] = factor / model_factor
     if problems:
         raise ContractMismatchError(
             "stream channels are incompatible with the model: " + "; ".join(problems[:10])
             + (f" (+{len(problems) - 10} more)" if len(problems) > 10 else "")
         )
     extra = [n for n in lower if n not in {c.name for c in contract.channels}]
-    return ChannelMap(index=index, scale=scale, extra=extra)
+    return ChannelMap(index=index, scale=scale, extra=extra, assumed_units=assumed, overridden_units=overridden)

@@ -72,6 +72,11 @@ def _common(f: Any) -> Any:
 @click.option("--source-id", default=None, help="LSL source_id (used to re-resolve after a loss).")
 @click.option("--resolve-timeout", type=float, default=None, help="Seconds to wait for the stream [10].")
 @click.option("--no-markers", is_flag=True, help="Ignore the word-marker stream.")
+@click.option(
+    "--units",
+    default=None,
+    help="Units the stream's values are in, instead of its metadata (e.g. uV, or mag=fT,grad=fT/cm).",
+)
 @click.option("--pub", "endpoint", default=None, help="ZeroMQ PUB endpoint [tcp://127.0.0.1:5556].")
 @click.option(
     "--state", "state_endpoint", default=None, help="REP endpoint answering late joiners (optional)."

@@ -3,7 +3,8 @@
 ``pull_chunk(timeout, max_samples, dest_obj=buffer, min_samples=1)`` returns once one sample is there and
 then drains what is already available, straight into a C-contiguous buffer of the stream's dtype (no Python
 lists, no per-chunk allocation of the data). The inlet's buffer is small (``max_buflen`` seconds) so that a
-stalled consumer drops old data instead of drifting minutes behind.
+stalled consumer drops old data instead of drifting minutes behind; an outlet whose chunks are as large as that
+buffer makes the inlet re-open itself with a larger one (see :class:`DataInlet`).
 
 Set ``LSLAPICFG`` (e.g. to ``deploy/lsl_api.cfg``) before pylsl is imported for reliable discovery on one
 machine; :func:`ensure_lsl_config` does that when it is unset.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import StreamError, StreamNotFoundError
+from ..errors import ContractMismatchError, StreamError, StreamNotFoundError
 
 __all__ = [
     "DataInlet",
@@ -176,9 +178,12 @@ def _describe(info: Any) -> StreamDescription:
         units.append(ch.child_value("unit"))
         ch = ch.next_sibling("channel")
     if len(labels) != n or not all(labels):
-        raise StreamError(
+        # the stream was found; it does not say which channel is which, so it cannot fit a model (exit 5)
+        raise ContractMismatchError(
             f"stream {info.name()!r} has {n} channels but labels for {sum(map(bool, labels))} of them in "
-            "desc/channels/channel/label; the outlet must describe every channel (label, type, unit)"
+            "desc/channels/channel/label (pylsl's SendData example writes none). Fix: the outlet must describe "
+            "every channel with a label (the model's channel names), a type and a unit, as pylsl's "
+            "SendDataAdvanced example does (desc().append_child('channels'), one 'channel' child per channel)"
         )
     stype = info.type()
     types = [t or stype for t in types]
@@ -197,6 +202,11 @@ def _describe(info: Any) -> StreamDescription:
     )
 
 
+# what an inlet learned about an outlet's bursts, by source_id (or name): a reconnection (a silence between two
+# 10-s chunks can look like a loss before the first one was seen) starts with the buffer already grown
+_LEARNED: dict[str, dict[str, float]] = {}
+
+
 class DataInlet:
     """A numeric LSL inlet pulling into a preallocated buffer.
 
@@ -205,13 +215,24 @@ class DataInlet:
     info : pylsl.StreamInfo
         From :func:`resolve_stream`.
     max_buflen : int
-        Inlet buffer in seconds.
+        Inlet buffer in seconds (liblsl keeps ``max_buflen x rate`` samples and drops the oldest beyond).
     clocksync, dejitter : bool
         liblsl post-processing flags.
     chunk_samples : int
         Size of the pull buffer in samples (0: a quarter second).
     open_timeout : float
         Seconds to wait for the full stream info.
+
+    Notes
+    -----
+    An outlet that sends its data in bursts larger than the inlet buffer (e.g. 10-s chunks into a 2-s buffer)
+    loses the oldest samples of every burst inside liblsl. A pull sequence that drains >= 90 % of the buffer in
+    one go is taken as such a burst: ``chunking_exceeds_buffer`` is set (reported in the status ``inlet``
+    field) and the inlet is re-opened with a buffer of twice the outlet's burst period (<= 360 s); the old
+    inlet is drained first and samples the new one repeats are dropped by stamp, so the switch loses nothing
+    that had arrived. Samples lost before the switch show as a stamp gap, which the pipeline counts in
+    ``dropped_samples``. ``quiet_allowance`` is how long the outlet may legitimately stay silent between
+    bursts (twice its burst period: the service's loss timeout is at least that).
     """
 
     def __init__(
@@ -231,7 +252,11 @@ class DataInlet:
         if dejitter:
             flags |= pylsl.proc_dejitter
         self.processing_flags = flags
-        self.inlet = pylsl.StreamInlet(info, max_buflen=max_buflen, recover=False, processing_flags=flags)
+        self._info = info
+        self._key = info.source_id() or info.name()
+        learned = _LEARNED.get(self._key, {})
+        self.max_buflen = max(int(max_buflen), int(learned.get("max_buflen", 0)))
+        self.inlet = pylsl.StreamInlet(info, max_buflen=self.max_buflen, recover=False, processing_flags=flags)
         try:
             full = self.inlet.info(timeout=open_timeout)
         except Exception as exc:
@@ -239,17 +264,66 @@ class DataInlet:
             raise StreamError(
                 f"could not read the stream's description ({exc}); is the outlet alive?"
             ) from exc
-        self.description = _describe(full)
-        fmt = self.description.channel_format
+        fmt = _FORMATS.get(full.channel_format(), str(full.channel_format()))
         if fmt not in _DTYPES:
-            raise StreamError(
-                f"stream {self.description.name!r} has channel format {fmt!r}; need a numeric stream"
+            self.inlet.close_stream()
+            raise ContractMismatchError(
+                f"stream {full.name()!r} (type {full.type()!r}) has channel format {fmt!r}; the model needs a "
+                "numeric M/EEG stream (float32, double64 or integers). Is it a marker stream? Connect to the "
+                "data stream (check --stream-name / --stream-type)"
             )
+        try:
+            self.description = _describe(full)
+        except ContractMismatchError:
+            self.inlet.close_stream()
+            raise
         self.dtype = np.dtype(_DTYPES[fmt])
-        n = chunk_samples or max(16, int(self.description.sfreq * 0.25))
+        sfreq = self.description.sfreq
+        n = chunk_samples or max(16, int(sfreq * 0.25))
         self.buffer = np.zeros((n, self.description.n_channels), dtype=self.dtype)
         self.max_samples = n
         self.inlet.open_stream(timeout=open_timeout)
+        self.t_received = float("nan")  # local_clock() right after the last pull that returned samples
+        # burst bookkeeping (see Notes)
+        self._old: Any = None  # the previous inlet, drained after a buffer switch
+        self._last_stamp = -math.inf
+        self._switched = False
+        self._timed = False
+        self._idle = False
+        self._burst_idle = False
+        self._burst_wait = 0.0
+        self._in_burst = False
+        self._burst = 0
+        self._burst_t0 = math.nan
+        self._prev_burst_t0 = learned.get("prev_burst_t0", math.nan)
+        self.largest_burst = int(learned.get("largest_burst", 0))  # samples
+        self.burst_period = learned.get("burst_period", 0.0)  # s between the starts of the last two large bursts
+        self.chunking_exceeds_buffer = bool(learned.get("chunking_exceeds_buffer", False))
+        self.buffer_switches = int(learned.get("buffer_switches", 0))
+        self.untimed_samples = 0  # dropped: stamps liblsl deduced from 0 (see pull)
+        self._n_seen = 0
+
+    @property
+    def capacity(self) -> int:
+        """Samples the liblsl inlet buffer holds."""
+        return int(self.max_buflen * self.description.sfreq)
+
+    @property
+    def quiet_allowance(self) -> float:
+        """Seconds the outlet may stay silent between its chunks (0 while it streams in small chunks)."""
+        largest = self.largest_burst / self.description.sfreq if self.description.sfreq > 0 else 0.0
+        return 2.0 * max(self.burst_period, largest) if largest >= 0.5 else 0.0
+
+    def stats(self) -> dict[str, Any]:
+        """For the status heartbeat: inlet buffer and the outlet's chunking as seen here."""
+        sf = self.description.sfreq
+        return {
+            "buffer_s": self.max_buflen,
+            "largest_chunk_s": self.largest_burst / sf if sf > 0 else None,
+            "chunking_exceeds_buffer": self.chunking_exceeds_buffer,
+            "buffer_switches": self.buffer_switches,
+            "untimed_samples": self.untimed_samples,
+        }
 
     def pull(self, timeout: float) -> tuple[NDArray[Any], NDArray[np.float64]]:
         """Wait up to ``timeout`` for at least one sample, then take what is there (up to the buffer size).
@@ -261,20 +335,130 @@ class DataInlet:
         StreamLostError-like
             ``pylsl.util.LostError`` propagates when the outlet is gone.
         """
+        if self._old is not None:  # drain the inlet replaced by a larger one first
+            try:
+                _, stamps = self._old.pull_chunk(timeout=0.0, max_samples=self.max_samples, dest_obj=self.buffer)
+            except Exception:  # lost: the new inlet carries on (or reports the loss itself)
+                stamps = []
+            if len(stamps):
+                return self._deliver(len(stamps), np.asarray(stamps, dtype=np.float64))
+            self._close(self._old)
+            self._old = None
         _, stamps = self.inlet.pull_chunk(
             timeout=timeout, max_samples=self.max_samples, dest_obj=self.buffer, min_samples=1
         )
-        n = len(stamps)
-        return self.buffer[:n], np.asarray(stamps, dtype=np.float64)
+        st = np.asarray(stamps, dtype=np.float64)
+        n = len(st)
+        self._n_seen += n
+        if n and self._switched:  # a new inlet after a switch may repeat what the old one gave: drop by stamp
+            if st[0] <= self._last_stamp:
+                n, st = self._keep(n, st, st > self._last_stamp)
+            else:
+                self._switched = False  # (outside a switch, overlapping stamps are the pipeline's to count)
+        if n and not self._timed and st[0] <= self._n_seen / max(self.description.sfreq, 1.0) + 1.0:
+            # liblsl sends one explicit stamp per pushed chunk and "deduces" the others from the previous
+            # sample; an inlet that connects in the middle of a chunk deduces them from 0 (stamps k / rate):
+            # they cannot be placed in time. Dropped (the gap they leave is counted as dropped samples)
+            keep = st > self._n_seen / max(self.description.sfreq, 1.0) + 1.0
+            self.untimed_samples += n - int(np.count_nonzero(keep))
+            if self.untimed_samples == n - int(np.count_nonzero(keep)):
+                log.warning(
+                    "stream %s: %d samples arrived without a usable time stamp (an inlet opened in the middle "
+                    "of a pushed chunk); dropped", self.description.name, n - int(np.count_nonzero(keep)),
+                )
+            n, st = self._keep(n, st, keep)
+        if n:
+            self._timed = True  # only a new inlet's first chunk can lack an explicit stamp
+        return self._deliver(n, st)
+
+    def _keep(
+        self, n: int, st: NDArray[np.float64], keep: NDArray[np.bool_]
+    ) -> tuple[int, NDArray[np.float64]]:
+        k = int(np.count_nonzero(keep))
+        if k < n:
+            self.buffer[:k] = self.buffer[:n][keep]
+        return k, st[keep]
+
+    def _deliver(self, n: int, stamps: NDArray[np.float64]) -> tuple[NDArray[Any], NDArray[np.float64]]:
+        if n == 0:
+            if self._in_burst:
+                self._end_burst()
+            self._idle = True
+            return self.buffer[:0], stamps
+        now = float(self._pylsl.local_clock())
+        gap = now - self.t_received if math.isfinite(self.t_received) else math.inf
+        self.t_received = now
+        self._last_stamp = float(stamps[-1])
+        if not self._in_burst:
+            # the outlet's own burst arrives while this inlet waits (an empty pull before it, and a wait of at
+            # least half of it); a backlog of a consumer that fell behind does not
+            self._in_burst, self._burst, self._burst_t0 = True, 0, now
+            self._burst_idle, self._burst_wait = self._idle, gap
+        self._idle = False
+        self._burst += n
+        if n < self.max_samples:
+            self._end_burst()
+        return self.buffer[:n], stamps
+
+    def _end_burst(self) -> None:
+        self._in_burst = False
+        burst = self._burst
+        sf = self.description.sfreq
+        if sf <= 0 or burst < 0.5 * sf:  # ordinary small chunks
+            return
+        if self._burst_idle and self._burst_wait >= 0.5 * burst / sf:  # the outlet's chunking
+            if math.isfinite(self._prev_burst_t0):
+                self.burst_period = self._burst_t0 - self._prev_burst_t0
+            self._prev_burst_t0 = self._burst_t0
+            self.largest_burst = max(self.largest_burst, burst)
+        if burst >= 0.9 * self.capacity:  # lost in liblsl whoever caused it: a larger buffer
+            self.chunking_exceeds_buffer = True
+            self._grow(burst / sf)
+        _LEARNED[self._key] = {
+            "max_buflen": self.max_buflen, "prev_burst_t0": self._prev_burst_t0,
+            "largest_burst": self.largest_burst, "burst_period": self.burst_period,
+            "chunking_exceeds_buffer": self.chunking_exceeds_buffer, "buffer_switches": self.buffer_switches,
+        }
+
+    def _grow(self, burst_s: float) -> None:
+        """Re-open the inlet with a buffer for the outlet's bursts (the old one is drained, then closed)."""
+        want = int(min(360, max(2 * self.max_buflen, math.ceil(2 * max(burst_s, self.burst_period)) + 1)))
+        if want <= self.max_buflen or self._old is not None:
+            return
+        log.warning(
+            "stream %s arrives in bursts of >= %.1f s (every %.1f s), as large as the %d-s inlet buffer: samples "
+            "were lost; re-opening the inlet with a %d-s buffer",
+            self.description.name, burst_s, self.burst_period, self.max_buflen, want,
+        )
+        try:
+            new = self._pylsl.StreamInlet(
+                self._info, max_buflen=want, recover=False, processing_flags=self.processing_flags
+            )
+            new.open_stream(timeout=2.0)
+        except Exception as exc:  # keep the old inlet
+            log.warning("could not re-open the inlet with a larger buffer: %s", exc)
+            return
+        self._old, self.inlet = self.inlet, new
+        self._switched = True
+        self._timed, self._n_seen = False, 0
+        self.max_buflen = want
+        self.buffer_switches += 1
 
     def time_correction(self, timeout: float = 1.0) -> float:
         return float(self.inlet.time_correction(timeout=timeout))
 
-    def close(self) -> None:
+    @staticmethod
+    def _close(inlet: Any) -> None:
         try:
-            self.inlet.close_stream()
+            inlet.close_stream()
         except Exception:  # closing a lost stream may raise in liblsl; nothing to do about it
             log.debug("close_stream failed", exc_info=True)
+
+    def close(self) -> None:
+        if self._old is not None:
+            self._close(self._old)
+            self._old = None
+        self._close(self.inlet)
         del self.inlet
 
 

@@ -31,6 +31,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "markers",
         "marker_stream",
         "strict_rate",
+        "units",
     ),
     "acquisition": (
         "clocksync",
@@ -82,6 +83,10 @@ class ServeSettings:
         windows.
     marker_stream : str or None
         Name of the marker stream (default ``<stream name>-markers``).
+    units : str or None
+        Units of the stream's values, used instead of its channel metadata (``--units``): one unit for every
+        channel (``uV``) or per channel type (``mag=fT,grad=fT/cm``). None: the stream's metadata; a stream that
+        declares none is assumed SI with a warning at connect.
     strict_rate : bool
         Refuse a stream whose rate differs from the model's training rate ``sfreq_raw`` (otherwise any rate
         >= the model rate that resamples exactly is accepted).
@@ -144,6 +149,7 @@ class ServeSettings:
     markers: bool = True
     marker_stream: str | None = None
     strict_rate: bool = False
+    units: str | None = None
     clocksync: bool = True
     dejitter: bool = False
     max_buflen: int = 2
@@ -223,6 +229,16 @@ class ServeSettings:
             flag(name)
         for name in ("stream_name", "stream_type", "source_id", "marker_stream", "subject", "lsl_outlet"):
             text(name)
+        if self.units is not None:
+            from ..contract import parse_unit_override
+            from ..errors import ContractMismatchError
+
+            if not isinstance(self.units, str):
+                raise ConfigError(f"units must be a string such as 'uV' or 'mag=fT,grad=fT/cm', got {self.units!r}")
+            try:
+                parse_unit_override(self.units)
+            except ContractMismatchError as exc:
+                raise ConfigError(f"units: {exc}") from exc
         if self.bad_channel_policy not in _POLICIES:
             raise ConfigError(
                 f"bad_channel_policy must be one of {_POLICIES}, got {self.bad_channel_policy!r}"

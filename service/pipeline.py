@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..contract import ChannelMap, ModelContract, match_channels
-from ..errors import ConfigError, ContractMismatchError
+from ..errors import ConfigError, ContractMismatchError, DataFormatError
 from ..preprocessing import RobustScaler, StreamPreprocessor, WindowSpec, preprocess_window, window_scaling
 from .ringbuffer import RingBuffer, RingSpan
 
@@ -55,6 +55,7 @@ def check_stream(
     types: list[str] | None = None,
     channel_format: str = "float32",
     strict_rate: bool = False,
+    unit_override: str | None = None,
 ) -> ChannelMap:
     """Check a stream against the model contract and return how to map its channels.
 
@@ -62,13 +63,17 @@ def check_stream(
     ----------
     contract : ModelContract
     names, units, types : list of str
-        Channel labels, units and types in stream order (units/types may hold empty strings: unknown).
+        Channel labels, units and types in stream order (units/types may hold empty strings: unknown). Units
+        are names (``uV``, ``fT``) or mne-lsl's power-of-ten exponents (``-6``); ``units=None`` means the
+        data are SI (a file read by MNE). A stream that declares no unit is assumed SI with a warning.
     sfreq : float
         Nominal rate of the stream (0: irregular).
     channel_format : str
         LSL channel format (``float32``, ``double64``, ``int16`` ...; ``string`` is refused).
     strict_rate : bool
         Require ``sfreq == contract.sfreq_raw``.
+    unit_override : str or None
+        Units to use instead of the stream's (``--units``): ``'uV'`` or ``'mag=fT,grad=fT/cm'``.
 
     Raises
     ------
@@ -103,7 +108,22 @@ def check_stream(
             f"stream rate {sfreq:g} Hz cannot be resampled to {model_rate:g} Hz ({exc}); "
             f"stream at {contract.sfreq_raw:g} Hz"
         ) from exc
-    return match_channels(contract, list(names), units=units, types=types)
+    cmap = match_channels(contract, list(names), units=units, types=types, unit_override=unit_override)
+    if cmap.assumed_units:
+        log.warning(
+            "UNITS UNKNOWN: the stream declares no unit for %d of the model's %d channels (first: %s); assuming "
+            "the model's SI units (%s). If the amplifier sends uV, fT ... every window is scaled wrongly: give "
+            "the unit with --units (e.g. --units uV, or --units mag=fT,grad=fT/cm) or fix the outlet's metadata",
+            len(cmap.assumed_units), len(contract.channels), cmap.assumed_units[:5],
+            ", ".join(sorted({c.unit for c in contract.channels})),
+        )
+    if cmap.overridden_units:
+        declared = sorted({u for u in (units or []) if u})
+        log.warning(
+            "units of %d channels set by the override %r%s", len(cmap.overridden_units), unit_override,
+            f" instead of the stream's {declared[:5]}" if declared else "",
+        )
+    return cmap
 
 
 # --------------------------------------------------------------------------------------------- clock
@@ -366,6 +386,33 @@ class OnlinePipeline:
         Clock-model residual (s) taken as a clock jump / data gap.
     clock_halftime : float
         Forgetting half-time of the clock model (s).
+    rate_tolerance : float
+        Relative difference between the declared rate and the rate the stamps advance at beyond which the
+        stream is taken to misdeclare its rate (see Notes).
+    future_tolerance : float
+        Seconds a stamp may be ahead of the local clock at receipt before it counts as future-dated.
+    stop_tolerance : float
+        A rate mismatch beyond this stops decoding; one between ``rate_tolerance`` and this flags decisions.
+
+    Notes
+    -----
+    *Future-dated stamps* (e.g. mne-lsl's ``PlayerLSL`` stamps each chunk one chunk duration ahead, or an
+    outlet whose clock jumped forward) are detected when :meth:`process_chunk` is given the receipt time:
+    counted in ``timestamp_issues`` (``future_stamps`` samples, ``max_ahead_s``), every window holding such data
+    is flagged ``future_stamps:+<s>s``, and its ``t_newest_sample`` is the receipt time instead of the stamp (a
+    sample cannot be newer than its arrival), so ``receipt - t_newest_sample`` is never negative.
+
+    *Declared vs actual rate*: an outlet that declares 1200 Hz and sends 1000 Hz makes its stamps drift from
+    the sample count by 17 % -- not a clock jump and not lost data. When the stamps of a segment fit a straight
+    line whose rate differs from the declared one by more than ``rate_tolerance``, in both halves of the span
+    (checked over >= 3 s of stamps, or >= 1 s when the clock model would report a jump, for mismatches beyond
+    ``stop_tolerance``, the +-5 % the clock model follows; over >= 8 s for milder ones), the pipeline sets
+    ``timestamp_issues.rate_mismatch`` (``declared``, ``measured``, ``decoding_stopped``, ``detected_after_s``)
+    and logs an error with the fix. Beyond ``stop_tolerance`` (5 %) it stops writing the ring (no windows, no
+    decisions: they would be cut from stretched data) until the stream reconnects or its stamps advance at the
+    declared rate again over 5-10 s; below, decoding goes on and every decision is flagged
+    ``rate_mismatch:<+-x.x>%`` (a producer starved on a loaded machine looks the same for a while).
+    Nothing is counted as a jump, a gap or a drop.
     """
 
     def __init__(
@@ -379,8 +426,14 @@ class OnlinePipeline:
         quality: QualitySettings | None = None,
         jump_threshold: float = 0.25,
         clock_halftime: float = 20.0,
+        rate_tolerance: float = 0.02,
+        future_tolerance: float = 1e-3,
+        stop_tolerance: float = 0.05,
     ) -> None:
         self.contract = contract
+        self.rate_tolerance = float(rate_tolerance)
+        self.stop_tolerance = float(stop_tolerance)
+        self.future_tolerance = float(future_tolerance)
         self.window = contract.window
         self.spec = contract.preprocessing
         self.names = contract.channel_names
@@ -389,9 +442,12 @@ class OnlinePipeline:
         self.positions = None if any(p is None for p in pos) else np.array(pos, dtype=np.float64)
         self.index = np.asarray(channel_map.index, dtype=np.int64)
         self.scale = np.asarray(channel_map.scale, dtype=np.float64)
+        # the model's channels are the stream's first ones, in order and SI: a view of them, no gather (trailing
+        # stream channels -- EOG, trigger, aux -- are left out by slicing)
         self._identity = bool(
             np.array_equal(self.index, np.arange(len(self.index))) and np.all(self.scale == 1)
         )
+        self._n_stream_min = int(self.index.max()) + 1 if len(self.index) else 0
         self.sfreq = float(sfreq)
         self.scaler = contract.scaler(subject)
         self.subject = subject
@@ -408,7 +464,13 @@ class OnlinePipeline:
         # counters (written by the acquisition thread, read by the status loop)
         self.samples_received = 0
         self.dropped_samples = 0
-        self.timestamp_issues = {"non_monotonic": 0, "duplicated": 0, "clock_jumps": 0}
+        self.timestamp_issues: dict[str, Any] = {
+            "non_monotonic": 0, "duplicated": 0, "clock_jumps": 0, "future_stamps": 0, "max_ahead_s": 0.0,
+            "rate_mismatch": None,
+        }
+        self._seg_pts: deque[tuple[float, float]] = deque(maxlen=4096)  # (mean sample index, mean stamp)
+        self._mm_pts: deque[tuple[float, float]] = deque(maxlen=8192)  # while mismatched: (samples, stamp)
+        self._next_rate_check = -math.inf
         self.gaps: deque[dict[str, float]] = deque(maxlen=50)
         self.n_gaps = 0
         self.seg = -1
@@ -423,8 +485,15 @@ class OnlinePipeline:
         self.new_segment()
 
     # ------------------------------------------------------------------ segments
-    def new_segment(self) -> None:
-        """Forget filter state and the clock model: the next samples start a new continuous segment."""
+    def new_segment(self, jump: bool = False) -> None:
+        """Forget filter state and the clock model: the next samples start a new continuous segment.
+
+        A call from outside (a reconnection) also clears a rate mismatch (``jump``: called for a clock jump).
+        """
+        self._seg_pts.clear()
+        if not jump and self.timestamp_issues["rate_mismatch"] is not None:
+            log.info("stream reconnected: checking its rate again")
+            self.timestamp_issues["rate_mismatch"] = None
         with self.lock:
             if self.clock.fitted:
                 self._last_rate_ratio = self.clock.rate_ratio
@@ -467,7 +536,9 @@ class OnlinePipeline:
                 self.timestamp_issues["non_monotonic"] += back
         self._t_last_stamp = float(stamps[-1])
 
-    def process_chunk(self, raw: NDArray[Any], stamps: NDArray[np.float64]) -> int:
+    def process_chunk(
+        self, raw: NDArray[Any], stamps: NDArray[np.float64], t_received: float | None = None
+    ) -> int:
         """Consume one chunk of stream samples.
 
         Parameters
@@ -476,6 +547,9 @@ class OnlinePipeline:
             Samples in stream channel order and stream units (any numeric dtype).
         stamps : array, shape (n,)
             Their LSL time stamps.
+        t_received : float or None
+            Local LSL clock when the chunk was pulled (None, e.g. for a file: stamps are not checked against
+            it).
 
         Returns
         -------
@@ -486,10 +560,15 @@ class OnlinePipeline:
         if n == 0:
             return 0
         stamps = np.asarray(stamps, dtype=np.float64)
+        raw = np.asarray(raw)
+        if raw.ndim != 2 or raw.shape[1] < self._n_stream_min or raw.shape[0] != n:
+            raise DataFormatError(
+                f"chunk of shape {raw.shape} with {n} stamps; expected (n, >= {self._n_stream_min}) stream samples"
+            )
         if self._identity:
             # any float dtype as it comes (the resampler converts while it copies); copied below only if
-            # non-finite values must be held
-            x = np.asarray(raw)
+            # non-finite values must be held. Trailing channels the model does not use are sliced off (a view)
+            x = raw[:, : self.n_channels] if raw.shape[1] != self.n_channels else raw
             if not np.issubdtype(x.dtype, np.floating):
                 x = x.astype(np.float64)
         else:
@@ -497,19 +576,52 @@ class OnlinePipeline:
             x *= self.scale
         self.samples_received += n
         self._check_stamps(stamps)
+        newest_honest = float(stamps[-1])
+        ahead = 0.0
+        if t_received is not None and math.isfinite(newest_honest):
+            ahead = newest_honest - float(t_received)
+            if ahead > self.future_tolerance:
+                self._count_future(stamps, float(t_received), ahead)
+                newest_honest = float(t_received)
+            else:
+                ahead = 0.0
         t_mean = float(stamps.mean()) if np.isfinite(stamps).all() else float("nan")
+        mm = self.timestamp_issues["rate_mismatch"]
+        if mm is not None and mm["decoding_stopped"]:
+            self._follow_mismatch(n, stamps)
+            return 0  # decoding stopped: windows from this stream would be stretched
         if math.isfinite(t_mean):
             j_mean = self.seg_n_raw + (n - 1) / 2.0
             resid = self.clock.residual(j_mean, t_mean)
             if abs(resid) > self.jump_threshold:
+                # beyond what the clock model follows (+-5 %)
+                if self._rate_mismatch(j_mean, t_mean, n, stamps, 1.0, max(self.rate_tolerance, 0.05)):
+                    return 0
                 self.timestamp_issues["clock_jumps"] += 1
                 log.warning("stream stamps jumped by %+.3f s (clock jump or lost data): new segment", resid)
-                if resid > 0:
+                if resid > 0 and ahead <= 0:  # stamps ahead of the local clock are a clock jump, never lost data
                     self.report_gap(self.t_newest_raw, resid)
-                self.new_segment()
+                self.new_segment(jump=True)
                 j_mean = (n - 1) / 2.0
             self.clock.update(j_mean, t_mean, n)
+            if not self._seg_pts or t_mean - self._seg_pts[-1][1] >= 0.005:  # <= 200 points/s: 20 s kept
+                self._seg_pts.append((j_mean, t_mean))
             self.t_newest_raw = float(stamps[-1])
+            if t_mean >= self._next_rate_check:  # least-squares fits at most once per second of stamps
+                self._next_rate_check = t_mean + 1.0
+                # a gross mismatch (beyond what the clock model follows) from 3 s of stamps, before the first
+                # window is complete; a milder one from 8 s
+                if self._rate_mismatch(None, None, n, stamps, 3.0, self.stop_tolerance):
+                    return 0
+                if (
+                    self.clock.fitted
+                    and abs(self.clock.rate_ratio - 1.0) > self.rate_tolerance
+                    and self._rate_mismatch(None, None, n, stamps, min_span=8.0)
+                ):
+                    return 0
+            if mm is not None and self.clock.fitted and abs(self.clock.rate_ratio - 1.0) <= self.rate_tolerance / 2:
+                log.warning("the stream's stamps advance at its declared %g Hz again", self.sfreq)
+                self.timestamp_issues["rate_mismatch"] = None
         elif self.clock.t_ref is None:
             return 0  # cannot place samples in time without a single finite stamp
         with self.lock:
@@ -551,9 +663,126 @@ class OnlinePipeline:
             if active.any():
                 m = np.arange(m0, m1)[:, None]
                 bad = (m >= self._bad_from[None, :]) & (m < self._bad_until[None, :])
-            self.ring.write(y.T, times, self.seg, bad, newest=self.t_newest_raw, stuck=stuck)
+            newest = min(self.t_newest_raw, newest_honest) if ahead > 0 else self.t_newest_raw
+            self.ring.write(y.T, times, self.seg, bad, newest=newest, stuck=stuck, ahead=ahead)
             self.seg_n_out = m1
             return m1 - m0
+
+    def _count_future(self, stamps: NDArray[np.float64], t_received: float, ahead: float) -> None:
+        ti = self.timestamp_issues
+        first = ti["future_stamps"] == 0
+        ti["future_stamps"] += int(np.count_nonzero(stamps > t_received + self.future_tolerance))
+        if ahead > ti["max_ahead_s"]:
+            ti["max_ahead_s"] = float(ahead)
+        if first:
+            log.warning(
+                "stream stamps are ahead of the local clock (by %.3f s at receipt): the outlet stamps samples "
+                "before they exist (e.g. mne-lsl's PlayerLSL stamps a chunk one chunk ahead) or its clock is "
+                "wrong; windows holding them are flagged future_stamps and their t_newest_sample is the receipt "
+                "time", ahead,
+            )
+
+    @staticmethod
+    def _fit_rate(jj: NDArray[np.float64], tt: NDArray[np.float64]) -> tuple[float, float]:
+        """Rate (samples per second of stamps) of a least-squares line through the points, and its largest
+        residual (s); rate 0 when the stamps do not advance."""
+        slope, icpt = np.polyfit(jj - jj[0], tt - tt[0], 1)
+        if not slope > 0:
+            return 0.0, math.inf
+        resid = np.abs(tt - tt[0] - (icpt + slope * (jj - jj[0])))
+        return float(1.0 / slope), float(resid.max())
+
+    def _rate_mismatch(
+        self, j: float | None, t: float | None, n: int, stamps: NDArray[np.float64], min_span: float = 1.0,
+        tolerance: float | None = None,
+    ) -> bool:
+        """True (and decoding stopped) when the segment's stamps show a rate other than the declared one.
+
+        ``j, t``: the chunk that the clock model would call a jump (added to the fit), or None. ``min_span``:
+        seconds of stamps the fit needs. The stamps must fit one straight line (largest residual below a fifth
+        of ``jump_threshold``: a step is a jump or a gap; for a would-be jump, the line must explain the earlier
+        points at least twice as well as the declared rate) and both halves of the span must show the same
+        mismatch: push-time stamps of a producer that falls behind on a loaded machine and then catches up
+        are not a rate mismatch.
+        """
+        tol = self.rate_tolerance if tolerance is None else tolerance
+        pts = list(self._seg_pts)
+        if j is not None and t is not None:
+            pts.append((j, t))
+        if len(pts) < 10:
+            return False
+        jj = np.array([p[0] for p in pts])
+        tt = np.array([p[1] for p in pts])
+        span = float(tt[-1] - tt[0])
+        if span < min_span:
+            return False
+        measured, worst = self._fit_rate(jj, tt)
+        off = measured / self.sfreq - 1.0
+        if abs(off) <= tol:
+            return False  # a rate within tolerance
+        if j is not None:
+            # a would-be jump: a line at another rate must explain the earlier points much better than the
+            # declared rate does (a real jump or gap leaves them on the declared rate, the new point off it)
+            old_j, old_t = jj[:-1] - jj[0], tt[:-1] - tt[0]
+            slope = 1.0 / measured
+            line = old_t - slope * old_j
+            nominal = old_t - old_j / self.sfreq
+            if np.std(line) >= 0.5 * np.std(nominal):
+                return False
+        elif worst > 0.2 * self.jump_threshold:
+            return False  # not one straight line: steps (jumps, gaps) or a producer that stalls
+        half = int(np.searchsorted(tt, tt[0] + span / 2))
+        for sl in (slice(0, half), slice(half, None)):
+            if len(tt[sl]) < 4:
+                return False
+            r, _ = self._fit_rate(jj[sl], tt[sl])
+            if not (r / self.sfreq - 1.0) * np.sign(off) > tol:
+                return False  # not sustained
+        stop = abs(off) > self.stop_tolerance
+        before = self.timestamp_issues["rate_mismatch"]
+        self.timestamp_issues["rate_mismatch"] = {
+            "declared": self.sfreq, "measured": float(measured), "decoding_stopped": stop,
+            "detected_after_s": span if before is None else before["detected_after_s"],  # s of stamps it took
+        }
+        if not stop:
+            if before is None:
+                log.error(
+                    "the stream declares %g Hz but its stamps advance at %.1f Hz (%+.1f %%, over %.1f s): windows "
+                    "are stretched by that much and flagged rate_mismatch. Fix: set the outlet's nominal_srate to "
+                    "the rate it really sends (or the amplifier to the declared rate)",
+                    self.sfreq, measured, 100 * off, span,
+                )
+            return False
+        self._mm_pts.clear()
+        log.error(
+            "the stream declares %g Hz but its stamps advance at %.1f Hz (%+.1f %%, over %.1f s): decoding stopped "
+            "(windows would be stretched). Fix: set the outlet's nominal_srate to the rate it really sends (or "
+            "the amplifier to the declared rate) and restart it; this is not counted as lost data",
+            self.sfreq, measured, 100 * off, span,
+        )
+        self.t_newest_raw = float(stamps[-1])
+        return True
+
+    def _follow_mismatch(self, n: int, stamps: NDArray[np.float64]) -> None:
+        """While decoding is stopped for a rate mismatch: keep the measured rate current (over the last 10 s of
+        stamps) and resume (new segment) if the stamps come back to the declared rate."""
+        if not np.isfinite(stamps[-1]):
+            return
+        self.t_newest_raw = float(stamps[-1])
+        self._mm_pts.append((float(self.samples_received), float(stamps[-1])))
+        while len(self._mm_pts) > 2 and self._mm_pts[-1][1] - self._mm_pts[1][1] >= 10.0:
+            self._mm_pts.popleft()
+        if len(self._mm_pts) < 10 or self._mm_pts[-1][1] - self._mm_pts[0][1] < 5.0:
+            return
+        jj = np.array([p[0] for p in self._mm_pts])
+        tt = np.array([p[1] for p in self._mm_pts])
+        measured, _ = self._fit_rate(jj, tt)
+        mm = self.timestamp_issues["rate_mismatch"]
+        mm["measured"] = measured
+        if abs(measured / self.sfreq - 1.0) <= self.rate_tolerance / 2:
+            log.warning("the stream's stamps advance at its declared %g Hz again: decoding resumed", self.sfreq)
+            self.timestamp_issues["rate_mismatch"] = None
+            self.new_segment(jump=True)
 
     def _ones(self, n: int) -> NDArray[np.float32]:
         if len(self._ones_cache) < n:
@@ -672,6 +901,11 @@ class OnlinePipeline:
             np.count_nonzero(span.stuck, axis=0) / len(span.stuck) if span.any_stuck else None,
             out,
         )
+        if span.ahead > 0:
+            flags = [*flags, f"future_stamps:+{span.ahead:.3f}s"]
+        mm = self.timestamp_issues["rate_mismatch"]
+        if mm is not None:  # mild (decoding goes on, windows stretched by a few %)
+            flags = [*flags, f"rate_mismatch:{100 * (mm['measured'] / mm['declared'] - 1):+.1f}%"]
         return WindowJob(cut.kind, x, flags, times0, times1, newest, cut.truth, cut.start, cut.t_created), bad
 
     def channel_quality(self) -> dict[str, Any]:

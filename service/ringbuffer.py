@@ -37,19 +37,23 @@ class RingSpan:
         Samples computed from non-finite input (channel-major like ``data``; a shared read-only all-False view
         when the span has none).
     newest : array, shape (n,)
-        LSL stamp of the newest raw sample consumed when each sample was produced (for latency).
+        LSL stamp of the newest raw sample consumed when each sample was produced (for latency), never later
+        than the local time that sample was received.
     stuck : array of bool, shape (n, n_channels)
         The raw sample behind each sample repeated its predecessor exactly (clipping / stuck ADC)
         (as ``bad``).
     any_bad, any_stuck : bool
         Whether ``bad`` / ``stuck`` hold any True (known from per-sample flags: no pass over the arrays).
+    ahead : float
+        The most (s) by which a stamp behind the span was ahead of the local clock when received (0: none was
+        future-dated).
     """
 
-    __slots__ = ("any_bad", "any_stuck", "bad", "data", "newest", "seg", "start", "stuck", "times")
+    __slots__ = ("ahead", "any_bad", "any_stuck", "bad", "data", "newest", "seg", "start", "stuck", "times")
 
     def __init__(
         self, start: int, data: Any, times: Any, seg: Any, bad: Any, newest: Any, stuck: Any = None,
-        any_bad: bool | None = None, any_stuck: bool | None = None,
+        any_bad: bool | None = None, any_stuck: bool | None = None, ahead: float = 0.0,
     ) -> None:
         self.start = start
         self.data = data
@@ -60,6 +64,7 @@ class RingSpan:
         self.stuck = stuck
         self.any_bad = bool(np.any(bad)) if any_bad is None else any_bad
         self.any_stuck = (stuck is not None and bool(np.any(stuck))) if any_stuck is None else any_stuck
+        self.ahead = float(ahead)
 
     @property
     def continuous(self) -> bool:
@@ -97,6 +102,7 @@ class RingBuffer:
         self._seg = np.full(self.capacity, -1, dtype=np.int64)
         self._bad = np.zeros((self.n_channels, self.capacity), dtype=bool)
         self._newest = np.full(self.capacity, np.nan, dtype=np.float64)
+        self._ahead = np.zeros(self.capacity, dtype=np.float32)
         self._stuck = np.zeros((self.n_channels, self.capacity), dtype=bool)
         # per sample: any channel bad / stuck (a span without any reads as a shared all-False view: no copy)
         self._any_bad = np.zeros(self.capacity, dtype=bool)
@@ -128,6 +134,7 @@ class RingBuffer:
         bad: NDArray[np.bool_] | None = None,
         newest: float = float("nan"),
         stuck: NDArray[np.bool_] | None = None,
+        ahead: float = 0.0,
     ) -> int:
         """Append samples in place.
 
@@ -141,6 +148,8 @@ class RingBuffer:
         newest : float
             LSL stamp of the newest raw sample consumed to produce these samples.
         stuck : array of bool, shape (n, n_channels), or None
+        ahead : float
+            How far (s) the newest stamp was ahead of the local clock at receipt (0: not future-dated).
 
         Returns
         -------
@@ -175,6 +184,7 @@ class RingBuffer:
                 self._times[dst] = times[src]
                 self._seg[dst] = seg
                 self._newest[dst] = newest
+                self._ahead[dst] = ahead
                 for mask, any_flag, given in ((self._bad, self._any_bad, bad), (self._stuck, self._any_stuck, stuck)):
                     mask[:, dst] = False if given is None else given[src].T
                     any_flag[dst] = False if given is None else given[src].any(axis=1)
@@ -219,6 +229,7 @@ class RingBuffer:
                 take(self._stuck, any_stuck),
                 any_bad,
                 any_stuck,
+                max(float(self._ahead[p].max()) for p in parts),
             )
 
     def _all_false(self, n: int) -> NDArray[np.bool_]:

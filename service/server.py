@@ -278,7 +278,7 @@ class Server:
         d = inlet.description
         try:
             cmap = check_stream(
-                self.contract, d.labels, d.sfreq, d.units, d.types, d.channel_format, s.strict_rate
+                self.contract, d.labels, d.sfreq, d.units, d.types, d.channel_format, s.strict_rate, s.units
             )
         except ContractMismatchError:
             inlet.close()
@@ -398,8 +398,9 @@ class Server:
                 continue
             n = len(stamps)
             if n == 0:
-                if self.state == "running" and time.monotonic() - self._last_data > s.loss_timeout:
-                    self._on_lost(f"no samples for {s.loss_timeout:g} s")
+                quiet = max(s.loss_timeout, self._inlet.quiet_allowance)  # an outlet sending 10-s chunks
+                if self.state == "running" and time.monotonic() - self._last_data > quiet:
+                    self._on_lost(f"no samples for {quiet:g} s")
                 continue
             self._last_data = time.monotonic()
             if self.state != "running":
@@ -408,7 +409,7 @@ class Server:
                 self._set_state("running")
             if n >= self._inlet.max_samples:
                 self.overruns += 1
-            p.process_chunk(data, stamps)
+            p.process_chunk(data, stamps, self._inlet.t_received)
             if self._marker_inlet is not None:
                 self._poll_markers(lost_error)
             with self._data_cond:
@@ -597,6 +598,7 @@ class Server:
             "segment": p.seg if p is not None else 0,
             "hop": self.settings.hop,
             "cpu_percent": self._process.cpu_percent(None),  # of one core, since the previous status
+            "inlet": self._inlet.stats() if self._inlet is not None else None,
         }
 
     def _publish_status(self) -> None:

@@ -72,11 +72,11 @@ def test_crash_in_the_acquisition_thread_stops_the_service_with_an_error(art, ca
     calls = {"n": 0}
     process = server.pipeline.process_chunk
 
-    def boom(raw, stamps):
+    def boom(raw, stamps, *rest):
         calls["n"] += 1
         if calls["n"] == 40:
             raise RuntimeError("injected acquisition failure")
-        return process(raw, stamps)
+        return process(raw, stamps, *rest)
 
     server.pipeline.process_chunk = boom
     sub = Subscriber(server.publisher.endpoint)
