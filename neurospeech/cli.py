@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from . import __version__
+from ._extras import EXTRAS, missing_extra_message
 from ._log import setup_logging
 from .errors import NeurospeechError
 
@@ -65,9 +66,7 @@ def _load(target: str) -> click.Command:
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        missing = exc.name or "?"
-        hint = " Install the extra: pip install -e '.[train]'" if missing.startswith("torch") else ""
-        raise click.ClickException(f"this command needs {missing!r}, which is not installed.{hint}") from exc
+        raise click.ClickException(missing_extra_message(exc.name)) from exc
     return getattr(mod, attr)
 
 
@@ -152,6 +151,11 @@ def main(argv: list[str] | None = None) -> None:
         log.debug("error", exc_info=True)
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except ModuleNotFoundError as exc:  # an optional import inside a command (e.g. pyxdf for an .xdf replay)
+        if exc.name is None or exc.name.split(".")[0] not in EXTRAS:
+            raise
+        click.echo(f"Error: {missing_extra_message(exc.name)}", err=True)
+        sys.exit(1)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
