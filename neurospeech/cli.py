@@ -38,7 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("neurospeech.models._cli:evaluate", "Evaluate an encoder and baselines on the test split."),
     "export": ("neurospeech.models._cli:export", "Export a trained encoder to ONNX with its contract."),
     "bank": ("neurospeech.models._cli:bank", "Build a candidate bank of speech segments for a model."),
-    "quantize": ("neurospeech.models._cli:quantize", "Quantize an exported encoder to int8 (calibrated)."),
+    "quantize": ("neurospeech.tools.quantize:quantize_cmd", "Quantize an exported encoder to int8 (calibrated)."),
     "serve": ("neurospeech.service._cli:serve", "Decode a live LSL stream and publish over ZeroMQ."),
     "decode-file": ("neurospeech.service._cli:decode_file", "Run the streaming pipeline over a file."),
     "replay": ("neurospeech.tools._rt_cli:replay", "Replay a recording into LSL at real-time pace."),
