@@ -11,7 +11,7 @@ import click
 
 from ..errors import ConfigError
 
-__all__ = ["bank", "evaluate", "export", "quantize", "train"]
+__all__ = ["bank", "evaluate", "export", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -147,27 +147,3 @@ def bank(model: str, data: str | None, out: str, split: str, feature_cache: str 
     extra = (f", rank {comp['rank']} ({100 * comp['energy']:.2f}% energy kept)" if comp else "")
     click.echo(f"wrote {out}: {len(b)} candidates, features {b.features.shape}{extra}, "
                f"{b.macs_per_decision()} MACs per decision, model sha256 {b.model_sha256[:12]}...")
-
-
-@click.command("quantize")
-@click.argument("model", type=click.Path(exists=True, dir_okay=False))
-@click.argument("recording", type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output int8 .onnx file.")
-@click.option("--subject", default=None, help="The recording's subject (multi-subject models).")
-@click.option("--windows", "n_windows", type=click.IntRange(min=16), default=512, show_default=True,
-              help="Windows cut from RECORDING (a quarter held out to measure the agreement).")
-@click.option("--bank", "bank_in", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="The float model's bank: rebound to the int8 model and used to measure ranking agreement.")
-@click.option("--bank-out", type=click.Path(dir_okay=False), default=None, help="Where the rebound bank goes.")
-def quantize(model: str, recording: str, out: str, subject: str | None, n_windows: int, bank_in: str | None,
-             bank_out: str | None) -> None:
-    """Quantize MODEL to int8 (about 2x faster on CPU), calibrated on windows of RECORDING.
-
-    RECORDING is read with mne (FIF, EDF, BrainVision, a BIDS run) and cut by the live pipeline. Prints the
-    agreement with the float model on held-out windows; it also travels in the contract.
-    """
-    from .quantize import calibration_windows, quantize_model
-
-    x = calibration_windows(model, recording, subject=subject, n_windows=n_windows)
-    info = quantize_model(model, out, x, subject=subject, bank=bank_in, bank_out=bank_out)
-    click.echo(json.dumps(info, indent=1))

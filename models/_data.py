@@ -139,13 +139,13 @@ def make_speech_targets(root: str | Path, recordings: list[Recording], kind: str
             f"no training sounds in {root}: every stimulus fell in val/test; add more sounds")
     feats = [_raw_features(root, s, extractor, cache)
              for s in tqdm(train_sounds, desc=f"{kind} features", unit="wav", disable=not progress)]
-    mean, std = fit_standardizer(feats)
-    mean = np.asarray(mean, dtype=np.float64)
-    std = np.asarray(std, dtype=np.float64)
+    mean32, std32 = fit_standardizer(feats)
+    mean = np.asarray(mean32, dtype=np.float64)
+    std = np.asarray(std32, dtype=np.float64)
     std = np.where(std > 0, std, 1.0)
     dim = int(feats[0].shape[0])
     if score_dim is not None and score_dim < dim:
-        z = [((f - mean[:, None]) / std[:, None]) for f in feats]
+        z: list[NDArray[np.floating[Any]]] = [((f - mean[:, None]) / std[:, None]) for f in feats]
         proj, explained = fit_pca_projection(z, score_dim)
         rep = ScoringRepresentation(in_dim=dim, projection=proj, time_pool=time_pool,
                                     explained_variance=explained)

@@ -249,7 +249,7 @@ None,
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(out))
     contract.save(sidecar_path(out))
-    info = {"path": str(out), "sha256": sha256_file(out), "contract_sha256": contract.sha256(),
+    info: dict[str, Any] = {"path": str(out), "sha256": sha256_file(out), "contract_sha256": contract.sha256(),
             "parity_max_abs": err, "seconds": time.perf_counter() - t0}
     log.info("exported %s (sha256 %s..., parity %.2e)", out, info["sha256"][:12], err)
     return info

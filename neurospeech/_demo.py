@@ -113,7 +113,9 @@ def _live(s: DemoSettings, model: Path, bank: Path, rec: Any, logs: Path) -> dic
     port = _free_port()
     endpoint = f"tcp://127.0.0.1:{port}"
     env = dict(os.environ)
-    env.setdefault("LSLAPICFG", str(Path(__file__).resolve().parents[1] / "deploy" / "lsl_api.cfg"))
+    from .resources import ensure_lsl_config  # the packaged lsl_api.cfg: found from a wheel too
+
+    ensure_lsl_config(env)
     serve_cmd = _cmd("serve", "--model", str(model), "--bank", str(bank), "--subject", rec.subject,
                      "--stream-name", name, "--resolve-timeout", "60", "--pub", endpoint)
     listen_cmd = _cmd("listen", "--endpoint", endpoint, "--json")

@@ -26,15 +26,15 @@ DEFAULT_RATES = (2048.0, 1200.0, 1000.0, 600.0, 512.0, 500.0, 250.0, 200.0, 150.
 
 def _model_settings(model: Path) -> tuple[float, WindowSpec, PreprocessingSpec]:
     """Input rate, window and preprocessing recorded in an exported model's contract."""
-    import onnx
+    import onnxruntime as ort
 
     from .contract import METADATA_KEY, ModelContract
 
     try:
-        proto = onnx.load(str(model), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError, OSError ...: one clear message
+        meta = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_modelmeta()
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf ...: one clear message
         raise ArtifactError(f"cannot read ONNX model {str(model)!r}: {exc}") from exc
-    meta = {p.key: p.value for p in proto.metadata_props}
+    meta = meta.custom_metadata_map
     if METADATA_KEY not in meta:
         raise ArtifactError(f"model {str(model)!r} carries no contract (metadata key {METADATA_KEY!r})")
     c = ModelContract.from_json(meta[METADATA_KEY])

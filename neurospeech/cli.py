@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from . import __version__
+from ._extras import EXTRAS, missing_extra_message
 from ._log import setup_logging
 from .errors import NeurospeechError
 
@@ -37,7 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("neurospeech.models._cli:evaluate", "Evaluate an encoder and baselines on the test split."),
     "export": ("neurospeech.models._cli:export", "Export a trained encoder to ONNX with its contract."),
     "bank": ("neurospeech.models._cli:bank", "Build a candidate bank of speech segments for a model."),
-    "quantize": ("neurospeech.models._cli:quantize", "Quantize an exported encoder to int8 (calibrated)."),
+    "quantize": ("neurospeech.tools.quantize:quantize_cmd", "Quantize an exported encoder to int8 (calibrated)."),
     "serve": ("neurospeech.service._cli:serve", "Decode a live LSL stream and publish over ZeroMQ."),
     "filters": ("neurospeech._filters_cli:filters", "Group delay and bands of the resampling filters."),
     "decode-file": ("neurospeech.service._cli:decode_file", "Run the streaming pipeline over a file."),
@@ -67,9 +68,7 @@ def _load(target: str) -> click.Command:
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        missing = exc.name or "?"
-        hint = " Install the extra: pip install -e '.[train]'" if missing.startswith("torch") else ""
-        raise click.ClickException(f"this command needs {missing!r}, which is not installed.{hint}") from exc
+        raise click.ClickException(missing_extra_message(exc.name)) from exc
     return getattr(mod, attr)
 
 
@@ -154,6 +153,11 @@ def main(argv: list[str] | None = None) -> None:
         log.debug("error", exc_info=True)
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except ModuleNotFoundError as exc:  # an optional import inside a command (e.g. pyxdf for an .xdf replay)
+        if exc.name is None or exc.name.split(".")[0] not in EXTRAS:
+            raise
+        click.echo(f"Error: {missing_extra_message(exc.name)}", err=True)
+        sys.exit(1)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

@@ -6,7 +6,7 @@ lists, no per-chunk allocation of the data). The inlet's buffer is small (``max_
 stalled consumer drops old data instead of drifting minutes behind; an outlet whose chunks are as large as that
 buffer makes the inlet re-open itself with a larger one (see :class:`DataInlet`).
 
-Set ``LSLAPICFG`` (e.g. to ``deploy/lsl_api.cfg``) before pylsl is imported for reliable discovery on one
+Set ``LSLAPICFG`` (e.g. to the packaged ``lsl_api.cfg``) before pylsl is imported for reliable discovery on one
 machine; :func:`ensure_lsl_config` does that when it is unset.
 """
 
@@ -15,10 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,12 +48,10 @@ _DTYPES = {
 
 
 def ensure_lsl_config() -> None:
-    """Point ``LSLAPICFG`` at the project's ``deploy/lsl_api.cfg`` when unset and the file exists."""
-    if "LSLAPICFG" in os.environ:
-        return
-    cfg = Path(__file__).resolve().parents[1] / "deploy" / "lsl_api.cfg"
-    if cfg.is_file():
-        os.environ["LSLAPICFG"] = str(cfg)
+    """Point ``LSLAPICFG`` at the packaged ``lsl_api.cfg`` (:mod:`neurospeech.resources`) when unset."""
+    from ..resources import ensure_lsl_config as _ensure
+
+    _ensure()
 
 
 def _pylsl() -> Any:

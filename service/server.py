@@ -39,6 +39,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..errors import ConfigError, ContractMismatchError, NeurospeechError, TransportError
+from ._systemd import SystemdNotifier
 from .acquisition import DataInlet, Marker, MarkerInlet, StreamDescription, _pylsl, resolve_stream
 from .config import ServeSettings
 from .decoder import Decoder, load_artifacts
@@ -97,6 +98,7 @@ class Server:
         self._data_resolver: Any = None
         self._lost_uid = ""
         self._stop = threading.Event()
+        self._systemd = SystemdNotifier()  # Type=notify: READY, WATCHDOG fed by the heartbeat, STOPPING
         self._done = threading.Event()
         self._status_now = threading.Event()
         self._data_cond = threading.Condition()
@@ -192,6 +194,7 @@ class Server:
             d.sfreq,
             self.settings.hop,
         )
+        self._systemd.ready(f"serving {d.name} ({d.n_channels} ch @ {d.sfreq:g} Hz)")
 
     def stop(self) -> None:
         """Ask every thread to stop (returns at once; :meth:`join` waits)."""
@@ -203,6 +206,7 @@ class Server:
 
     def join(self, timeout: float = 1.0) -> None:
         """Wait for the threads (up to ``timeout`` in all), publish the final status, close everything."""
+        self._systemd.stopping()
         t0 = time.monotonic()
         deadline = t0 + timeout
         for t in self._threads:
@@ -604,6 +608,7 @@ class Server:
     def _publish_status(self) -> None:
         if self.publisher is not None:
             self.publisher.publish("status", self.stats())
+            self._systemd.heartbeat(self.state)
 
     def _close_publisher(self) -> None:
         if self.publisher is not None and self._own_publisher:

@@ -1,10 +1,24 @@
-"""Shared pytest set-up: the project's liblsl config (discovery on loopback) before pylsl is imported."""
+"""Shared pytest set-up: the packaged liblsl config (discovery on loopback) before pylsl is imported.
+
+The tests import the *installed* package (editable or from a wheel): the liblsl config comes from
+:mod:`neurospeech.resources`, not from the checkout's layout.
+"""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("LSLAPICFG", str(ROOT / "deploy" / "lsl_api.cfg"))
+import pytest
+from _lazy import resolve_lazy
+
+from neurospeech.resources import ensure_lsl_config
+
+ensure_lsl_config()
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _resolve_lazy_imports(request: pytest.FixtureRequest) -> None:
+    """A selected test module's lazy imports (tests/_lazy.py) become the real objects before its tests run,
+    so constants, ``isinstance`` and dict keys behave as with a plain import."""
+    resolve_lazy(request.module)

@@ -6,15 +6,32 @@ import json
 import os
 import socket
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from neurospeech.models.encoder import BrainEncoder, normalise_positions, preset_config
-from neurospeech.models.loss import ClipLoss
-from neurospeech.models.train import TrainConfig, fit, init_distributed, model_sha256
+from _lazy import lazy
+
+pytestmark = pytest.mark.torch  # tests/_lazy.py: collected without torch, run with it
+if TYPE_CHECKING:
+    import torch
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+    from neurospeech.models.encoder import BrainEncoder, normalise_positions, preset_config
+    from neurospeech.models.loss import ClipLoss
+    from neurospeech.models.train import TrainConfig, fit, init_distributed, model_sha256
+else:
+    torch = lazy("torch")
+    dist = lazy("torch.distributed")
+    mp = lazy("torch.multiprocessing")
+    BrainEncoder = lazy("neurospeech.models.encoder", "BrainEncoder")
+    normalise_positions = lazy("neurospeech.models.encoder", "normalise_positions")
+    preset_config = lazy("neurospeech.models.encoder", "preset_config")
+    ClipLoss = lazy("neurospeech.models.loss", "ClipLoss")
+    TrainConfig = lazy("neurospeech.models.train", "TrainConfig")
+    fit = lazy("neurospeech.models.train", "fit")
+    init_distributed = lazy("neurospeech.models.train", "init_distributed")
+    model_sha256 = lazy("neurospeech.models.train", "model_sha256")
 
 C, T, N_SUBJ, F_OUT, POOL = 10, 343, 2, 8, 7
 

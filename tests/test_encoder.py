@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pytest
-import torch
-from neurospeech.models.encoder import (
-    BrainEncoder,
-    EncoderConfig,
-    SpatialAttention,
-    count_macs,
-    normalise_positions,
-    preset_config,
-)
+from _lazy import lazy
 
 from neurospeech.errors import ConfigError
+
+pytestmark = pytest.mark.torch  # tests/_lazy.py: collected without torch, run with it
+if TYPE_CHECKING:
+    import torch
+    from neurospeech.models.encoder import (
+        BrainEncoder,
+        EncoderConfig,
+        SpatialAttention,
+        count_macs,
+        normalise_positions,
+        preset_config,
+    )
+else:
+    torch = lazy("torch")
+    BrainEncoder = lazy("neurospeech.models.encoder", "BrainEncoder")
+    EncoderConfig = lazy("neurospeech.models.encoder", "EncoderConfig")
+    SpatialAttention = lazy("neurospeech.models.encoder", "SpatialAttention")
+    count_macs = lazy("neurospeech.models.encoder", "count_macs")
+    normalise_positions = lazy("neurospeech.models.encoder", "normalise_positions")
+    preset_config = lazy("neurospeech.models.encoder", "preset_config")
 
 T = 343
 

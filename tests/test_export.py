@@ -3,26 +3,44 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
 import pytest
-import torch
-from neurospeech.models.encoder import BrainEncoder, normalise_positions, preset_config
-from neurospeech.models.export import (
-    INPUT_BRAIN,
-    INPUT_SUBJECT,
-    OUTPUT,
-    build_contract,
-    export_onnx,
-    read_contract,
-    sidecar_path,
-)
-from neurospeech.models.represent import ScoringRepresentation
+from _lazy import lazy
 
 from neurospeech.contract import METADATA_KEY, ModelContract, sha256_file
 from neurospeech.errors import ArtifactError
 from neurospeech.preprocessing import PreprocessingSpec, RobustScaler, WindowSpec
+
+pytestmark = pytest.mark.torch  # tests/_lazy.py: collected without torch, run with it
+if TYPE_CHECKING:
+    import torch
+    from neurospeech.models.encoder import BrainEncoder, normalise_positions, preset_config
+    from neurospeech.models.export import (
+        INPUT_BRAIN,
+        INPUT_SUBJECT,
+        OUTPUT,
+        build_contract,
+        export_onnx,
+        read_contract,
+        sidecar_path,
+    )
+    from neurospeech.models.represent import ScoringRepresentation
+else:
+    torch = lazy("torch")
+    BrainEncoder = lazy("neurospeech.models.encoder", "BrainEncoder")
+    normalise_positions = lazy("neurospeech.models.encoder", "normalise_positions")
+    preset_config = lazy("neurospeech.models.encoder", "preset_config")
+    INPUT_BRAIN = lazy("neurospeech.models.export", "INPUT_BRAIN")
+    INPUT_SUBJECT = lazy("neurospeech.models.export", "INPUT_SUBJECT")
+    OUTPUT = lazy("neurospeech.models.export", "OUTPUT")
+    build_contract = lazy("neurospeech.models.export", "build_contract")
+    export_onnx = lazy("neurospeech.models.export", "export_onnx")
+    read_contract = lazy("neurospeech.models.export", "read_contract")
+    sidecar_path = lazy("neurospeech.models.export", "sidecar_path")
+    ScoringRepresentation = lazy("neurospeech.models.represent", "ScoringRepresentation")
 
 C, T = 9, 343
 
@@ -128,7 +146,7 @@ def test_quantized_real_encoder_keeps_gelu_in_float(tmp_path):
     """The exported encoder (opset 20) has one Gelu node per GELU; int8 quantization leaves those in float,
     quantizing the convolutions only (opset 17's Div/Erf/Add/Mul/Mul got quantized one op at a time: slower)."""
     import onnx
-    from neurospeech.models.quantize import quantize_model
+    from neurospeech.tools.quantize import quantize_model
 
     model = _model("efficient", 1, 8, 7)
     contract = build_contract(synthetic_meta("efficient", ["01"], 8, 7), subject="01")

@@ -9,7 +9,9 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from neurospeech.tools.analyses.geometry import (
+
+from neurospeech.errors import ConfigError, DataFormatError
+from neurospeech.geometry import (
     GeometrySettings,
     alignment_index,
     analyze,
@@ -26,8 +28,6 @@ from neurospeech.tools.analyses.geometry import (
     v_test,
     variance_explained,
 )
-
-from neurospeech.errors import ConfigError, DataFormatError
 
 N_FEAT = 40
 

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-import torch
-from neurospeech.models.loss import ClipLoss, RegressionLoss, clip_scores, make_loss
+from _lazy import lazy
 
 from neurospeech.errors import ConfigError
+
+pytestmark = pytest.mark.torch  # tests/_lazy.py: collected without torch, run with it
+if TYPE_CHECKING:
+    import torch
+    from neurospeech.models.loss import ClipLoss, RegressionLoss, clip_scores, make_loss
+else:
+    torch = lazy("torch")
+    ClipLoss = lazy("neurospeech.models.loss", "ClipLoss")
+    RegressionLoss = lazy("neurospeech.models.loss", "RegressionLoss")
+    clip_scores = lazy("neurospeech.models.loss", "clip_scores")
+    make_loss = lazy("neurospeech.models.loss", "make_loss")
 
 
 def _hand_clip(z: np.ndarray, y: np.ndarray) -> float:

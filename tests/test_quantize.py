@@ -34,7 +34,7 @@ def fif(art, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def quantized(art, fif, tmp_path_factory):
-    from neurospeech.models.quantize import calibration_windows, quantize_model
+    from neurospeech.tools.quantize import calibration_windows, quantize_model
 
     d = tmp_path_factory.mktemp("q")
     x = calibration_windows(art.model, fif, n_windows=64)
@@ -84,7 +84,7 @@ def test_int8_model_decodes_a_file_like_the_float_one(art, fif, quantized):
 
 
 def test_quantizing_twice_and_bad_windows_are_refused(art, quantized, tmp_path):
-    from neurospeech.models.quantize import quantize_model
+    from neurospeech.tools.quantize import quantize_model
 
     d, _ = quantized
     x = np.zeros((16, len(art.names), art.contract.window.n_times), np.float32)

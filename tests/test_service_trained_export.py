@@ -9,13 +9,18 @@ server uses) must then rank every planted segment first, for the subject it is t
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+from _lazy import lazy
 from _service_fixtures import SUBJECT, make_recording, offline_windows, segment_id
 
-pytestmark = pytest.mark.torch
-torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch  # tests/_lazy.py: collected without torch, run with it
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy("torch")
 
 
 def test_trainer_export_decodes_planted_words(tmp_path):

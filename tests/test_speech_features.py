@@ -38,6 +38,7 @@ def tiny_w2v(tmp_path_factory):
     return path, model
 
 
+@pytest.mark.torch  # the tiny checkpoint is written with torch + transformers
 def test_wav2vec2_tiny_checkpoint_round_trip(tiny_w2v):
     import torch
 
@@ -84,6 +85,7 @@ def test_wav2vec2_tiny_checkpoint_round_trip(tiny_w2v):
         get_extractor("wav2vec2", model_path=path, layers=(14, 18))
 
 
+@pytest.mark.torch  # the tiny checkpoint is written with torch + transformers
 def test_wav2vec2_without_torch_is_a_clear_error(tiny_w2v, monkeypatch):
     path, _ = tiny_w2v
     ex = get_extractor("wav2vec2", model_path=path, layers=1)

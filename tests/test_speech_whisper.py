@@ -41,6 +41,7 @@ def test_last_layer_equals_ctranslate2_encode(extractor_all):
     assert not np.allclose(ours[1], ref, atol=0.1)
 
 
+@pytest.mark.torch  # the reference STFT is torch's
 def test_log_mel_matches_whisper_recipe_with_torch_stft():
     torch = pytest.importorskip("torch")
     x = _speechlike(3.0, seed=1)

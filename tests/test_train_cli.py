@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
 import pytest
-import torch
+from _lazy import lazy
 
 from neurospeech.cli import main
 from neurospeech.contract import METADATA_KEY, ModelContract, sha256_file
 from neurospeech.data import split_of
 from neurospeech.errors import ArtifactError
 from neurospeech.scoring import CandidateBank
+
+pytestmark = pytest.mark.torch  # tests/_lazy.py: collected without torch, run with it
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy("torch")
 
 TINY = '{"n_virtual": 16, "hidden": 32, "head_hidden": 32, "fourier_harmonics": 4}'
 

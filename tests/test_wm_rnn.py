@@ -4,39 +4,58 @@ from __future__ import annotations
 
 import json
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+from _lazy import lazy
+from click.testing import CliRunner
 
-torch = pytest.importorskip("torch")
+from neurospeech.errors import ArtifactError, ConfigError, DataFormatError
 
-from click.testing import CliRunner  # noqa: E402
-from neurospeech.models.wm_rnn.model import (  # noqa: E402
-    WMRNN,
-    circular_weighted_loss,
-    decode_colour,
-    target_onehot,
-    uniform_loss,
-)
-from neurospeech.models.wm_rnn.task import (  # noqa: E402
-    TaskConfig,
-    circ_dist,
-    make_inputs,
-    make_trials,
-    output_centres,
-    von_mises_code,
-)
-from neurospeech.models.wm_rnn.train import (  # noqa: E402
-    TrainConfig,
-    converged,
-    evaluate,
-    load_model,
-    train_seed,
-)
-
-from neurospeech.errors import ArtifactError, ConfigError, DataFormatError  # noqa: E402
-
-pytestmark = pytest.mark.torch
+pytestmark = pytest.mark.torch  # tests/_lazy.py: collected without torch, run with it
+if TYPE_CHECKING:
+    import torch
+    from neurospeech.models.wm_rnn.model import (
+        WMRNN,
+        circular_weighted_loss,
+        decode_colour,
+        target_onehot,
+        uniform_loss,
+    )
+    from neurospeech.models.wm_rnn.task import (
+        TaskConfig,
+        circ_dist,
+        make_inputs,
+        make_trials,
+        output_centres,
+        von_mises_code,
+    )
+    from neurospeech.models.wm_rnn.train import (
+        TrainConfig,
+        converged,
+        evaluate,
+        load_model,
+        train_seed,
+    )
+else:
+    torch = lazy("torch")
+    WMRNN = lazy("neurospeech.models.wm_rnn.model", "WMRNN")
+    circular_weighted_loss = lazy("neurospeech.models.wm_rnn.model", "circular_weighted_loss")
+    decode_colour = lazy("neurospeech.models.wm_rnn.model", "decode_colour")
+    target_onehot = lazy("neurospeech.models.wm_rnn.model", "target_onehot")
+    uniform_loss = lazy("neurospeech.models.wm_rnn.model", "uniform_loss")
+    TaskConfig = lazy("neurospeech.models.wm_rnn.task", "TaskConfig")
+    circ_dist = lazy("neurospeech.models.wm_rnn.task", "circ_dist")
+    make_inputs = lazy("neurospeech.models.wm_rnn.task", "make_inputs")
+    make_trials = lazy("neurospeech.models.wm_rnn.task", "make_trials")
+    output_centres = lazy("neurospeech.models.wm_rnn.task", "output_centres")
+    von_mises_code = lazy("neurospeech.models.wm_rnn.task", "von_mises_code")
+    TrainConfig = lazy("neurospeech.models.wm_rnn.train", "TrainConfig")
+    converged = lazy("neurospeech.models.wm_rnn.train", "converged")
+    evaluate = lazy("neurospeech.models.wm_rnn.train", "evaluate")
+    load_model = lazy("neurospeech.models.wm_rnn.train", "load_model")
+    train_seed = lazy("neurospeech.models.wm_rnn.train", "train_seed")
 
 
 # ---------------------------------------------------------------- task
@@ -143,7 +162,7 @@ def test_stopping_rule():
 
 # ---------------------------------------------------------------- training
 def _tiny(**kw) -> TrainConfig:
-    base = dict(
+    base: dict[str, Any] = dict(
         n_hidden=32,
         batch_size=128,
         lr=1e-3,

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("torch")
-
 pytestmark = [pytest.mark.slow, pytest.mark.torch, pytest.mark.timeout(3600)]
 
 

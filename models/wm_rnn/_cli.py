@@ -181,7 +181,7 @@ def export_states_cmd(seed_dir: Path, out_dir: Path | None, repeats: int, seed: 
 @click.option("--plots/--no-plots", default=True, show_default=True)
 def analyze_cmd(run_dir: Path, out_path: Path | None, cv: int, cross_temporal: bool, plots: bool) -> None:
     """Pre-cue vs post-cue plane geometry of every trained seed, with group circular statistics."""
-    from neurospeech.tools.analyses.geometry import GeometrySettings
+    from neurospeech.geometry import GeometrySettings
 
     from .analysis import analyze_seed, dump, summarize
 

@@ -1,7 +1,7 @@
 """Geometry of trained RNNs: pre-cue location planes vs post-cue cued planes (numpy only, no torch).
 
 Reads the ``states.npz`` written by :func:`neurospeech.models.wm_rnn.train.export_states` and runs
-:mod:`neurospeech.tools.analyses.geometry` with the paper's two labellings:
+:mod:`neurospeech.geometry` with the paper's two labellings:
 
 - *location*: each trial twice, the colour at location 1 in context 0 and the colour at location 2 in
   context 1 (the pre-cue planes, read at the last pre-cue delay step);
@@ -15,7 +15,9 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from neurospeech.tools.analyses.geometry import (
+
+from neurospeech.errors import DataFormatError
+from neurospeech.geometry import (
     GeometrySettings,
     analyze,
     bin_feature,
@@ -24,8 +26,6 @@ from neurospeech.tools.analyses.geometry import (
     jsonable,
     time_resolved,
 )
-
-from neurospeech.errors import DataFormatError
 
 __all__ = ["analyze_seed", "dump", "labelling", "load_states", "summarize", "write_geometry_inputs"]
 
@@ -124,7 +124,7 @@ def analyze_seed(
         err = np.degrees(np.abs((st["report"] - target + np.pi) % (2 * np.pi) - np.pi))
         out["export_mean_abs_error_deg"] = float(err.mean())
     if plots_dir is not None:
-        from neurospeech.tools.analyses._geometry_plot import plot_planes, plot_time_resolved
+        from neurospeech.geometry._plot import plot_planes, plot_time_resolved
 
         plots_dir.mkdir(parents=True, exist_ok=True)
         plot_planes(

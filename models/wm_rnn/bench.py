@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from neurospeech.tools.analyses.geometry import GeometrySettings, jsonable
+
+from neurospeech.geometry import GeometrySettings, jsonable
 
 from .analysis import analyze_seed, summarize
 from .task import TaskConfig

@@ -41,6 +41,7 @@ class _Drain(threading.Thread):
                     continue
                 self.ready.set()
                 if m.kind == "decode":
+                    assert m.seq is not None, "a decode message without a sequence number"
                     self.seqs.append(m.seq)
                     self.new.set()
                     if m.seq >= self.until_seq:

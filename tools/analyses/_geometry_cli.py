@@ -98,8 +98,8 @@ def geometry(
 
         neurospeech analyze geometry --input run/seed_0/geometry_cued.npz --out geo --time post=15
     """
-    from ._geometry_plot import plot_planes, plot_time_resolved
-    from .geometry import GeometrySettings, analyze, jsonable
+    from ...geometry import GeometrySettings, analyze, jsonable
+    from ...geometry._plot import plot_planes, plot_time_resolved
 
     arrays = load_geometry_npz(input_path)
     settings = GeometrySettings(n_bins=n_bins, cv=cv, decoding=decoding, cross_temporal=cross_temporal)

@@ -179,7 +179,7 @@ def quantized_artifacts(art: dict[str, Any], recording: str | Path) -> dict[str,
     Returns ``art`` updated with ``model``, ``bank``, ``model_sha256``, ``quantized`` (the agreement on held-out
     windows; the weights are untrained, so it measures quantization error on real windows, not accuracy).
     """
-    from ...models.quantize import calibration_windows, quantize_model
+    from ..quantize import calibration_windows, quantize_model
 
     model = Path(art["model"])
     bank = Path(art["bank"])

@@ -18,6 +18,7 @@ from typing import Any
 import psutil
 
 from ...errors import NeurospeechError, StreamError, TransportError
+from ...resources import ensure_lsl_config
 
 __all__ = ["ProcSampler", "free_port", "service", "stream", "wait_running"]
 
@@ -30,10 +31,7 @@ def free_port() -> int:
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    if "LSLAPICFG" not in env:
-        cfg = Path(__file__).resolve().parents[2] / "deploy" / "lsl_api.cfg"
-        if cfg.is_file():
-            env["LSLAPICFG"] = str(cfg)
+    ensure_lsl_config(env)
     return env
 
 

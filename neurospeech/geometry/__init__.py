@@ -1,7 +1,8 @@
 """Representational geometry of a binned feature in two contexts (Piwek, Stokes & Summerfield 2023).
 
 Works on any trials x features data: RNN hidden states, M/EEG epochs (channels or sources) or encoder latents.
-numpy / scipy / scikit-learn only.
+numpy / scipy / scikit-learn only. It sits in the core (``neurospeech.geometry``) because the working-memory
+RNN (``neurospeech.models.wm_rnn``) and ``neurospeech analyze geometry`` (tools) both use it; plots: ``._plot``.
 
 The pipeline:
 
@@ -14,8 +15,9 @@ The pipeline:
    plane 1 (NaN for reflections, self-intersecting quadrilaterals, or ``cos theta <= 0``).
 3. :func:`alignment_index` (Elsayed et al. 2016) in the full space for ``d = 2, 3``; :func:`principal_angles`
    (``scipy.linalg.subspace_angles``); variance explained by 3 PCs.
-4. Decoding (``_geometry_decoding``): cross-validated LDA, cross-temporal and cross-context.
-5. Circular statistics over networks/subjects (``_geometry_stats``): Rayleigh and V-tests.
+4. Decoding (``_decoding``; scikit-learn, the ``analysis`` extra, imported when used): cross-validated LDA,
+   cross-temporal and cross-context.
+5. Circular statistics over networks/subjects (``_stats``): Rayleigh and V-tests.
 6. :func:`time_resolved`: theta(t), psi(t), AI(t); :func:`analyze`: everything at named times, JSON-ready.
 """
 
@@ -27,10 +29,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.linalg import orthogonal_procrustes, subspace_angles
 
-from neurospeech.errors import ConfigError, DataFormatError
-
-from ._geometry_decoding import cross_context_decoding, cross_temporal_decoding, decode_lda
-from ._geometry_stats import circ_mean, circ_resultant, rayleigh_test, v_test
+from ..errors import ConfigError, DataFormatError
+from ._decoding import cross_context_decoding, cross_temporal_decoding, decode_lda
+from ._stats import circ_mean, circ_resultant, rayleigh_test, v_test
 
 __all__ = [
     "GeometrySettings",

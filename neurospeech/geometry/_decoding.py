@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-from sklearn.model_selection import StratifiedKFold
 
-from neurospeech.errors import ConfigError, DataFormatError
+from ..errors import ConfigError, DataFormatError
+
+if TYPE_CHECKING:
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
 __all__ = ["cross_context_decoding", "cross_temporal_decoding", "decode_lda"]
 
 
 def _lda() -> LinearDiscriminantAnalysis:
+    # scikit-learn (the `analysis` extra) is imported when decoding runs, not with the core
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
     return LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
 
 
@@ -38,6 +43,8 @@ def _folds(y: np.ndarray, cv: int, seed: int) -> list[tuple[np.ndarray, np.ndarr
         raise DataFormatError(
             f"each class needs >= cv={cv} trials for cross-validation, smallest has {counts.min()}"
         )
+    from sklearn.model_selection import StratifiedKFold
+
     return list(StratifiedKFold(cv, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from neurospeech.errors import DataFormatError
+from ..errors import DataFormatError
 
 __all__ = ["circ_mean", "circ_resultant", "rayleigh_test", "v_test"]
 

@@ -1,0 +1,1 @@
+../../neurospeech/__init__.py

@@ -1,0 +1,1 @@
+../../neurospeech/__main__.py

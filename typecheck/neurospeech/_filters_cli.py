@@ -1,0 +1,1 @@
+../../neurospeech/_filters_cli.py
