@@ -183,12 +183,15 @@ def format_status(msg: Message) -> str:
     rate = f" {sf:g} Hz" if isinstance(sf, (int, float)) else ""
     fill = h.get("buffer_fill")
     fill_s = f"{100 * fill:.0f} %" if isinstance(fill, (int, float)) else "?"
-    proc = h.get("processing_ms") if isinstance(h.get("processing_ms"), dict) else {}
+    proc_v = h.get("processing_ms")
+    proc: dict[str, Any] = proc_v if isinstance(proc_v, dict) else {}
     proc_s = f", processing {proc['p50']:.0f} ms" if isinstance(proc.get("p50"), (int, float)) else ""
     cpu = h.get("cpu_percent")
     cpu_s = f", CPU {cpu:.0f} %" if isinstance(cpu, (int, float)) else ""
-    cq = h.get("channel_quality") if isinstance(h.get("channel_quality"), dict) else {}
-    bad = cq.get("bad") if isinstance(cq.get("bad"), dict) else {}
+    cq_v = h.get("channel_quality")
+    cq: dict[str, Any] = cq_v if isinstance(cq_v, dict) else {}
+    bad_v = cq.get("bad")
+    bad: dict[str, Any] = bad_v if isinstance(bad_v, dict) else {}
     bad_s = f", bad channels {', '.join(list(bad)[:5])}" if bad else ""
     return (f"status #{msg.seq}: {h.get('state')}, stream {stream.get('name')!r}{rate}, lag "
             f"{human_seconds(h.get('lag_s'))}, buffer {fill_s}, dropped {_total(h.get('dropped_samples'))} samples, "
