@@ -368,7 +368,7 @@ def adapt(cfg: AdaptConfig) -> Path:
     _atomic_save({"model": grown.state_dict(), "epoch": int(np.nanargmin([h["val_loss"] for h in history])),
                   "val_loss": float(min(h["val_loss"] for h in history))}, best)
 
-    row_change = float((grown.subject_layer.weight[-1] - init_row).norm() / init_row.norm())
+    row_change = float((grown.subject_layer.weight.detach()[-1] - init_row).norm() / init_row.norm())
     new_meta = json.loads(json.dumps(meta))
     new_meta["subjects"] = subjects
     new_meta["scalers"][cfg.subject] = scalers[cfg.subject].to_dict()

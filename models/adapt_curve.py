@@ -136,11 +136,11 @@ def adaptation_curve(cfg: CurveConfig) -> dict[str, Any]:
     if not others:
         raise ConfigError(f"{cfg.data} has only subject {cfg.held_out!r}; leave-one-out needs >= 2 subjects")
     minutes: list[float | None] = []
-    for m in cfg.minutes:
+    for text in cfg.minutes:
         try:
-            minutes.append(None if str(m) == "all" else float(m))
+            minutes.append(None if str(text) == "all" else float(text))
         except ValueError as exc:
-            raise ConfigError(f"--minutes takes numbers or 'all', got {m!r}") from exc
+            raise ConfigError(f"--minutes takes numbers or 'all', got {text!r}") from exc
     base_cfg = {"progress": cfg.progress, **cfg.train, "data": cfg.data}
     t0 = time.process_time()
     base = _train_once({**base_cfg, "subjects": others}, out / "runs" / "base")
@@ -150,7 +150,7 @@ def adaptation_curve(cfg: CurveConfig) -> dict[str, Any]:
     within_cpu = time.process_time() - t0
 
     rows: list[dict[str, Any]] = []
-    score = {"n_boot": cfg.n_boot, "seed": cfg.seed, "progress": cfg.progress}
+    score: dict[str, Any] = {"n_boot": cfg.n_boot, "seed": cfg.seed, "progress": cfg.progress}
     model, meta = load_run(within)
     rows.append({"condition": "within-subject (trained with the held-out subject)", "minutes": None,
                  **heldout_topk(model, meta, cfg.data, cfg.held_out, **score)})
