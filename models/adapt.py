@@ -97,9 +97,9 @@ class AdaptConfig:
     out: str = ""
     minutes: float | None = None
     tasks: list[str] | None = None
-    lr: float = 3e-3
-    max_epochs: int = 40
-    patience: int = 6
+    lr: float = 1e-2
+    max_epochs: int = 20
+    patience: int = 4
     batch_size: int | None = None
     seed: int = 0
     threads: int | None = None
