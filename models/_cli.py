@@ -99,7 +99,9 @@ def evaluate(runs: tuple[str, ...], out: str, data: str | None, ridge: bool, ran
 @click.command("export")
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .onnx file.")
-@click.option("--subject", default=None, help="Fold a single subject (no subject input).")
+@click.option("--subject", default=None,
+              help="Fold a single subject (no subject input); 'mean': zero-calibration model for a new person "
+                   "(mean subject layer, pooled scaler).")
 @click.option("--metrics", type=click.Path(exists=True, dir_okay=False), default=None,
               help="report.json from `neurospeech evaluate` to embed this model's metrics.")
 def export(run: str, out: str, subject: str | None, metrics: str | None) -> None:

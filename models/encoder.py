@@ -284,6 +284,26 @@ class BrainEncoder(nn.Module):
         self.initial = nn.Conv1d(d, d, 1)
         self.subject_layer = SubjectLayer(d, n_subjects)
         self.trunk = _Trunk(config, out_dim, time_pool)
+        self.shared_frozen = False
+
+    def freeze_shared(self) -> None:
+        """Train only the subject layer from now on (``neurospeech adapt``).
+
+        Every parameter but ``subject_layer.weight`` stops requiring gradients, and :meth:`train` keeps the
+        trunk in eval mode, so its BatchNorm running statistics stay exactly as trained. The spatial
+        attention still applies its spatial dropout in training mode (as in training), with frozen weights.
+        """
+        for name, p in self.named_parameters():
+            p.requires_grad_(name == "subject_layer.weight")
+        self.shared_frozen = True
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> BrainEncoder:
+        """``nn.Module.train``; with :meth:`freeze_shared` the trunk stays in eval mode."""
+        super().train(mode)
+        if self.shared_frozen:
+            self.trunk.eval()
+        return self
 
     def front(self, x: Tensor, subject: Tensor) -> Tensor:
         """Spatial attention -> 1x1 conv -> subject layer: ``(B, C, T) -> (B, D, T)``."""

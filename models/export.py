@@ -283,11 +283,19 @@ def export_run(run_dir: str | Path, out: str | Path, subject: str | None = None,
     """Export the best weights of a run directory (see :func:`export_onnx`).
 
     ``metrics``: a dict, or the path of an ``evaluate`` JSON whose overall results for this run are embedded.
+    ``subject="mean"`` (when the run has no subject of that name): the zero-calibration model of
+    :func:`neurospeech.models.adapt.with_mean_subject` (mean subject matrix, pooled robust scaler).
     """
     from .train import load_run
 
     model, meta = load_run(run_dir)
     m = _metrics_for(meta, metrics)
+    if subject is not None and subject not in meta["subjects"]:
+        from .adapt import MEAN_SUBJECT, with_mean_subject
+
+        if subject == MEAN_SUBJECT:  # zero calibration: mean subject layer, pooled scaler
+            model, meta = with_mean_subject(model, meta)
+            m = {**m, "describes": "the run's trained subjects, not the zero-calibration subject"} if m else m
     contract = build_contract(meta, subject=subject, metrics=m)
     idx = None if subject is None else meta["subjects"].index(subject)
     return export_onnx(model, contract, out, subject_index=idx)

@@ -37,6 +37,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("neurospeech.models._cli:train", "Train a brain encoder (contrastive, paper method)."),
     "evaluate": ("neurospeech.models._cli:evaluate", "Evaluate an encoder and baselines on the test split."),
     "export": ("neurospeech.models._cli:export", "Export a trained encoder to ONNX with its contract."),
+    "adapt": ("neurospeech.models._adapt_cli:adapt", "Calibrate a new participant on a trained run."),
+    "adapt-curve": ("neurospeech.models._adapt_cli:adapt_curve", "Leave-one-subject-out calibration curve."),
     "bank": ("neurospeech.models._cli:bank", "Build a candidate bank of speech segments for a model."),
     "quantize": ("neurospeech.tools.quantize:quantize_cmd", "Quantize an exported encoder to int8 (calibrated)."),
     "serve": ("neurospeech.service._cli:serve", "Decode a live LSL stream and publish over ZeroMQ."),

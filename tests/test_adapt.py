@@ -1,0 +1,163 @@
+"""`neurospeech adapt` (a new participant) and the zero-calibration `export --subject mean`, through the CLI.
+
+One session pipeline on the `ci` simulated preset: train a tiny encoder on subject 01 only, then calibrate
+subject 02 as a new participant (`adapt`); the tests check the adapted run (exports, changed row, frozen
+trunk), the zero-calibration export, and the refusals with their exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from neurospeech.cli import main
+
+pytestmark = pytest.mark.torch
+torch = pytest.importorskip("torch")
+
+TINY = '{"n_virtual": 16, "hidden": 32, "head_hidden": 32, "fourier_harmonics": 4}'
+
+
+def _exit_code(args: list[str]) -> int:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    return int(exc.value.code or 0)
+
+
+def _run(args: list[str]) -> None:
+    code = _exit_code(args)
+    assert code == 0, f"neurospeech {' '.join(args)} exited with {code}"
+
+
+@pytest.fixture(scope="session")
+def adapted(tmp_path_factory) -> dict[str, Path]:
+    work = tmp_path_factory.mktemp("adapt")
+    data = work / "data"
+    _run(["-q", "simulate", str(data), "--preset", "ci"])
+    run = work / "run"
+    _run(["-q", "train", "--data", str(data), "--out", str(run), "--epochs", "1", "--batch-size", "32",
+          "--subject", "01", "--set", f"encoder={TINY}", "--set", "progress=false", "--set", "threads=2"])
+    run2 = work / "run2"
+    _run(["-q", "adapt", str(run), "--data", str(data), "--subject", "02", "--out", str(run2),
+          "--minutes", "0.8", "--epochs", "2", "--set", "progress=false", "--set", "threads=2"])
+    return {"data": data, "run": run, "run2": run2, "work": work}
+
+
+def test_adapted_run_changes_only_the_new_row(adapted):
+    from neurospeech.models.train import load_run, model_sha256
+
+    old, old_meta = load_run(adapted["run"])
+    new, meta = load_run(adapted["run2"])  # checks best.pt against the hash in meta.json
+    assert model_sha256(new) == meta["training"]["model_sha256"] != old_meta["training"]["model_sha256"]
+    assert meta["subjects"] == ["01", "02"] and set(meta["scalers"]) == {"01", "02"}
+    assert meta["scalers"]["01"] == old_meta["scalers"]["01"]
+    assert meta["scalers"]["02"] != meta["scalers"]["01"]  # fitted on the new subject's data
+    a = meta["adaptation"]
+    assert 0 < a["minutes_used"] <= 0.8 + 1e-9 and a["n_windows"]["train"] > 0 and len(a["history"]) >= 1
+    assert a["cpu_seconds"] > 0
+    old_state, new_state = old.state_dict(), new.state_dict()
+    assert set(old_state) == set(new_state)
+    for name, value in old_state.items():
+        if name == "subject_layer.weight":
+            continue
+        assert torch.equal(value, new_state[name]), f"{name} changed: the trunk must stay frozen"
+    w_old, w_new = old_state["subject_layer.weight"], new_state["subject_layer.weight"]
+    assert w_new.shape[0] == w_old.shape[0] + 1
+    assert torch.equal(w_new[0], w_old[0])
+    init = w_old.mean(dim=0)  # the new row starts from the mean of the trained rows, then moves
+    assert not torch.allclose(w_new[1], init, atol=1e-6)
+    assert a["init_row_relative_change"] > 0
+    # the BatchNorm running statistics (buffers) are part of the state compared above; the sizes check
+    # that the comparison saw them
+    assert any("running_mean" in k for k in old_state)
+
+
+def test_adapted_subject_exports_and_evaluates(adapted):
+    from neurospeech.models.export import read_contract
+    from neurospeech.models.train import load_run
+
+    onnx_path = adapted["work"] / "sub02.onnx"
+    _run(["-q", "export", str(adapted["run2"]), "--out", str(onnx_path), "--subject", "02"])
+    contract = read_contract(onnx_path)
+    meta = json.loads((adapted["run2"] / "meta.json").read_text())
+    assert contract.subjects == ["02"] and contract.scalers["02"] == meta["scalers"]["02"]
+    assert contract.training["export"]["parity_max_abs"] <= 1e-4
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).normal(size=(2, len(contract.channels), contract.window.n_times))
+    z = sess.run(["latent"], {"brain": x.astype(np.float32)})[0]
+    model, _ = load_run(adapted["run2"])
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x.astype(np.float32)), torch.tensor([1, 1])).numpy()
+    np.testing.assert_allclose(z, ref, atol=1e-4)  # the exported model is the new subject's row
+    report = adapted["work"] / "eval"
+    _run(["-q", "evaluate", str(adapted["run2"]), "--out", str(report), "--no-ridge"])
+    rep = json.loads((report / "report.json").read_text())
+    name = next(k for k in rep["methods"] if k != "random")
+    assert set(rep["methods"][name]["per_subject"]) == {"01", "02"}
+
+
+def test_zero_calibration_export_uses_mean_layer_and_pooled_scaler(adapted):
+    from neurospeech.models.adapt import pooled_scaler
+    from neurospeech.models.export import read_contract
+    from neurospeech.models.train import load_run
+
+    onnx_path = adapted["work"] / "mean.onnx"
+    _run(["-q", "export", str(adapted["run2"]), "--out", str(onnx_path), "--subject", "mean"])
+    contract = read_contract(onnx_path)
+    meta = json.loads((adapted["run2"] / "meta.json").read_text())
+    assert contract.subjects == ["mean"]
+    pooled = pooled_scaler(meta["scalers"])
+    s01, s02 = (np.asarray(meta["scalers"][s]["scale"]) for s in ("01", "02"))
+    np.testing.assert_allclose(pooled.scale, np.sqrt(s01 * s02), rtol=1e-9)  # geometric mean
+    np.testing.assert_allclose(contract.scalers["mean"]["scale"], pooled.scale, rtol=1e-12)
+    model, _ = load_run(adapted["run2"])
+    model.subject_layer.weight.data[:] = model.subject_layer.weight.data.mean(dim=0)  # every row = the mean
+    x = np.random.default_rng(1).normal(size=(2, len(contract.channels), contract.window.n_times))
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    z = sess.run(["latent"], {"brain": x.astype(np.float32)})[0]
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x.astype(np.float32)), torch.tensor([0, 0])).numpy()
+    np.testing.assert_allclose(z, ref, atol=1e-4)
+
+
+def test_adapt_refuses_bad_input(adapted, tmp_path):
+    run, data = str(adapted["run"]), str(adapted["data"])
+    # unknown run: model refused (4)
+    assert _exit_code(["-q", "adapt", str(tmp_path / "nope"), "--data", data, "--subject", "02",
+                       "--out", str(tmp_path / "o1")]) == 4
+    # subject already in the run, the reserved name, a subject the data lacks: settings (2)
+    assert _exit_code(["-q", "adapt", run, "--data", data, "--subject", "01", "--out", str(tmp_path / "o2")]) == 2
+    assert _exit_code(["-q", "adapt", run, "--data", data, "--subject", "mean",
+                       "--out", str(tmp_path / "o3")]) == 2
+    assert _exit_code(["-q", "adapt", run, "--data", data, "--subject", "07", "--out", str(tmp_path / "o4")]) == 2
+    # an existing run as output: settings (2)
+    assert _exit_code(["-q", "adapt", run, "--data", data, "--subject", "02", "--out", run]) == 2
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_adapt_refuses_calibration_without_the_model_channels(adapted, tmp_path, capsys):
+    from neurospeech.models.adapt import AdaptConfig, adapt
+
+    from neurospeech.data import load_dataset, write_run
+    from neurospeech.errors import DataFormatError
+
+    rec = next(r for r in load_dataset(adapted["data"]) if r.subject == "02")
+    raw = rec.load_raw()
+    dropped = raw.ch_names[:3]
+    raw.drop_channels(dropped)
+    calib = tmp_path / "calib"
+    write_run(calib, raw, rec.load_events(), subject="02", task=rec.task, run=rec.run)
+    (calib / "dataset_description.json").write_text(
+        (Path(adapted["data"]) / "dataset_description.json").read_text())
+    code = _exit_code(["-q", "adapt", str(adapted["run"]), "--data", str(calib), "--subject", "02",
+                       "--out", str(tmp_path / "o")])
+    assert code == 3
+    err = capsys.readouterr().err
+    assert dropped[0] in err and "montage" in err
+    with pytest.raises(DataFormatError, match="lacks 3 of the model's"):
+        adapt(AdaptConfig(run=str(adapted["run"]), data=str(calib), subject="02", out=str(tmp_path / "o5"),
+                          progress=False))
