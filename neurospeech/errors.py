@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "ContractMismatchError",
     "DataFormatError",
+    "Interrupted",
     "NeurospeechError",
     "StreamError",
     "StreamLostError",
@@ -71,3 +72,24 @@ class TransportError(NeurospeechError):
     """ZeroMQ socket problems (address in use, bad endpoint, key files)."""
 
     exit_code = 7
+
+
+class Interrupted(NeurospeechError):
+    """A batch command (``decode-file``) was stopped by a signal before it finished; nothing was written.
+
+    ``exit_code`` is ``128 + signal number`` (the shell's convention: 130 for SIGINT, 143 for SIGTERM, 129 for
+    SIGHUP).
+    """
+
+    exit_code = 130
+
+    def __init__(self, signum: int, what: str = "the command") -> None:
+        import signal
+
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        super().__init__(f"{what} was interrupted by {name}; its output was not written (run it again)")
+        self.signum = int(signum)
+        self.exit_code = 128 + int(signum)

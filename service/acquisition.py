@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import StreamError, StreamNotFoundError
+from ..errors import ContractMismatchError, StreamError, StreamNotFoundError
 
 __all__ = [
     "DataInlet",
@@ -120,7 +120,9 @@ def resolve_stream(
 
     Returns
     -------
-    pylsl.StreamInfo
+    pylsl.StreamInfo or None
+        None when ``should_stop()`` became true first (a stop request is not a missing stream: no listing,
+        no error).
 
     Raises
     ------
@@ -148,7 +150,9 @@ def resolve_stream(
                 if len(found) > 1:
                     log.warning("%d streams match %s; using the first (%s)", len(found), pred, found[0].uid())
                 return found[0]
-            if time.monotonic() >= deadline or (should_stop is not None and should_stop()):
+            if should_stop is not None and should_stop():
+                return None
+            if time.monotonic() >= deadline:
                 break
             time.sleep(0.02)
     finally:
@@ -176,7 +180,7 @@ def _describe(info: Any) -> StreamDescription:
         units.append(ch.child_value("unit"))
         ch = ch.next_sibling("channel")
     if len(labels) != n or not all(labels):
-        raise StreamError(
+        raise ContractMismatchError(
             f"stream {info.name()!r} has {n} channels but labels for {sum(map(bool, labels))} of them in "
             "desc/channels/channel/label; the outlet must describe every channel (label, type, unit)"
         )
@@ -239,11 +243,17 @@ class DataInlet:
             raise StreamError(
                 f"could not read the stream's description ({exc}); is the outlet alive?"
             ) from exc
-        self.description = _describe(full)
+        try:
+            self.description = _describe(full)
+        except ContractMismatchError:
+            self.inlet.close_stream()
+            raise
         fmt = self.description.channel_format
         if fmt not in _DTYPES:
-            raise StreamError(
-                f"stream {self.description.name!r} has channel format {fmt!r}; need a numeric stream"
+            self.inlet.close_stream()
+            raise ContractMismatchError(
+                f"stream {self.description.name!r} has channel format {fmt!r} (a marker stream?); connect to the "
+                "numeric M/EEG data stream (float32, double64 or int) instead"
             )
         self.dtype = np.dtype(_DTYPES[fmt])
         n = chunk_samples or max(16, int(self.description.sfreq * 0.25))

@@ -134,6 +134,9 @@ class Server:
             raise RuntimeError("server already started")
         self._started = True
         self._t_start = time.monotonic()
+        if self._stop.is_set():  # stopped (a signal) before start-up: nothing to open
+            self.state = "stopped"
+            return
         if self.publisher is None:
             from .publisher import Publisher, PublisherSettings
 
@@ -148,10 +151,14 @@ class Server:
             info = resolve_stream(
                 s.stream_name, s.stream_type, s.source_id, s.resolve_timeout, should_stop=self._stop.is_set
             )
-            self._open(info, first=True)
+            if info is not None and not self._stop.is_set():
+                self._open(info, first=True)
         except BaseException:
             self._close_publisher()
             raise
+        if self._stop.is_set():  # a stop request during start-up is a clean stop, not a missing stream
+            log.info("stopped during start-up")
+            return
         if self.settings.markers and self.settings.marker_stream_name:
             pylsl = _pylsl()
             self._marker_resolver = pylsl.ContinuousResolver(
@@ -246,6 +253,11 @@ class Server:
     def _guard(self, target: Any) -> None:
         try:
             target()
+        except NeurospeechError as exc:  # a refusal (e.g. the stream came back with another layout): no traceback
+            self._fatal = exc
+            self._fatal_tb = traceback.format_exc()
+            log.error("stopping the service: %s", exc)
+            self.stop()
         except BaseException as exc:
             self._fatal = exc
             self._fatal_tb = traceback.format_exc()
@@ -561,6 +573,7 @@ class Server:
             "messages_sent": pub.get("sent", {}),
             "dropped_messages": pub.get("dropped", {}),
             "slow_subscriber_events": pub.get("slow_subscriber_events", {}),
+            "message_log": pub.get("message_log"),
             "subscribers": pub.get("subscribers", 0),
             "gaps": list(p.gaps)[-20:] if p is not None else [],
             "n_gaps": p.n_gaps if p is not None else 0,
