@@ -105,6 +105,7 @@ def serve(
 
     Example: neurospeech serve --model m.onnx --bank b.npz --stream-name sim-meg --pub tcp://127.0.0.1:5556
     """
+    from ..errors import Interrupted
     from .acquisition import ensure_lsl_config
 
     # SIGINT/SIGTERM from the very start: a stop while the model loads or the stream is being resolved is a
@@ -115,8 +116,9 @@ def serve(
     def on_signal(signum: int, frame: Any) -> None:
         log.info("signal %d received: stopping", signum)
         stop_early.set()
-        if server is not None:
-            server.stop()
+        if server is None:  # still importing / loading the model: abandon that at once (main() exits 0)
+            raise Interrupted(signum, "serve")
+        server.stop()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)

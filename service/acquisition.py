@@ -143,6 +143,7 @@ def resolve_stream(
     deadline = time.monotonic() + timeout
     # a background resolver keeps sending resolve waves; a single short resolve call can miss a stream
     resolver = pylsl.ContinuousResolver(pred=pred)
+    log.info("waiting up to %g s for an LSL stream matching %s", timeout, pred)
     try:
         while True:
             found = resolver.results()

@@ -1,12 +1,13 @@
 """Replay a recording into LSL at real-time pace (or faster), with honest timestamps and word markers.
 
-Sources: a BIDS run (via :mod:`neurospeech.data`), a FIF/EDF/BDF/BrainVision file (via mne), or an XDF file
-(via pyxdf). The data stream carries channel metadata in ``desc/channels/channel`` (``label``, ``type``,
-``unit``; MNE types ``mag``/``grad``/``eeg``, SI units ``T``/``T/m``/``V`` unless ``units='display'``: fT,
-fT/cm, uV). A second stream ``<name>-markers`` (type ``Markers``, one string channel, irregular rate) carries
-one JSON object per word: ``{"segment_id", "word", "sound", "sound_time", "sentence"}`` with
-``segment_id = neurospeech.data.segment_id(sound, sound_time)``, stamped with the LSL time of the word's onset
-sample.
+Sources: a BIDS run (via :mod:`neurospeech.data`), a FIF/EDF/BDF/BrainVision/KIT (``.con``, ``.sqd``)
+file or a CTF ``.ds`` folder (via mne), or an XDF file (via pyxdf). The data stream carries channel metadata
+in ``desc/channels/channel`` (``label``, ``type``, ``unit``; MNE types ``mag``/``grad``/``eeg``, SI units
+``T``/``T/m``/``V`` unless ``units='display'``: fT, fT/cm, uV). A second stream ``<name>-markers`` (type
+``Markers``, one string channel, irregular rate) carries one JSON object per word:
+``{"segment_id", "word", "sound", "sound_time", "sentence"}`` with
+``segment_id = neurospeech.data.segment_id(sound, sound_time)``, stamped with the LSL time of the word's
+onset sample.
 
 Timing: chunk ``k`` (``chunk_s`` of data) is pushed once its last sample is due, i.e. at
 ``t_start + (index of last sample + 1) / (sfreq * speed)`` on the LSL clock. Its **last sample is stamped with
@@ -49,7 +50,8 @@ log = logging.getLogger(__name__)
 
 _SI_UNITS = {"mag": "T", "grad": "T/m", "eeg": "V", "meg": "T", "seeg": "V", "ecog": "V"}
 _DISPLAY = {"T": ("fT", 1e15), "T/m": ("fT/cm", 1e13), "V": ("uV", 1e6)}
-_MNE_READERS = {".fif": "fif", ".gz": "fif", ".edf": "edf", ".bdf": "bdf", ".vhdr": "brainvision"}
+_MNE_READERS = {".fif": "fif", ".gz": "fif", ".edf": "edf", ".bdf": "bdf", ".vhdr": "brainvision",
+                ".con": "kit", ".sqd": "kit", ".ds": "ctf"}
 
 
 @dataclass(frozen=True)
@@ -175,14 +177,23 @@ def load_file(path: str | Path, events_tsv: str | Path | None = None) -> ReplayS
     from ..data import read_events_tsv
 
     p = Path(path)
-    if not p.is_file():
+    is_ctf = p.is_dir() and p.suffix.lower() == ".ds"
+    if not (p.is_file() or is_ctf):
         raise DataFormatError(f"recording {str(p)!r} does not exist")
     if p.suffix.lower() not in _MNE_READERS:
-        raise DataFormatError(f"cannot replay {p.name!r}: use .fif, .edf, .bdf, .vhdr, .xdf or a BIDS root")
+        raise DataFormatError(
+            f"cannot replay {p.name!r}: use .fif, .edf, .bdf, .vhdr (BrainVision), .con/.sqd (KIT), .ds (CTF), "
+            ".xdf or a BIDS root"
+        )
     try:
         raw = mne.io.read_raw(p, preload=True, verbose="error")
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise DataFormatError(f"cannot read {str(p)!r}: {exc}") from exc
+    except Exception as exc:  # mne raises many types (AttributeError on an empty FIF, struct.error ...)
+        raise DataFormatError(
+            f"cannot read {str(p)!r} ({type(exc).__name__}: {exc}); the file is empty, truncated or not a "
+            f"{_MNE_READERS[p.suffix.lower()].upper()} recording"
+        ) from exc
+    if raw.n_times < 2:
+        raise DataFormatError(f"{str(p)!r} holds {raw.n_times} sample(s); nothing to replay")
     if events_tsv is None:
         stem = p.name.split(".")[0]
         sib = p.with_name(stem.rsplit("_", 1)[0] + "_events.tsv") if "_" in stem else None
@@ -275,7 +286,7 @@ def load_source(
 ) -> ReplaySource:
     """Dispatch on ``path``: a directory is a BIDS root, ``.xdf`` goes to pyxdf, anything else to mne."""
     p = Path(path)
-    if p.is_dir():
+    if p.is_dir() and p.suffix.lower() != ".ds":  # a CTF recording is a .ds folder
         return load_bids_run(p, subject=subject, task=task, run=run, session=session)
     if p.suffix.lower() == ".xdf":
         return load_xdf(p, stream=stream)
