@@ -74,11 +74,12 @@ class TransportError(NeurospeechError):
     exit_code = 7
 
 
-class Interrupted(NeurospeechError):
-    """A batch command (``decode-file``) was stopped by a signal before it finished; nothing was written.
+class Interrupted(BaseException):
+    """A command was stopped by a signal before it finished (raised by the CLI's signal handlers).
 
-    ``exit_code`` is ``128 + signal number`` (the shell's convention: 130 for SIGINT, 143 for SIGTERM, 129 for
-    SIGHUP).
+    Like :class:`KeyboardInterrupt` it is not an :class:`Exception`, so that no ``except Exception`` on the way
+    (a file reader, a clean-up) swallows it. ``exit_code`` is ``128 + signal number`` (the shell's convention:
+    130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP); ``serve`` and ``replay`` exit 0 instead (a stop request).
     """
 
     exit_code = 130
@@ -91,5 +92,6 @@ class Interrupted(NeurospeechError):
         except ValueError:
             name = f"signal {signum}"
         super().__init__(f"{what} was interrupted by {name}; its output was not written (run it again)")
+        self.what = what
         self.signum = int(signum)
         self.exit_code = 128 + int(signum)

@@ -136,6 +136,7 @@ def serve(
         if v is not None
     }
     settings = load_settings(config, markers=False if no_markers else None, publish=publish, **opts)
+    log.info("loading model %s and bank %s", settings.model, settings.bank)
     server = Server(settings)
     if stop_early.is_set():
         server.stop()

@@ -295,16 +295,26 @@ class Server:
         else:
             p = self.pipeline
             assert p is not None
-            if (
-                d.sfreq != p.sfreq
-                or not np.array_equal(cmap.index, p.index)
-                or not np.allclose(cmap.scale, p.scale)
-            ):
+            was = self.description
+            diffs = []
+            if d.sfreq != p.sfreq:
+                diffs.append(f"rate {d.sfreq:g} Hz, was {p.sfreq:g} Hz")
+            if was is not None and d.labels != was.labels:
+                diffs.append(
+                    f"{d.n_channels} channels, was {was.n_channels}" if d.n_channels != was.n_channels
+                    else "the same channels in another order" if sorted(d.labels) == sorted(was.labels)
+                    else "other channel names"
+                )
+            if not np.array_equal(cmap.index, p.index) and not diffs:
+                diffs.append("another channel mapping")
+            if not np.allclose(cmap.scale, p.scale):
+                diffs.append("other channel units")
+            if diffs:
                 inlet.close()
                 raise ContractMismatchError(
-                    f"the stream came back with another layout ({d.n_channels} ch @ {d.sfreq:g} Hz, was "
-                    f"{self.description.n_channels if self.description else '?'} ch @ {p.sfreq:g} Hz); "
-                    "restart the service"
+                    f"the stream {d.name!r} came back after a loss with another layout ({'; '.join(diffs)}); the "
+                    "decoder cannot switch layouts mid-run: restart the service (it checks the new layout at "
+                    "start-up)"
                 )
             p.new_segment()
         if cmap.extra:
