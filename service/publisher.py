@@ -9,7 +9,10 @@
   publisher then counts a *slow-subscriber event* (``stats()["slow_subscriber_events"]``, in ``status``) and
   sends the same message again in lossy mode, so every subscriber that keeps up still gets it and only the full
   one loses it. libzmq then stops offering messages to that subscriber until it has read its queue down, so one
-  event marks the start of a run of losses for one subscriber (at least one message each), not one message:
+  event marks the start of a run of losses for one subscriber (at least one message each), not one message.
+  Such a run covers every topic the subscriber takes, yet only its first message fails with EAGAIN: the first
+  message of each other subscribed topic published after it is counted as an event of that topic too (an upper
+  bound: the subscriber may have caught up in between, which the publisher cannot see).
   the exact count of lost messages is known only to the subscriber, from the per-topic sequence numbers
   (:class:`~neurospeech.service.client.Subscriber` counts them). With ``nodrop=True`` a full queue drops the
   message *for every subscriber*, and each such message is counted in ``stats()["dropped"]`` (exact count at
@@ -167,6 +170,7 @@ class Publisher:
         self._sent = dict.fromkeys(KINDS, 0)
         self._dropped = dict.fromkeys(KINDS, 0)
         self._slow = dict.fromkeys(KINDS, 0)
+        self._run_open = dict.fromkeys(KINDS, False)
         self._subscriptions: dict[bytes, int] = {}
         self._bytes = 0
         self._state_requests = 0
@@ -272,6 +276,10 @@ class Publisher:
                     self._dropped[kind] += 1
                 else:
                     self._send_lossy(kind, frames)
+            else:
+                if self._run_open[kind]:  # a run that began on another topic swallows this topic too
+                    self._run_open[kind] = False
+                    self._slow[kind] += 1
             if not dropped:
                 self._sent[kind] += 1
                 self._bytes += sum(len(f) if isinstance(f, bytes) else f.nbytes for f in frames)
@@ -334,6 +342,12 @@ class Publisher:
     def _send_lossy(self, kind: str, frames: list[Any]) -> None:
         # a matching subscriber's queue is full: deliver to the others, the full one loses this message
         self._slow[kind] += 1
+        self._run_open[kind] = False
+        # libzmq now skips that subscriber for every topic until it has read its queue down, without another
+        # EAGAIN: the next message of each other subscribed topic is counted as the start of its own run there
+        for other in KINDS:
+            if other != kind and any(topic_of(other).startswith(p) for p in self._subscriptions):
+                self._run_open[other] = True
         if self._slow[kind] == 1 or self._slow[kind] % 100 == 0:
             log.warning("a subscriber of %r is not keeping up (queue of %d messages full): it loses messages "
                         "(%d such events)", kind, self.settings.sndhwm, self._slow[kind])
