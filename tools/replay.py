@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -493,15 +494,30 @@ class Replayer:
         return self._thread is not None and not self._thread.is_alive()
 
     def close(self) -> None:
-        """Stop, join and destroy the outlets (consumers see the stream disappear)."""
+        """Stop, join and destroy the outlets (consumers see the stream disappear).
+
+        An outlet is destroyed only once no thread can push into it: destroying a liblsl outlet while another
+        thread pushes (or while liblsl still hands the last samples to a consumer) can crash the process
+        (liblsl's sample factory is freed under the sender: sccn/liblsl#218). If the pushing thread does not
+        stop within 10 s, the outlets are left to the process's end instead.
+        """
         self.stop()
         if self._thread is not None:
-            self._thread.join(5.0)
-        for attr in ("outlet", "marker_outlet"):
-            o = getattr(self, attr, None)
-            if o is not None:
-                setattr(self, attr, None)
-                del o
+            self._thread.join(10.0)
+            if self._thread.is_alive():
+                log.warning("replay thread still running after 10 s; its LSL outlets are not destroyed now")
+                return
+        outlets = [o for o in (self.outlet, self.marker_outlet) if o is not None]
+        if not outlets:  # closed already
+            return
+        self.outlet = self.marker_outlet = None
+        if any(o.have_consumers() for o in outlets):
+            time.sleep(0.1)  # let liblsl's sender threads finish the last chunk before the outlet goes
+        for o in outlets:
+            del o
+        outlets.clear()
+        log.info("replay of %r ended after %d samples (%d word markers); LSL outlet closed", self.name,
+                 self.stats.samples_pushed, self.stats.markers_pushed)
 
     def __enter__(self) -> Replayer:
         return self

@@ -95,3 +95,55 @@ def check_loss_and_resume(art, kill):
         seqs = [m.seq for m in msgs if m.kind == kind]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
     assert stats["missed"]["decode"] == 0 and stats["missed"]["status"] == 0
+
+
+def test_end_of_a_replay_is_one_line_of_ours_not_liblsl_errors(art, tmp_path):
+    """`neurospeech replay` of a file into `neurospeech serve`, both real processes: when the replay ends, the
+    service log says so in one line of its own; liblsl's "Stream transmission broke off" ERROR lines (one per
+    inlet, printed by liblsl itself) are not there; the replay exits 0 (it once crashed at the end of a pass)."""
+    import signal
+    import subprocess
+    import sys
+    import uuid
+
+    import mne
+
+    fif = tmp_path / "rec_raw.fif"
+    mne.io.RawArray(art.data, mne.create_info(art.names, art.sfreq, "eeg"), verbose="error").save(
+        fif, verbose="error")
+    name = f"nstest-end-{uuid.uuid4().hex[:8]}"
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "neurospeech", "serve", "--model", str(art.model), "--bank", str(art.bank),
+         "--stream-name", name, "--resolve-timeout", "120", "--pub", "tcp://127.0.0.1:*"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(serve.stderr.readline, "")), daemon=True)
+    reader.start()
+
+    def wait_for(text, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while not any(text in x for x in lines):
+            assert serve.poll() is None and time.monotonic() < deadline, "".join(lines)[-2000:]
+            time.sleep(0.05)
+
+    try:
+        wait_for("waiting up to")
+        replay = subprocess.run(
+            [sys.executable, "-m", "neurospeech", "replay", str(fif), "--name", name],
+            capture_output=True, text=True, timeout=120)
+        wait_for(f"stream {name} lost")
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=30)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+        reader.join(10)
+        serve.stderr.close()
+    err = "".join(lines)
+    assert replay.returncode == 0, replay.stderr[-2000:]
+    assert "LSL outlet closed" in replay.stderr
+    assert serve.returncode == 0, err[-2000:]
+    assert "-> running" in err, err[-2000:]
+    assert "Stream transmission broke off" not in err and " ERR| " not in err, err[-2000:]
+    assert err.count(f"stream {name} lost") == 1, err[-2000:]
