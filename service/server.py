@@ -257,6 +257,7 @@ class Server:
             self._fatal = exc
             self._fatal_tb = traceback.format_exc()
             log.error("stopping the service: %s", exc)
+            log.debug("in thread %s:\n%s", threading.current_thread().name, self._fatal_tb)
             self.stop()
         except BaseException as exc:
             self._fatal = exc
