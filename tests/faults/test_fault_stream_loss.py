@@ -73,7 +73,12 @@ def check_loss_and_resume(art, kill):
     lost = [m for m in status if m["state"] == "lost"]
     assert lost, [m["state"] for m in status]
     t_lost = lost[0]["t_sent"]
-    assert 0 < t_lost - player.stopped_at <= 2.0
+    # "lost within 2 s" counts from the last sample reaching the service: on a loaded machine the service may
+    # still be draining its inlet buffer (up to max_buflen = 2 s) when the player stops; the last running
+    # statuses say by how much it lagged (lag_s = receipt - stamp of the newest sample)
+    before = [m for m in status if m["state"] == "running" and m["t_sent"] < t_lost]
+    lag = max([0.0] + [m["lag_s"] or 0.0 for m in before[-4:]])
+    assert 0 < t_lost - player.stopped_at <= 2.0 + lag, (t_lost - player.stopped_at, lag)
     resumed = [m for m in status if m["state"] == "running" and m["t_sent"] > t_lost]
     assert resumed and resumed[0]["t_sent"] - player.restarted_at <= 2.0
     t_back = resumed[0]["t_sent"]
