@@ -157,7 +157,6 @@ def test_fif_faster_than_real_time_display_units_and_events_sibling(tmp_path):
     np.testing.assert_allclose(x, src.data * 1e6, rtol=1e-6)
     _check_stamps(stamps, receipt)
     assert stamps[-1] - stamps[0] > 0.8  # 4 s of data in no less than ~1 s at speed 4
-    assert np.median(np.diff(stamps)) == pytest.approx(1 / (4 * 500), rel=0.05)  # speed 4 by the stamps
     for t_mark, payload in rd.markers:
         k = {w: o for o, w, _, _ in WORDS}[payload["word"]]
         assert t_mark == pytest.approx(stamps[round(k * 500)], abs=1e-9)

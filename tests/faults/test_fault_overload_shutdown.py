@@ -111,7 +111,9 @@ def test_sigterm_during_decoding_exits_cleanly_within_a_second(art, tmp_path):
     probe.close(0)
     ctx.term()
     endpoint = f"tcp://127.0.0.1:{port}"
-    player = Player(art.data, art.sfreq, art.names, loop=True).start()
+    # stamped on schedule: with push-time stamps a loaded machine makes the player's own stamps step back and forth
+    # (the service then starts a new segment per chunk and never completes a window)
+    player = Player(art.data, art.sfreq, art.names, loop=True, stamp_on_schedule=True).start()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -143,9 +145,8 @@ def test_sigterm_during_decoding_exits_cleanly_within_a_second(art, tmp_path):
             m = sub.recv(0.1)
             if m is not None and m.kind == "decode":
                 first = m
-        if first is None:
-            proc.kill()
-            raise AssertionError(f"no decision (exit {proc.poll()}): {proc.communicate()[1][-3000:]}")
+        assert first is not None or proc.poll() is not None, "no decision within 120 s"
+        assert first is not None, f"serve exited with {proc.poll()} before deciding"
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)  # a deadline for a loaded machine; the stop itself takes ~20 ms
         last = []
