@@ -325,10 +325,15 @@ def _open_partial(target: Path) -> tuple[Path, IO[str]]:
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent or Path("."))
     except OSError as exc:
         raise _write_error(target, exc) from exc
-    umask = os.umask(0o022)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # the permissions a plain open() would give (mkstemp makes it 0600)
-    return Path(name), os.fdopen(fd, "w", encoding="utf-8")
+    try:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # the permissions a plain open() would give (mkstemp makes it 0600)
+        return Path(name), os.fdopen(fd, "w", encoding="utf-8")
+    except BaseException:  # a signal (Interrupted) or an error between creating the file and handing it back
+        os.close(fd)
+        os.unlink(name)
+        raise
 
 
 def _discard(path: Path, fh: IO[str]) -> None:
@@ -387,12 +392,13 @@ def decode_file(
     fh: IO[str]
     own = not hasattr(out, "write")
     target = Path(out) if own else None  # type: ignore[arg-type]
-    tmp = _open_partial(target) if target is not None else None
-    fh = tmp[1] if tmp is not None else out  # type: ignore[assignment]
     counts = {"sliding": 0, "word": 0, "flagged": 0}
     top1 = top10 = n_words = 0
     t0 = time.perf_counter()
+    tmp: tuple[Path, IO[str]] | None = None
     try:
+        tmp = _open_partial(target) if target is not None else None
+        fh = tmp[1] if tmp is not None else out  # type: ignore[assignment]
         # BLAS pools on top of the worker threads oversubscribe the cores (see ServeSettings.blas_threads)
         with threadpool_limits(settings.blas_threads, user_api="blas"):
             bar = None
