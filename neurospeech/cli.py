@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import signal
 import sys
 from typing import Any
 
@@ -17,7 +19,7 @@ import click
 from . import __version__
 from ._extras import EXTRAS, missing_extra_message
 from ._log import setup_logging
-from .errors import NeurospeechError
+from .errors import Interrupted, NeurospeechError
 
 __all__ = ["cli", "main"]
 
@@ -147,10 +149,42 @@ def sys_info() -> None:
         click.echo(f"{dist:<12}{v}{extra}")
 
 
+#: commands that take SIGTERM/SIGHUP from the start (before their own handlers are installed): a signal while
+#: they import or load is an orderly stop (``serve``/``replay``: exit 0, nothing was running yet) instead of a
+#: kill by the default handler
+_EARLY_SIGNALS = {"serve": 0, "replay": 0, "decode-file": None}
+
+
+def _command(args: list[str]) -> str | None:
+    return next((a for a in args if not a.startswith("-")), None)
+
+
+def _early_stop(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and map errors to exit codes."""
+    command = _command(sys.argv[1:] if argv is None else list(argv)) or ""
+    early = command in _EARLY_SIGNALS
+    if early:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _early_stop)
     try:
         cli.main(args=argv, standalone_mode=False, prog_name="neurospeech")
+    except (Interrupted, KeyboardInterrupt, click.exceptions.Abort) as exc:
+        code = exc.exit_code if isinstance(exc, Interrupted) else 130
+        clean = _EARLY_SIGNALS.get(command)
+        if early and clean is not None:  # stopped before it started: a clean stop
+            log.info("stopped by a signal during start-up")
+            # like `serve` itself: skip the interpreter's teardown of onnxruntime/scipy (0.5-1 s), so a stop
+            # request is honoured within a second in every phase
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(clean)
+        click.echo(f"Error: {exc}" if isinstance(exc, Interrupted) else "Aborted.", err=True)
+        sys.exit(code)
     except NeurospeechError as exc:
         log.debug("error", exc_info=True)
         click.echo(f"Error: {exc}", err=True)
@@ -160,12 +194,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"Error: {missing_extra_message(exc.name)}", err=True)
         sys.exit(1)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
     sys.exit(0)

@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "ContractMismatchError",
     "DataFormatError",
+    "Interrupted",
     "NeurospeechError",
     "StreamError",
     "StreamLostError",
@@ -71,3 +72,26 @@ class TransportError(NeurospeechError):
     """ZeroMQ socket problems (address in use, bad endpoint, key files)."""
 
     exit_code = 7
+
+
+class Interrupted(BaseException):
+    """A command was stopped by a signal before it finished (raised by the CLI's signal handlers).
+
+    Like :class:`KeyboardInterrupt` it is not an :class:`Exception`, so that no ``except Exception`` on the way
+    (a file reader, a clean-up) swallows it. ``exit_code`` is ``128 + signal number`` (the shell's convention:
+    130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP); ``serve`` and ``replay`` exit 0 instead (a stop request).
+    """
+
+    exit_code = 130
+
+    def __init__(self, signum: int, what: str = "the command") -> None:
+        import signal
+
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        super().__init__(f"{what} was interrupted by {name}; its output was not written (run it again)")
+        self.what = what
+        self.signum = int(signum)
+        self.exit_code = 128 + int(signum)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -107,13 +109,29 @@ def serve(
 ) -> None:
     """Decode a live LSL stream and publish decisions and status over ZeroMQ.
 
-    Runs until SIGINT/SIGTERM. Exit codes: 0 clean stop, 2 bad settings, 4 model/bank problem, 5 stream does
-    not fit the model, 6 stream not found, 7 publisher address problem, 1 crash (traceback logged).
+    Runs until SIGINT/SIGTERM (also during start-up: exit 0). Exit codes: 0 clean stop, 2 bad settings, 4
+    model/bank problem, 5 stream does not fit the model, 6 stream not found, 7 publisher address problem, 1
+    crash (traceback logged).
 
     Example: neurospeech serve --model m.onnx --bank b.npz --stream-name sim-meg --pub tcp://127.0.0.1:5556
     """
+    from ..errors import Interrupted
     from .acquisition import ensure_lsl_config
 
+    # SIGINT/SIGTERM from the very start: a stop while the model loads or the stream is being resolved is a
+    # clean stop (exit 0), not a KeyboardInterrupt or a "stream not found"
+    stop_early = threading.Event()
+    server: Any = None
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("signal %d received: stopping", signum)
+        stop_early.set()
+        if server is None:  # still importing / loading the model: abandon that at once (main() exits 0)
+            raise Interrupted(signum, "serve")
+        server.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
     ensure_lsl_config()
     from .server import Server
 
@@ -128,7 +146,11 @@ def serve(
         if v is not None
     }
     settings = load_settings(config, markers=False if no_markers else None, publish=publish, **opts)
-    code = Server(settings).run()
+    log.info("loading model %s and bank %s", settings.model, settings.bank)
+    server = Server(settings)
+    if stop_early.is_set():
+        server.stop()
+    code = server.run()
     # Every thread is joined and every socket/inlet closed at this point. The interpreter's own teardown
     # (module finalisation of scipy, onnxruntime ...) takes another 0.5-1 s on this machine, which would break
     # the "stopped within 1 s of SIGTERM" promise, so the process ends here.
@@ -183,15 +205,30 @@ def decode_file(
     """Run the streaming pipeline over a recording file (FIF/EDF/BrainVision, BIDS runs) as fast as possible.
 
     Writes every sliding and word-locked decision to --out and prints a JSON summary (real-time factor,
-    word-level top-1/top-10 when the events carry segment ids).
+    word-level top-1/top-10 when the events carry segment ids). --out appears only when the run is complete
+    (written to a temporary file next to it, renamed at the end). Exit codes: 0 done, 2 bad settings or an
+    --out that cannot be written (read-only, full disk), 3 unreadable recording, 4 model/bank problem, 5
+    recording does not fit the model, 128+N stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP).
 
     Example: neurospeech decode-file sub-01_task-x_meg.fif --model m.onnx --bank b.npz --out decisions.jsonl
     """
+    from ..errors import Interrupted
     from .filesource import decode_file as run
 
-    settings = load_settings(config, **opts)
-    summary = run(
-        recording, out, settings, events=events, chunk_seconds=chunk_seconds, progress=sys.stderr.isatty(),
-        workers=workers,
-    )
-    click.echo(json.dumps(summary, indent=1))
+    def on_signal(signum: int, frame: Any) -> None:
+        # raised in the main thread wherever it is; decode_file's clean-up removes the unfinished output
+        raise Interrupted(signum, "decode-file")
+
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        old[sig] = signal.signal(sig, on_signal)
+    try:
+        settings = load_settings(config, **opts)
+        summary = run(
+            recording, out, settings, events=events, chunk_seconds=chunk_seconds, progress=sys.stderr.isatty(),
+            workers=workers,
+        )
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    click.echo(json.dumps(summary, indent=1, allow_nan=False))

@@ -118,7 +118,9 @@ def resolve_stream(
 
     Returns
     -------
-    pylsl.StreamInfo
+    pylsl.StreamInfo or None
+        None when ``should_stop()`` became true first (a stop request is not a missing stream: no listing,
+        no error).
 
     Raises
     ------
@@ -139,6 +141,7 @@ def resolve_stream(
     deadline = time.monotonic() + timeout
     # a background resolver keeps sending resolve waves; a single short resolve call can miss a stream
     resolver = pylsl.ContinuousResolver(pred=pred)
+    log.info("waiting up to %g s for an LSL stream matching %s", timeout, pred)
     try:
         while True:
             found = resolver.results()
@@ -146,7 +149,9 @@ def resolve_stream(
                 if len(found) > 1:
                     log.warning("%d streams match %s; using the first (%s)", len(found), pred, found[0].uid())
                 return found[0]
-            if time.monotonic() >= deadline or (should_stop is not None and should_stop()):
+            if should_stop is not None and should_stop():
+                return None
+            if time.monotonic() >= deadline:
                 break
             time.sleep(0.02)
     finally:

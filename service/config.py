@@ -55,6 +55,9 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     ),
 }
 _POLICIES = ("skip", "interpolate")
+_MIN_HOP = 0.01
+_MIN_STATUS_INTERVAL = 0.05
+_MIN_LOSS_TIMEOUT = 0.2
 
 
 @dataclass
@@ -99,7 +102,7 @@ class ServeSettings:
     chunk_samples : int
         Preallocated pull buffer in samples (0: 0.25 s of the stream).
     loss_timeout : float
-        No samples for this long -> state ``lost`` (<= 2 s).
+        No samples for this long -> state ``lost``, in [0.2, 2] s.
     reconnect_interval : float
         Pause between re-resolve attempts while lost.
     ring_seconds : float
@@ -109,11 +112,11 @@ class ServeSettings:
     clock_halftime : float
         Forgetting half-time of the clock model (s of data).
     hop : float
-        Seconds of data between sliding decisions.
+        Seconds of data between sliding decisions, in [0.01, 10].
     topk : int
         Candidates per decision.
     status_interval : float
-        Seconds between status heartbeats (<= 1).
+        Seconds between status heartbeats, in [0.05, 1].
     send_latent : bool
         Attach the encoder output as a raw array frame to decode messages.
     lsl_outlet : str or None
@@ -181,12 +184,14 @@ class ServeSettings:
     def validate(self, need_stream: bool = False) -> None:
         """Check every value (raises :class:`ConfigError` naming the key)."""
 
-        def positive(name: str, hi: float | None = None) -> None:
+        def positive(name: str, hi: float | None = None, lo: float | None = None, why: str = "") -> None:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ConfigError(f"{name} must be a positive number, got {v!r}")
             if hi is not None and v > hi:
                 raise ConfigError(f"{name} must be at most {hi}, got {v!r}")
+            if lo is not None and v < lo:
+                raise ConfigError(f"{name} must be at least {lo:g} s{why}, got {v!r}")
 
         def fraction(name: str) -> None:
             v = getattr(self, name)
@@ -207,10 +212,13 @@ class ServeSettings:
             if v is not None and (not isinstance(v, str) or not v.strip() or "'" in v):
                 raise ConfigError(f"{name} must be a non-empty string without quotes (or unset), got {v!r}")
 
-        positive("hop", 10.0)
-        positive("status_interval", 1.0)
-        positive("loss_timeout", 2.0)
-        positive("reconnect_interval", 2.0)
+        # lower bounds: a tiny heartbeat period floods subscribers and starves the decoder (1e-6 s: 2,470
+        # status messages/s, half the decision rate); a loss timeout below a few pull periods (50 ms) declares
+        # a healthy stream lost between two chunks
+        positive("hop", 10.0, _MIN_HOP, " (one decision per hop of data)")
+        positive("status_interval", 1.0, _MIN_STATUS_INTERVAL, " (at most 20 heartbeats per second)")
+        positive("loss_timeout", 2.0, _MIN_LOSS_TIMEOUT, " (several 50 ms pulls without a sample)")
+        positive("reconnect_interval", 2.0, 0.01)
         positive("resolve_timeout", 3600.0)
         positive("ring_seconds", 600.0)
         positive("jump_threshold", 60.0)
@@ -245,6 +253,14 @@ class ServeSettings:
             )
         if not isinstance(self.publish, dict):
             raise ConfigError(f"[publish] must be a table of publisher settings, got {self.publish!r}")
+        from .publisher import PublisherSettings
+
+        try:  # refuse a bad [publish] table now, not after the model has been loaded
+            PublisherSettings(**self.publish)
+        except TypeError as exc:
+            allowed = [f.name for f in dataclasses.fields(PublisherSettings)]
+            unknown = sorted(set(self.publish) - set(allowed))
+            raise ConfigError(f"unknown key(s) {unknown} in [publish]; allowed: {allowed}") from exc
         if need_stream and not (self.stream_name or self.stream_type or self.source_id):
             raise ConfigError(
                 "no stream to connect to: set stream_name, stream_type or source_id "

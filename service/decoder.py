@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArtifactError, ContractMismatchError
+from ..errors import ArtifactError, ConfigError
 from ..scoring import CandidateBank, topk_softmax
 from .model import EncoderModel
 from .pipeline import WindowJob
@@ -31,28 +31,97 @@ def load_artifacts(
     Raises
     ------
     ArtifactError
-        Missing/corrupted files, or a bank built for another model.
-    ContractMismatchError
-        Unknown subject.
+        Missing/corrupted files, a bank built for another model or contract, a bank with non-finite values or
+        candidates of another dimension than the model's output (exit code 4).
+    ConfigError
+        Unknown subject, or none given for a multi-subject model (exit code 2).
     """
-    bank = CandidateBank.load(bank_path)
+    try:
+        bank = CandidateBank.load(bank_path)
+    except ArtifactError:
+        raise
+    except Exception as exc:  # a truncated zip (BadZipFile), bad rows (DataFormatError), zlib errors ...
+        raise ArtifactError(
+            f"candidate bank {str(bank_path)!r} is corrupted or not a neurospeech bank ({type(exc).__name__}: "
+            f"{exc}); rebuild it with `neurospeech bank`"
+        ) from exc
     if len(bank) == 0:
         raise ArtifactError(f"candidate bank {str(bank_path)!r} is empty; rebuild it")
-    model = EncoderModel(model_path, check=bank.check_model, intra_op_threads=intra_op_threads)
+    _check_bank_values(bank, bank_path)
+    model = EncoderModel(model_path, check=_model_check(bank, model_path), intra_op_threads=intra_op_threads)
     contract = model.contract
     if subject is None:
         if len(contract.scalers) != 1:
-            raise ContractMismatchError(
-                f"the model knows several subjects {sorted(contract.scalers)}; choose one with --subject"
+            raise ConfigError(
+                f"the model knows several subjects {sorted(contract.scalers)}; choose one with --subject "
+                "(or [model] subject = ... in the config)"
             )
         subject = next(iter(contract.scalers))
-    contract.scaler(subject)  # raises with the known subjects
-    shape = bank.header.get("output_shape")
-    if shape and model.output_shape and tuple(shape) != tuple(model.output_shape):
-        raise ArtifactError(
-            f"bank output shape {tuple(shape)} differs from the model's {model.output_shape}; rebuild it"
+    if subject not in contract.scalers:
+        raise ConfigError(
+            f"subject {subject!r} is not in the model (known: {sorted(contract.scalers)}); pass --subject with "
+            "one of these, or retrain including this subject"
         )
+    _check_bank_fits(bank, bank_path, model)
     return model, bank, subject
+
+
+def _model_check(bank: CandidateBank, model_path: Any) -> Any:
+    """``EncoderModel``'s pre-load check: the bank's ``model_sha256`` (naming both possible causes)."""
+
+    def check(sha: str) -> None:
+        if bank.model_sha256 != sha:
+            raise ArtifactError(
+                f"candidate bank was built for model sha256 {bank.model_sha256[:12] or '<none>'}... (model_id "
+                f"{bank.header.get('model_id', '?')!r}) but model {str(model_path)!r} is {sha[:12]}...: either "
+                "the model file was changed or corrupted after the bank was built (re-export or restore it), or "
+                "the bank belongs to another model (rebuild the bank with `neurospeech bank --model <model.onnx>`)"
+            )
+
+    return check
+
+
+def _check_bank_values(bank: CandidateBank, path: Any) -> None:
+    """Refuse non-finite candidates, times or basis (every decision would go out with ``prob: null``)."""
+    for name, arr in (("features", bank.features), ("basis", bank.basis), ("sound_times", bank.sound_times)):
+        if arr is None:
+            continue
+        a = np.asarray(arr)
+        if a.dtype.kind not in "fiu":
+            raise ArtifactError(f"candidate bank {str(path)!r}: {name} has dtype {a.dtype}, not numbers; rebuild it")
+        bad = ~np.isfinite(a)
+        if bad.any():
+            rows = np.unique(np.nonzero(bad)[0])
+            raise ArtifactError(
+                f"candidate bank {str(path)!r}: {int(bad.sum())} non-finite value(s) (NaN/Inf) in {name}, rows "
+                f"{rows[:5].tolist()}{' ...' if len(rows) > 5 else ''}; the bank is corrupted: rebuild it"
+            )
+
+
+def _check_bank_fits(bank: CandidateBank, path: Any, model: EncoderModel) -> None:
+    """The bank's feature dimension, output shape and contract hash against the model's."""
+    out = model.output_shape
+    if out is None:  # the contract has no output shape: take the graph's, when static
+        dims = model.session.get_outputs()[0].shape
+        if len(dims) == 3 and all(isinstance(d, int) for d in dims[1:]):
+            out = (int(dims[1]), int(dims[2]))
+    shape = bank.header.get("output_shape")
+    if shape is not None and out is not None and tuple(int(v) for v in shape) != tuple(out):
+        raise ArtifactError(
+            f"bank output shape {tuple(shape)} differs from the model's {tuple(out)}; rebuild the bank for this model"
+        )
+    if out is not None and bank.dim != int(np.prod(out)):
+        raise ArtifactError(
+            f"candidate bank {str(path)!r} holds {bank.dim}-dimensional candidates but the model outputs "
+            f"{tuple(out)} = {int(np.prod(out))} values per window; rebuild the bank for this model"
+        )
+    stored = bank.header.get("contract_sha256")
+    if stored is not None and stored != model.contract.sha256():
+        raise ArtifactError(
+            f"candidate bank {str(path)!r} was built for contract sha256 {str(stored)[:12]}... but the model's "
+            f"contract is {model.contract.sha256()[:12]}... (edited sidecar, or a bank for another export); "
+            "rebuild the bank or restore the model's contract"
+        )
 
 
 class Decoder:
@@ -148,6 +217,11 @@ class Decoder:
         """``ranked``: ``(indices, scores, probabilities)`` of the window's top-k (:func:`topk_softmax`)."""
         arrays: dict[str, np.ndarray] = {}
         entries: list[dict[str, Any]] = []
+        flags = list(job.flags)
+        if z is not None and not (np.isfinite(ranked[1]).all() and np.isfinite(ranked[2]).all()):
+            # the encoder produced NaN/Inf (the bank is checked finite at load): report, do not rank garbage
+            flags.append("nonfinite_output")
+            z = None
         if z is not None:
             best, score, prob = ranked
             entries = [
@@ -173,6 +247,6 @@ class Decoder:
             "processing_ms": (time.perf_counter() - job.t_created) * 1e3,
             "topk": entries,
             "truth": job.truth,
-            "flags": list(job.flags),
+            "flags": flags,
         }
         return header, arrays

@@ -10,8 +10,8 @@ as ground truth. Decisions are written as JSON lines with the same fields as the
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -26,6 +26,7 @@ from threadpoolctl import threadpool_limits
 from ..errors import ConfigError, DataFormatError
 from .config import ServeSettings
 from .decoder import Decoder, load_artifacts
+from .messages import encode_header
 from .pipeline import OnlinePipeline, QualitySettings, WindowCut, WindowJob, check_stream
 
 __all__ = [
@@ -306,6 +307,46 @@ def _as_float32(data: np.ndarray) -> np.ndarray:
     return out
 
 
+def _write_error(target: Path | None, exc: OSError) -> ConfigError:
+    where = str(target) if target is not None else "the output"
+    return ConfigError(
+        f"cannot write the decisions to {where!r}: {exc.strerror or exc} (errno {exc.errno}); free disk space or "
+        "choose a writable --out. Nothing was written there"
+    )
+
+
+def _open_partial(target: Path) -> tuple[Path, IO[str]]:
+    """A temporary file next to ``target`` (same filesystem, so the final rename is atomic)."""
+    import tempfile
+
+    if target.is_dir():
+        raise ConfigError(f"--out {str(target)!r} is a directory; give a file name such as decisions.jsonl")
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent or Path("."))
+    except OSError as exc:
+        raise _write_error(target, exc) from exc
+    try:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # the permissions a plain open() would give (mkstemp makes it 0600)
+        return Path(name), os.fdopen(fd, "w", encoding="utf-8")
+    except BaseException:  # a signal (Interrupted) or an error between creating the file and handing it back
+        os.close(fd)
+        os.unlink(name)
+        raise
+
+
+def _discard(path: Path, fh: IO[str]) -> None:
+    try:
+        fh.close()
+    except OSError:  # a full disk can fail the final flush too; the file goes anyway
+        log.debug("closing %s failed", path, exc_info=True)
+    try:
+        path.unlink()
+    except OSError:
+        log.warning("could not remove the unfinished output %s", path)
+
+
 def decode_file(
     path: str | Path,
     out: str | Path | IO[str],
@@ -316,6 +357,15 @@ def decode_file(
     workers: int = 2,
 ) -> dict[str, Any]:
     """Decode a recording file and write the decisions as JSON lines (``workers`` as in :func:`decode_raw`).
+
+    A path ``out`` is written through a temporary file in the same folder, renamed to ``out`` only when every
+    decision is written: an interrupted or failed run leaves no output that looks complete (an existing
+    ``out`` is left as it was). Lines are standard JSON (non-finite numbers are written as ``null``).
+
+    Raises
+    ------
+    ConfigError
+        ``out`` cannot be written (missing or read-only folder, full disk): exit code 2.
 
     Returns a summary: counts, word-level top-1/top-10 accuracy against the markers' segment ids (when known),
     seconds of data, ``read_s`` (reading the file into memory with mne), ``wall_s`` (running the pipeline over
@@ -341,11 +391,14 @@ def decode_file(
     read_s = time.perf_counter() - t_read
     fh: IO[str]
     own = not hasattr(out, "write")
-    fh = open(out, "w", encoding="utf-8") if own else out  # type: ignore[arg-type,assignment]
+    target = Path(out) if own else None  # type: ignore[arg-type]
     counts = {"sliding": 0, "word": 0, "flagged": 0}
     top1 = top10 = n_words = 0
     t0 = time.perf_counter()
+    tmp: tuple[Path, IO[str]] | None = None
     try:
+        tmp = _open_partial(target) if target is not None else None
+        fh = tmp[1] if tmp is not None else out  # type: ignore[assignment]
         # BLAS pools on top of the worker threads oversubscribe the cores (see ServeSettings.blas_threads)
         with threadpool_limits(settings.blas_threads, user_api="blas"):
             bar = None
@@ -367,7 +420,11 @@ def decode_file(
                     "model_sha256": model.sha256,
                     **h,
                 }
-                fh.write(json.dumps(h, separators=(",", ":")) + "\n")
+                line = encode_header(h, "json").decode("utf-8")  # NaN/Inf -> null: standard JSON only
+                try:
+                    fh.write(line + "\n")
+                except OSError as exc:
+                    raise _write_error(target, exc) from exc
                 counts[h["kind"]] += 1
                 if not h["topk"]:
                     counts["flagged"] += 1
@@ -381,16 +438,25 @@ def decode_file(
                     last = float(int(h["t_window_end"]))
             if bar is not None:
                 bar.close()
+        if tmp is not None:
+            try:
+                fh.flush()
+                os.fsync(fh.fileno())
+                fh.close()
+                os.replace(tmp[0], target)  # type: ignore[arg-type]
+            except OSError as exc:
+                raise _write_error(target, exc) from exc
+            tmp = None
     finally:
-        if own:
-            fh.close()
+        if tmp is not None:  # failed or interrupted: no output that looks complete
+            _discard(*tmp)
     wall = time.perf_counter() - t0
     return {
         "file": str(path),
         "seconds": duration,
         "read_s": read_s,
         "wall_s": wall,
-        "realtime_factor": duration / wall if wall > 0 else float("inf"),
+        "realtime_factor": duration / wall if wall > 0 else None,
         "decisions": counts,
         "markers": len(markers),
         "word_top1": top1 / n_words if n_words else None,

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..contract import METADATA_KEY, ModelContract
-from ..errors import ArtifactError, ContractMismatchError
+from ..contract import CONTRACT_SHA_KEY, METADATA_KEY, ModelContract
+from ..errors import ArtifactError, ConfigError
 
 __all__ = ["EncoderModel", "sidecar_path"]
 
@@ -129,10 +129,37 @@ class EncoderModel:
             )
 
     def _read_contract(self, p: Path) -> ModelContract:
+        """The embedded contract (checked against its stored sha256 and against a sidecar), else the sidecar.
+
+        A sidecar sits outside the model's SHA-256 (which the bank checks): one that disagrees with the
+        embedded contract is refused rather than ignored; a sidecar-only contract is checked against the
+        bank's ``contract_sha256`` in :func:`~neurospeech.service.decoder.load_artifacts`.
+        """
         meta = self.session.get_modelmeta().custom_metadata_map
-        if METADATA_KEY in meta:
-            return ModelContract.from_json(meta[METADATA_KEY])
         side = sidecar_path(p)
+        if METADATA_KEY in meta:
+            contract = ModelContract.from_json(meta[METADATA_KEY])
+            digest = contract.sha256()
+            if CONTRACT_SHA_KEY in meta and meta[CONTRACT_SHA_KEY] != digest:
+                raise ArtifactError(
+                    f"the contract embedded in {str(p)!r} does not match its stored sha256: the file was altered;"
+                    " re-export the model"
+                )
+            if side.is_file():
+                try:
+                    other = ModelContract.load(side).sha256()
+                except (ArtifactError, OSError, ValueError) as exc:
+                    raise ArtifactError(
+                        f"contract sidecar {str(side)!r} next to {p.name!r} is unreadable ({exc}); delete it or "
+                        "re-export the model"
+                    ) from exc
+                if other != digest:
+                    raise ArtifactError(
+                        f"contract sidecar {str(side)!r} differs from the contract inside {p.name!r} (sha256 "
+                        f"{other[:12]}... vs {digest[:12]}...): one of them was edited; delete the sidecar or "
+                        "re-export the model"
+                    )
+            return contract
         if side.is_file():
             return ModelContract.load(side)
         raise ArtifactError(
@@ -141,9 +168,9 @@ class EncoderModel:
         )
 
     def subject_index(self, subject: str) -> int:
-        """Index of ``subject`` in the model's subject layer."""
+        """Index of ``subject`` in the model's subject layer (``ConfigError``, exit 2, when unknown)."""
         if subject not in self.contract.subjects:
-            raise ContractMismatchError(
+            raise ConfigError(
                 f"subject {subject!r} is not in the model (known: {self.contract.subjects}); pass one of them"
             )
         return self.contract.subjects.index(subject)

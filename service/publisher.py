@@ -9,7 +9,10 @@
   publisher then counts a *slow-subscriber event* (``stats()["slow_subscriber_events"]``, in ``status``) and
   sends the same message again in lossy mode, so every subscriber that keeps up still gets it and only the full
   one loses it. libzmq then stops offering messages to that subscriber until it has read its queue down, so one
-  event marks the start of a run of losses for one subscriber (at least one message each), not one message:
+  event marks the start of a run of losses for one subscriber (at least one message each), not one message.
+  Such a run covers every topic the subscriber takes, yet only its first message fails with EAGAIN: the first
+  message of each other subscribed topic published after it is counted as an event of that topic too (an upper
+  bound: the subscriber may have caught up in between, which the publisher cannot see).
   the exact count of lost messages is known only to the subscriber, from the per-topic sequence numbers
   (:class:`~neurospeech.service.client.Subscriber` counts them). With ``nodrop=True`` a full queue drops the
   message *for every subscriber*, and each such message is counted in ``stats()["dropped"]`` (exact count at
@@ -24,6 +27,8 @@
 - Optional CURVE encryption + client authentication (:mod:`neurospeech.service._curve`) on both sockets.
 - ``linger=0``: closing never waits for slow peers.
 - Optional JSONL log: one line per message (``topic``, the header, ``dropped``), array data not included.
+  Each line goes out in one unbuffered write; when a write fails (disk full) the partial line is cut off again,
+  logging stops (publishing goes on) and ``stats()["message_log"]`` says so (``state: "stopped"``, the error).
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-import pylsl
 import zmq
 
 from ..errors import ConfigError, TransportError
@@ -86,12 +90,25 @@ class PublisherSettings:
     nodrop: bool = False
 
     def __post_init__(self) -> None:
-        if self.encoding not in ENCODINGS:
+        # strict types: TOML's ``nodrop = "no"`` would read as true, ``sndhwm = "lots"`` would crash in int()
+        if not isinstance(self.nodrop, bool):
+            raise ConfigError(f"[publish] nodrop must be true or false (a TOML boolean), got {self.nodrop!r}")
+        if isinstance(self.sndhwm, bool) or not isinstance(self.sndhwm, int) or not 1 <= self.sndhwm <= 10_000_000:
+            raise ConfigError(
+                f"[publish] sndhwm must be an integer number of messages in [1, 10000000], got {self.sndhwm!r}"
+            )
+        if not isinstance(self.encoding, str) or self.encoding not in ENCODINGS:
             raise ConfigError(
                 f"publisher encoding {self.encoding!r} is not supported; use one of {ENCODINGS}"
             )
-        if int(self.sndhwm) < 1:
-            raise ConfigError(f"sndhwm must be >= 1 message, got {self.sndhwm!r}")
+        for name in ("endpoint", "state_endpoint"):
+            ep = getattr(self, name)
+            if ep is not None and not isinstance(ep, str):
+                raise ConfigError(f"[publish] {name} must be a string such as 'tcp://127.0.0.1:5556', got {ep!r}")
+        for name in ("curve_secret_key", "curve_authorized_keys", "jsonl_log"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, (str, Path)):
+                raise ConfigError(f"[publish] {name} must be a path string, got {v!r}")
         for name in ("endpoint", "state_endpoint"):
             ep = getattr(self, name)
             if ep is not None and "://" not in str(ep):
@@ -153,6 +170,7 @@ class Publisher:
         self._sent = dict.fromkeys(KINDS, 0)
         self._dropped = dict.fromkeys(KINDS, 0)
         self._slow = dict.fromkeys(KINDS, 0)
+        self._run_open = dict.fromkeys(KINDS, False)
         self._subscriptions: dict[bytes, int] = {}
         self._bytes = 0
         self._state_requests = 0
@@ -161,7 +179,12 @@ class Publisher:
         self._auth: Any = None
         self._state_thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._log_file: IO[str] | None = None
+        self._log_file: IO[bytes] | None = None
+        self._log_good = 0  # file offset after the last complete line
+        self._log_error: str | None = None
+        import pylsl  # here, not at import: ServeSettings validates PublisherSettings before LSLAPICFG is set
+
+        self._clock = pylsl.local_clock
         self.ctx = zmq.Context()
         try:
             self._open()
@@ -205,9 +228,13 @@ class Publisher:
         if s.jsonl_log is not None:
             try:
                 s.jsonl_log.parent.mkdir(parents=True, exist_ok=True)
-                self._log_file = open(s.jsonl_log, "a", encoding="utf-8", buffering=1)
-            except OSError as exc:
-                raise TransportError(f"cannot open the message log {str(s.jsonl_log)!r}: {exc}") from exc
+                self._log_file = open(s.jsonl_log, "ab", buffering=0)  # one write() per line
+                self._log_good = self._log_file.seek(0, 2)
+            except OSError as exc:  # a settings problem (the path), not a ZeroMQ one
+                raise ConfigError(
+                    f"cannot open the message log {str(s.jsonl_log)!r}: {exc.strerror or exc}; choose a writable "
+                    "path for --log-messages / [publish] jsonl_log"
+                ) from exc
         log.info("publishing on %s (%s headers)%s", self.endpoint, s.encoding,
                  f", state on {self.state_endpoint}" if self.state_endpoint else "")
 
@@ -237,7 +264,7 @@ class Publisher:
             full["schema"] = TOPIC_PREFIX + kind
             full["seq"] = seq
             full["encoding"] = self.settings.encoding
-            full["t_sent"] = pylsl.local_clock()
+            full["t_sent"] = self._clock()
             frames = encode_message(kind, full, arrays, self.settings.encoding)
             self._drain_subscriptions()
             dropped = False
@@ -249,6 +276,10 @@ class Publisher:
                     self._dropped[kind] += 1
                 else:
                     self._send_lossy(kind, frames)
+            else:
+                if self._run_open[kind]:  # a run that began on another topic swallows this topic too
+                    self._run_open[kind] = False
+                    self._slow[kind] += 1
             if not dropped:
                 self._sent[kind] += 1
                 self._bytes += sum(len(f) if isinstance(f, bytes) else f.nbytes for f in frames)
@@ -278,6 +309,7 @@ class Publisher:
                 "subscriptions": {k.decode("utf-8", "replace"): v for k, v in self._subscriptions.items()},
                 "bytes_sent": self._bytes,
                 "state_requests": self._state_requests,
+                "message_log": self.log_state(),
                 "endpoint": getattr(self, "endpoint", None),
                 "state_endpoint": getattr(self, "state_endpoint", None),
             }
@@ -310,6 +342,12 @@ class Publisher:
     def _send_lossy(self, kind: str, frames: list[Any]) -> None:
         # a matching subscriber's queue is full: deliver to the others, the full one loses this message
         self._slow[kind] += 1
+        self._run_open[kind] = False
+        # libzmq now skips that subscriber for every topic until it has read its queue down, without another
+        # EAGAIN: the next message of each other subscribed topic is counted as the start of its own run there
+        for other in KINDS:
+            if other != kind and any(topic_of(other).startswith(p) for p in self._subscriptions):
+                self._run_open[other] = True
         if self._slow[kind] == 1 or self._slow[kind] % 100 == 0:
             log.warning("a subscriber of %r is not keeping up (queue of %d messages full): it loses messages "
                         "(%d such events)", kind, self.settings.sndhwm, self._slow[kind])
@@ -337,11 +375,37 @@ class Publisher:
 
     def _write_log(self, kind: str, full: dict[str, Any], dropped: bool) -> None:
         rec = {"topic": (TOPIC_PREFIX + kind), "dropped": dropped, "header": full}
+        f = self._log_file
+        assert f is not None
+        line = encode_header(rec, "json") + b"\n"
         try:
-            self._log_file.write(encode_header(rec, "json").decode("utf-8") + "\n")  # type: ignore[union-attr]
+            view = memoryview(line)
+            while view:  # a short write (disk filling up) is continued, never left as a cut line
+                n = f.write(view)
+                if not n:
+                    raise OSError(errno.ENOSPC, "short write")
+                view = view[n:]
+            self._log_good += len(line)
         except (OSError, ValueError) as exc:  # the log must never stop publishing
-            log.error("message log write failed (%s); logging disabled", exc)
+            self._log_error = str(exc)
             self._log_file = None
+            try:  # drop a partly written last line, so the log ends with a complete record
+                f.truncate(self._log_good)
+            except (OSError, ValueError):
+                log.debug("message log truncate failed", exc_info=True)
+            try:
+                f.close()
+            except OSError:
+                log.debug("message log close failed", exc_info=True)
+            log.error("message log %s: write failed (%s); message logging stopped (status.message_log)",
+                      self.settings.jsonl_log, exc)
+
+    def log_state(self) -> dict[str, Any] | None:
+        """The message log's state for the status: ``{"path", "state": "ok"|"stopped", "error"}`` (or None)."""
+        if self.settings.jsonl_log is None:
+            return None
+        return {"path": str(self.settings.jsonl_log), "state": "stopped" if self._log_error else "ok",
+                "error": self._log_error}
 
     def _state_reply(self) -> bytes:
         with self._lock:
@@ -350,7 +414,7 @@ class Publisher:
                 self._drain_subscriptions()  # the socket is only ever used under the lock
             body = {
                 "schema": STATE_SCHEMA,
-                "t_sent": pylsl.local_clock(),
+                "t_sent": self._clock(),
                 "encoding": self.settings.encoding,
                 "model": self.model_info,
                 "status": self._last_status,

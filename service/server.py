@@ -141,6 +141,9 @@ class Server:
             raise RuntimeError("server already started")
         self._started = True
         self._t_start = time.monotonic()
+        if self._stop.is_set():  # stopped (a signal) before start-up: nothing to open
+            self.state = "stopped"
+            return
         if self.publisher is None:
             from .publisher import Publisher, PublisherSettings
 
@@ -165,10 +168,14 @@ class Server:
             info = resolve_stream(
                 s.stream_name, s.stream_type, s.source_id, s.resolve_timeout, should_stop=self._stop.is_set
             )
-            self._open(info, first=True)
+            if info is not None and not self._stop.is_set():
+                self._open(info, first=True)
         except BaseException:
             self._close_publisher()
             raise
+        if self._stop.is_set():  # a stop request during start-up is a clean stop, not a missing stream
+            log.info("stopped during start-up")
+            return
         if self.settings.markers and self.settings.marker_stream_name:
             pylsl = _pylsl()
             self._marker_resolver = pylsl.ContinuousResolver(
@@ -265,6 +272,12 @@ class Server:
     def _guard(self, target: Any) -> None:
         try:
             target()
+        except NeurospeechError as exc:  # a refusal (e.g. the stream came back with another layout): no traceback
+            self._fatal = exc
+            self._fatal_tb = traceback.format_exc()
+            log.error("stopping the service: %s", exc)
+            log.debug("in thread %s:\n%s", threading.current_thread().name, self._fatal_tb)
+            self.stop()
         except BaseException as exc:
             self._fatal = exc
             self._fatal_tb = traceback.format_exc()
@@ -302,16 +315,26 @@ class Server:
         else:
             p = self.pipeline
             assert p is not None
-            if (
-                d.sfreq != p.sfreq
-                or not np.array_equal(cmap.index, p.index)
-                or not np.allclose(cmap.scale, p.scale)
-            ):
+            was = self.description
+            diffs = []
+            if d.sfreq != p.sfreq:
+                diffs.append(f"rate {d.sfreq:g} Hz, was {p.sfreq:g} Hz")
+            if was is not None and d.labels != was.labels:
+                diffs.append(
+                    f"{d.n_channels} channels, was {was.n_channels}" if d.n_channels != was.n_channels
+                    else "the same channels in another order" if sorted(d.labels) == sorted(was.labels)
+                    else "other channel names"
+                )
+            if not np.array_equal(cmap.index, p.index) and not diffs:
+                diffs.append("another channel mapping")
+            if not np.allclose(cmap.scale, p.scale):
+                diffs.append("other channel units")
+            if diffs:
                 inlet.close()
                 raise ContractMismatchError(
-                    f"the stream came back with another layout ({d.n_channels} ch @ {d.sfreq:g} Hz, was "
-                    f"{self.description.n_channels if self.description else '?'} ch @ {p.sfreq:g} Hz); "
-                    "restart the service"
+                    f"the stream {d.name!r} came back after a loss with another layout ({'; '.join(diffs)}); the "
+                    "decoder cannot switch layouts mid-run: restart the service (it checks the new layout at "
+                    "start-up)"
                 )
             p.new_segment()
         if cmap.extra:
@@ -581,6 +604,7 @@ class Server:
             "messages_sent": pub.get("sent", {}),
             "dropped_messages": pub.get("dropped", {}),
             "slow_subscriber_events": pub.get("slow_subscriber_events", {}),
+            "message_log": pub.get("message_log"),
             "subscribers": pub.get("subscribers", 0),
             "gaps": list(p.gaps)[-20:] if p is not None else [],
             "n_gaps": p.n_gaps if p is not None else 0,

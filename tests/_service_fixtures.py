@@ -191,7 +191,9 @@ class Player:
     (stamps shifted from that data time on), ``rate_factor`` (true rate = nominal * factor),
     ``unit``/``scale`` (e.g. 'uV', 1e6), ``order`` (channel permutation), ``stop_at`` (data time at which the
     outlet is destroyed;
-    ``restart_after`` seconds later a new outlet with the same source_id continues).
+    ``restart_after`` seconds later a new outlet with the same source_id continues). ``stamp_on_schedule``:
+    stamp each chunk with its scheduled time instead (as an amplifier stamps at acquisition), so a push that a
+    loaded machine delays does not look like a clock jump.
     """
 
     def __init__(
@@ -217,6 +219,7 @@ class Player:
         declared_sfreq=None,
         wait_consumers=True,
         kill=True,
+        stamp_on_schedule=False,
     ):
         import threading
         import uuid
@@ -243,6 +246,7 @@ class Player:
         self.loop = loop
         self.wait_consumers = wait_consumers
         self.kill = kill
+        self.stamp_on_schedule = stamp_on_schedule
         self.pushed = 0
         self.t_first = None
         self.stopped_at = None
@@ -305,6 +309,8 @@ class Player:
                 if self.t_first is None:
                     self.t_first = stamp - (j - 1) / rate
                     lsl0 = self.t_first
+                elif self.stamp_on_schedule:  # like an amplifier: acquisition time, however late the push
+                    stamp = min(stamp, lsl0 + shift + (j - 1) / rate)
                 if self.jump_at is not None and j / self.sfreq >= self.jump_at:
                     stamp += self.jump_by
                 out.push_chunk(self.data[i:j], stamp)

@@ -13,7 +13,7 @@ from neurospeech.service.model import EncoderModel, sidecar_path
 from neurospeech.service.pipeline import WindowJob
 
 from neurospeech.contract import ModelContract
-from neurospeech.errors import ArtifactError, ConfigError, ContractMismatchError
+from neurospeech.errors import ArtifactError, ConfigError
 from neurospeech.scoring import CandidateBank
 
 
@@ -70,7 +70,7 @@ def test_refusals_of_missing_corrupted_and_foreign_artifacts(art, tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(ArtifactError, match="corrupted"):
         load_artifacts(art.model, tmp_path / "junk.npz", None)
-    with pytest.raises(ContractMismatchError, match="sim01"):
+    with pytest.raises(ConfigError, match="sim01"):
         load_artifacts(art.model, art.bank, "sub-99")
 
 

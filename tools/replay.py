@@ -1,12 +1,13 @@
 """Replay a recording into LSL at real-time pace (or faster), with honest timestamps and word markers.
 
-Sources: a BIDS run (via :mod:`neurospeech.data`), a FIF/EDF/BDF/BrainVision file (via mne), or an XDF file
-(via pyxdf). The data stream carries channel metadata in ``desc/channels/channel`` (``label``, ``type``,
-``unit``; MNE types ``mag``/``grad``/``eeg``, SI units ``T``/``T/m``/``V`` unless ``units='display'``: fT,
-fT/cm, uV). A second stream ``<name>-markers`` (type ``Markers``, one string channel, irregular rate) carries
-one JSON object per word: ``{"segment_id", "word", "sound", "sound_time", "sentence"}`` with
-``segment_id = neurospeech.data.segment_id(sound, sound_time)``, stamped with the LSL time of the word's onset
-sample.
+Sources: a BIDS run (via :mod:`neurospeech.data`), a FIF/EDF/BDF/BrainVision/KIT (``.con``, ``.sqd``)
+file or a CTF ``.ds`` folder (via mne), or an XDF file (via pyxdf). The data stream carries channel metadata
+in ``desc/channels/channel`` (``label``, ``type``, ``unit``; MNE types ``mag``/``grad``/``eeg``, SI units
+``T``/``T/m``/``V`` unless ``units='display'``: fT, fT/cm, uV). A second stream ``<name>-markers`` (type
+``Markers``, one string channel, irregular rate) carries one JSON object per word:
+``{"segment_id", "word", "sound", "sound_time", "sentence"}`` with
+``segment_id = neurospeech.data.segment_id(sound, sound_time)``, stamped with the LSL time of the word's
+onset sample.
 
 Timing: chunk ``k`` (``chunk_s`` of data) is pushed once its last sample is due, i.e. at
 ``t_start + (index of last sample + 1) / (sfreq * speed)`` on the LSL clock. Its **last sample is stamped with
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +53,8 @@ log = logging.getLogger(__name__)
 
 _SI_UNITS = {"mag": "T", "grad": "T/m", "eeg": "V", "meg": "T", "seeg": "V", "ecog": "V"}
 _DISPLAY = {"T": ("fT", 1e15), "T/m": ("fT/cm", 1e13), "V": ("uV", 1e6)}
-_MNE_READERS = {".fif": "fif", ".gz": "fif", ".edf": "edf", ".bdf": "bdf", ".vhdr": "brainvision"}
+_MNE_READERS = {".fif": "fif", ".gz": "fif", ".edf": "edf", ".bdf": "bdf", ".vhdr": "brainvision",
+                ".con": "kit", ".sqd": "kit", ".ds": "ctf"}
 
 
 @dataclass(frozen=True)
@@ -192,14 +195,23 @@ def load_file(path: str | Path, events_tsv: str | Path | None = None) -> ReplayS
     from ..data import read_events_tsv
 
     p = Path(path)
-    if not p.is_file():
+    is_ctf = p.is_dir() and p.suffix.lower() == ".ds"
+    if not (p.is_file() or is_ctf):
         raise DataFormatError(f"recording {str(p)!r} does not exist")
     if p.suffix.lower() not in _MNE_READERS:
-        raise DataFormatError(f"cannot replay {p.name!r}: use .fif, .edf, .bdf, .vhdr, .xdf or a BIDS root")
+        raise DataFormatError(
+            f"cannot replay {p.name!r}: use .fif, .edf, .bdf, .vhdr (BrainVision), .con/.sqd (KIT), .ds (CTF), "
+            ".xdf or a BIDS root"
+        )
     try:
         raw = mne.io.read_raw(p, preload=True, verbose="error")
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise DataFormatError(f"cannot read {str(p)!r}: {exc}") from exc
+    except Exception as exc:  # mne raises many types (AttributeError on an empty FIF, struct.error ...)
+        raise DataFormatError(
+            f"cannot read {str(p)!r} ({type(exc).__name__}: {exc}); the file is empty, truncated or not a "
+            f"{_MNE_READERS[p.suffix.lower()].upper()} recording"
+        ) from exc
+    if raw.n_times < 2:
+        raise DataFormatError(f"{str(p)!r} holds {raw.n_times} sample(s); nothing to replay")
     if events_tsv is None:
         stem = p.name.split(".")[0]
         sib = p.with_name(stem.rsplit("_", 1)[0] + "_events.tsv") if "_" in stem else None
@@ -330,7 +342,7 @@ def load_source(
     ``replay_streams``: XDF string streams to re-play beside the data (see :func:`load_xdf`).
     """
     p = Path(path)
-    if p.is_dir():
+    if p.is_dir() and p.suffix.lower() != ".ds":  # a CTF recording is a .ds folder
         return load_bids_run(p, subject=subject, task=task, run=run, session=session)
     if p.suffix.lower() == ".xdf":
         return load_xdf(p, stream=stream, replay_streams=replay_streams)
@@ -552,16 +564,32 @@ class Replayer:
         return self._thread is not None and not self._thread.is_alive()
 
     def close(self) -> None:
-        """Stop, join and destroy the outlets (consumers see the stream disappear)."""
+        """Stop, join and destroy the outlets (consumers see the stream disappear).
+
+        An outlet is destroyed only once no thread can push into it: destroying a liblsl outlet while another
+        thread pushes (or while liblsl still hands the last samples to a consumer) can crash the process
+        (liblsl's sample factory is freed under the sender: sccn/liblsl#218). If the pushing thread does not
+        stop within 10 s, the outlets are left to the process's end instead.
+        """
         self.stop()
         if self._thread is not None:
-            self._thread.join(5.0)
-        for attr in ("outlet", "marker_outlet"):
-            o = getattr(self, attr, None)
-            if o is not None:
-                setattr(self, attr, None)
-                del o
+            self._thread.join(10.0)
+            if self._thread.is_alive():
+                log.warning("replay thread still running after 10 s; its LSL outlets are not destroyed now")
+                return
+        outlets = [o for o in (self.outlet, self.marker_outlet) if o is not None]
+        outlets += [o for o, _at, _payloads in self._extra]
+        if not outlets:  # closed already
+            return
+        self.outlet = self.marker_outlet = None
         self._extra = []
+        if any(o.have_consumers() for o in outlets):
+            time.sleep(0.1)  # let liblsl's sender threads finish the last chunk before the outlet goes
+        for o in outlets:
+            del o
+        outlets.clear()
+        log.info("replay of %r ended after %d samples (%d word markers); LSL outlet closed", self.name,
+                 self.stats.samples_pushed, self.stats.markers_pushed)
 
     def __enter__(self) -> Replayer:
         return self

@@ -112,3 +112,18 @@ def test_in_process_refusals(art, tmp_path):
             srv.start()
     finally:
         slow.stop()
+
+
+def test_a_stop_while_resolving_is_a_clean_stop_not_a_missing_stream(art):
+    import threading
+    import time
+
+    player = Player(art.data, art.sfreq, art.names, name="nstest-never-started", wait_consumers=False)
+    srv = Server(serve_settings(art, player, resolve_timeout=120.0))
+    threading.Timer(0.5, srv.stop).start()
+    t0 = time.monotonic()
+    srv.start()  # returned, without StreamNotFoundError (before: a stream listing, then "no LSL stream matches")
+    srv.join()
+    assert time.monotonic() - t0 < 60  # a deadline only: the resolver is polled every 20 ms
+    assert srv.exit_code == 0 and srv.error is None and srv.state == "stopped"
+    assert srv.publisher is None  # closed

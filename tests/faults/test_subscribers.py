@@ -84,7 +84,7 @@ def test_a_subscriber_that_never_reads_does_not_slow_publishing():
             assert pub.stats()["subscribers"] == 4  # two subscribers, each to the decode and status topics
             total, worst = _flood(pub)  # `dead` reads nothing, from here to the end
             # never blocked: a blocked PUB would hang here for ever (loose bound, not a performance target)
-            assert worst < 1.0 and total < 20.0, (total, worst)
+            assert worst < 5.0 and total < 60.0, (total, worst)
             # the publisher saw the full queue, and still sent every message (to whoever had room)
             st = pub.stats()
             assert st["slow_subscriber_events"]["decode"] >= 1
@@ -141,7 +141,7 @@ def test_nodrop_mode_counts_drops_at_the_publisher():
         try:
             wait_subscribed(pub, [dead])
             total, worst = _flood(pub)
-            assert worst < 1.0 and total < 20.0, (total, worst)
+            assert worst < 5.0 and total < 60.0, (total, worst)
             st = pub.stats()
             assert st["dropped"]["decode"] > 0
             assert st["sent"]["decode"] + st["dropped"]["decode"] == N_FLOOD
