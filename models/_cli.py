@@ -75,19 +75,25 @@ def train(config: Path | None, sets: tuple[str, ...], subjects: tuple[str, ...],
 @click.option("--data", type=click.Path(exists=True, file_okay=False), help="Dataset (default: the run's).")
 @click.option("--ridge/--no-ridge", default=True, show_default=True, help="Ridge baseline.")
 @click.option("--random/--no-random", default=True, show_default=True, help="Random baseline.")
-@click.option("--max-ridge-windows", type=int, default=4000, show_default=True)
-@click.option("--feature-cache", type=click.Path(file_okay=False), default=None)
+@click.option("--max-ridge-windows", type=int, default=4000, show_default=True,
+              help="Training windows per subject of the ridge baseline.")
+@click.option("--ridge-components", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Channel PCA components of the ridge baseline.")
+@click.option("--feature-cache", type=click.Path(file_okay=False), default=None,
+              help="Feature cache (default: $NEUROSPEECH_CACHE or ~/.cache/neurospeech/features).")
 def evaluate(runs: tuple[str, ...], out: str, data: str | None, ridge: bool, random: bool,
-             max_ridge_windows: int, feature_cache: str | None) -> None:
+             max_ridge_windows: int, ridge_components: int, feature_cache: str | None) -> None:
     """Evaluate RUNS (and baselines) on the test split: JSON + markdown report + plots in OUT.
 
-    Give the contrastive run first; a run trained with --loss mse is the paper's regression "Base".
+    Give the contrastive run first; a run trained with --loss mse is the paper's regression "Base". The
+    report holds the tuned ridge, random and frequency-only baselines, chance levels and 95 % intervals.
     """
     from .evaluate import EvalConfig
     from .evaluate import evaluate as run_eval
 
     rep = run_eval(EvalConfig(runs=list(runs), out=out, data=data, ridge=ridge, random=random,
-                              max_ridge_windows=max_ridge_windows, feature_cache=feature_cache))
+                              max_ridge_windows=max_ridge_windows, ridge_components=ridge_components,
+                              feature_cache=feature_cache))
     click.echo((Path(out) / "report.md").read_text())
     del rep
 

@@ -79,7 +79,7 @@ def build_bank(model: str | Path, data: str | Path, out: str | Path | None = Non
     split : {'test', 'val', 'train', 'all'}
         Sounds whose word onsets become candidates.
     feature_cache : path or None
-        Feature cache directory (None: ``<data>/derivatives/neurospeech-features``).
+        Feature cache directory (None: :func:`neurospeech.speech.cache.default_cache_dir`).
     rank : int or None
         Store a low-rank compressed bank (:meth:`CandidateBank.compressed`); None or 0: the exact bank.
     """
@@ -94,7 +94,9 @@ def build_bank(model: str | Path, data: str | Path, out: str | Path | None = Non
     if rep is None:
         raise DataFormatError(f"the contract of {model} has no output.speech_to_output; re-export the model")
     root = Path(data)
-    cache = Path(feature_cache) if feature_cache else root / "derivatives" / "neurospeech-features"
+    from ..speech.cache import resolve_cache_dir
+
+    cache = resolve_cache_dir(feature_cache)
     speech = {"kind": contract.speech.kind, "dim": contract.speech.dim, "params": contract.speech.params,
               "mean": contract.speech.mean, "std": contract.speech.std}
     targets = SpeechTargets.from_spec(root, speech, rep, cache)

@@ -80,7 +80,8 @@ class TrainConfig:
     feature_params : dict
         Extractor settings (e.g. ``{"layers": [1, 1]}`` for whisper, ``{"model_path": ...}`` for wav2vec2).
     feature_cache : str or None
-        Directory of the on-disk feature cache (None: ``<data>/derivatives/neurospeech-features``).
+        Directory of the on-disk feature cache (None: ``$NEUROSPEECH_CACHE`` or ``~/.cache/neurospeech/features``;
+        never the dataset folder unless given).
     score_dim : int or None
         Scoring representation: PCA components of the standardised features (None or 0: all, as in the paper).
     time_pool : int
@@ -441,7 +442,9 @@ def train(cfg: TrainConfig) -> Path:
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1, sort_keys=True))
     recordings = _data.find_recordings(root, cfg.subjects, cfg.tasks)
     subjects = sorted({r.subject for r in recordings})
-    cache = Path(cfg.feature_cache) if cfg.feature_cache else root / "derivatives" / "neurospeech-features"
+    from ..speech.cache import resolve_cache_dir
+
+    cache = resolve_cache_dir(cfg.feature_cache)
     window = WindowSpec(lag=cfg.lag)
     spec = PreprocessingSpec()
     progress = cfg.progress and rank == 0
