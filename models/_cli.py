@@ -44,6 +44,9 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--seed", type=int, help="Random seed.")
 @click.option("--subject", "subjects", multiple=True, help="Use only this subject (repeatable).")
 @click.option("--resume/--no-resume", default=None, help="Continue from OUT/checkpoint.pt if present.")
+@click.option("--split-file", type=click.Path(exists=True, dir_okay=False),
+              help='Split file {"train": [wav, ...], "val": [...], "test": [...]} (default: DATA/splits.json if '
+                   "present, else a hash of each wav path; fractions via --set split_fractions=[0.6,0.2,0.2]).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Any TrainConfig field, e.g. --set score_dim=32 --set 'encoder={\"hidden\": 128}'.")
 def train(config: Path | None, sets: tuple[str, ...], subjects: tuple[str, ...], **opts: Any) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..contract import sha256_file
-from ..data import load_dataset, segment_id, split_of
+from ..data import Splits, load_dataset, segment_id
 from ..data.segments import speech_window
 from ..errors import ConfigError, DataFormatError
 from ..scoring import CandidateBank, normalise_candidates
@@ -42,6 +42,7 @@ def word_candidates(root: str | Path, split: str | None = "test") -> dict[str, n
     if split not in (None, "all", "train", "val", "test"):
         raise ConfigError(f"split must be 'train', 'val', 'test' or 'all', got {split!r}")
     seen: dict[str, tuple[str, str, str, float]] = {}
+    split_of = Splits.for_dataset(root)  # the dataset's splits.json when present, else the hash split
     for rec in load_dataset(root):
         w = rec.load_events().words()
         for k in range(len(w)):

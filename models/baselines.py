@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 def fit_ridges(recs: list[Any], targets: Any, subjects: list[str], window: WindowSpec, spec: PreprocessingSpec,
                scalers: dict[str, RobustScaler] | None, *, step: float = 0.5, max_windows: int | None = 4000,
                seed: int = 0, progress: bool = False, tmin: float = -0.2, tmax: float = 0.8,
-               decoder: dict[str, Any] | None = None
+               decoder: dict[str, Any] | None = None, splits: Any = None
                ) -> tuple[dict[str, RidgeDecoder], dict[str, RobustScaler], dict[str, Any]]:
     """One tuned :class:`RidgeDecoder` per subject (training windows; penalty chosen on validation windows).
 
@@ -55,6 +55,8 @@ def fit_ridges(recs: list[Any], targets: Any, subjects: list[str], window: Windo
         Brain response window of the lags (s, relative to the speech frame).
     decoder : dict or None
         Extra :class:`RidgeDecoder` settings.
+    splits : callable or None
+        ``sound -> split`` (None: the dataset's own ``splits.json`` or the hash split).
 
     Returns
     -------
@@ -77,13 +79,14 @@ def fit_ridges(recs: list[Any], targets: Any, subjects: list[str], window: Windo
         sc = None if scalers is None else {subj: scalers[subj]}
         tr, fitted, _ = _data.segments(srecs, targets, "train", "regular", subjects, window, spec, step=step,
                                        scalers=sc, max_windows=max_windows, seed=seed, progress=progress,
-                                       pool=False)
+                                       pool=False, splits=splits)
         used.update(fitted)
         xv: NDArray[np.float32] | None
         yv: NDArray[np.float32] | None
         try:
             va, _, _ = _data.segments(srecs, targets, "val", "regular", subjects, window, spec, step=step,
-                                      scalers=fitted, seed=seed, progress=progress, pool=False)
+                                      scalers=fitted, seed=seed, progress=progress, pool=False,
+                                      splits=splits)
             xv, yv = va.brain, va.speech
         except DataFormatError as exc:  # no validation sounds for this subject: hold out training windows
             log.warning("ridge baseline: no validation windows for subject %s (%s); alpha is chosen on held-out "

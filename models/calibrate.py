@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..data import split_of
+from ..data import Splits
 from ..preprocessing import PreprocessingSpec, WindowSpec
 from .baselines import fit_ridges, frequency_scores, ridge_scores, train_word_counts
 
@@ -28,7 +28,8 @@ def run_calibration(root: str | Path, subjects: list[str] | None = None, max_tra
                     score_dim: int | None = 64, time_pool: int = 7, lag: float = 0.15, step: float = 0.5,
                     tmin: float = -0.2, tmax: float = 0.8, feature_cache: str | Path | None = None,
                     decoder: dict[str, Any] | None = None, seed: int = 0, n_boot: int = 1000,
-                    chance_draws: int = 200, progress: bool = False) -> dict[str, Any]:
+                    chance_draws: int = 200, progress: bool = False, split_file: str | Path | None = None,
+                    split_fractions: tuple[float, float, float] | None = None) -> dict[str, Any]:
     """Tuned-ridge calibration of a dataset (see the module docstring).
 
     Parameters
@@ -47,6 +48,8 @@ def run_calibration(root: str | Path, subjects: list[str] | None = None, max_tra
         Feature cache (None: the user cache, never the dataset folder).
     decoder : dict or None
         Extra :class:`neurospeech.models.ridge.RidgeDecoder` settings.
+    split_file, split_fractions
+        The split (None: the dataset's ``splits.json`` when present, else the 0.7/0.1/0.2 hash split).
 
     Returns
     -------
@@ -63,23 +66,25 @@ def run_calibration(root: str | Path, subjects: list[str] | None = None, max_tra
     recs = _data.find_recordings(root, subjects, None)
     subj = sorted({r.subject for r in recs})
     window, spec = WindowSpec(lag=lag), PreprocessingSpec()
+    splits = Splits.for_dataset(root, split_file, split_fractions)
     targets = _data.make_speech_targets(root, recs, features, dict(feature_params or {}), score_dim, time_pool,
-                                        resolve_cache_dir(feature_cache), progress=progress)
+                                        resolve_cache_dir(feature_cache), progress=progress, splits=splits)
     decoders, scalers, rinfo = fit_ridges(recs, targets, subj, window, spec, None, step=step,
                                           max_windows=max_train, seed=seed, progress=progress, tmin=tmin,
-                                          tmax=tmax, decoder=decoder)
+                                          tmax=tmax, decoder=decoder, splits=splits)
     ts, _, info = _data.segments(recs, targets, "test", "word", subj, window, spec, scalers=scalers,
-                                 progress=progress)
+                                 progress=progress, splits=splits)
     n_frames = targets.representation.out_frames(window.n_times)
     bank, true_idx = _candidates(ts, info, (targets.representation.out_dim, n_frames))
     scores = ridge_scores(decoders, targets, ts.brain, ts.subject_name, bank)
     res = score_methods(scores, true_idx, bank.words, ts.word, ts.subject_name, n_boot, seed)
     res.pop("ranks")
     res.pop("hits")
-    freq = score_methods(frequency_scores(bank.words, train_word_counts(recs, split_of), len(ts), seed),
+    freq = score_methods(frequency_scores(bank.words, train_word_counts(recs, splits), len(ts), seed),
                          true_idx, bank.words, ts.word, ts.subject_name, n_boot, seed)["overall"]
     out: dict[str, Any] = {"dataset": str(root), "decoder": "tuned backward ridge", "features": features,
                            "score_dim": score_dim, "time_pool": time_pool, "max_train": max_train,
+                           "split": {k: v for k, v in splits.to_dict().items() if k != "assigned"},
                            **res["overall"], "per_subject": res["per_subject"], "ridge": rinfo,
                            "chance": chance_levels(len(ts), len(bank), bank.words, ts.word, chance_draws, seed),
                            "frequency_baseline": freq}

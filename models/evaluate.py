@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from ..data import split_of
-from ..errors import ConfigError
+from ..data import Splits
+from ..errors import ConfigError, DataFormatError
 from ..metrics import (
     bootstrap_ci,
     bootstrap_ratio_ci,
@@ -79,6 +79,9 @@ class EvalConfig:
         Bootstrap resamples of every interval.
     chance_draws : int
         Random score matrices drawn for the empirical word-identity chance.
+    centered : bool
+        Also score every run with the hubness correction (each candidate's mean score over the validation
+        windows subtracted): reported as ``<run>+centred``.
     progress : bool
         Progress bars.
     """
@@ -94,6 +97,7 @@ class EvalConfig:
     seed: int = 0
     n_boot: int = 1000
     chance_draws: int = 200
+    centered: bool = True
     progress: bool = True
 
 
@@ -144,6 +148,10 @@ def score_methods(scores: np.ndarray, true_index: np.ndarray, cand_words: np.nda
 
     out = {"overall": block(np.ones(len(scores), dtype=bool)),
            "per_subject": {str(s): block(subjects == s) for s in sorted(set(subjects.tolist()))}}
+    top1 = np.argmax(scores, axis=1)
+    share = np.bincount(top1, minlength=scores.shape[1]) / max(len(top1), 1)
+    out["overall"]["hubness_max_top1_share"] = float(share.max())
+    out["overall"]["hubness_top1_distinct"] = int(np.count_nonzero(share))
     out["ranks"] = seg_rank.tolist()
     out["hits"] = (seg_rank < 10).tolist()
     return out
@@ -209,11 +217,12 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         window = WindowSpec.from_dict(meta["window"])
         spec = PreprocessingSpec.from_dict(meta["preprocessing"])
         recs = [r for r in recordings if r.subject in subjects]
-        key = json.dumps([meta["speech"], meta["representation"], meta["scalers"], subjects, meta["window"]],
-                         sort_keys=True)
+        splits = Splits.from_dict(meta["data"].get("split"))
+        key = json.dumps([meta["speech"], meta["representation"], meta["scalers"], subjects, meta["window"],
+                          splits.to_dict()], sort_keys=True)
         if key not in test_cache:
             ts, _, info = _data.segments(recs, targets, "test", "word", subjects, window, spec,
-                                         scalers=scalers, progress=cfg.progress)
+                                         scalers=scalers, progress=cfg.progress, splits=splits)
             test_cache[key] = (ts, info, _candidates(ts, info, tuple(meta["output_shape"])))
         ts, info, (bank, true_idx) = test_cache[key]
         z = predict(model, ts.brain, ts.subject, torch.device("cpu"))
@@ -227,9 +236,26 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         if first_targets is None:
             first_targets, first_scalers = targets, scalers
             ref = {"subjects": subjects, "window": window, "spec": spec, "recs": recs, "key": key,
-                   "step": c.get("step", 0.5), "name": meta["speech"]["kind"]}
+                   "step": c.get("step", 0.5), "name": meta["speech"]["kind"], "splits": splits}
         log.info("%s: top-10 %.3f (chance %.3f, %d candidates)", name, res["overall"]["top10"],
                  res["overall"]["chance_top10"], res["overall"]["n_candidates"])
+        if cfg.centered:
+            # hubness correction measured on held-out data: subtract each candidate's mean score over the
+            # validation windows (a reference set the test never sees), then score the test queries again
+            try:
+                va, _, _ = _data.segments(recs, targets, "val", "regular", subjects, window, spec,
+                                          scalers=scalers, progress=cfg.progress, splits=splits,
+                                          step=c.get("step", 0.5))
+            except DataFormatError as exc:
+                log.warning("no validation windows for the centring reference: %s", exc)
+            else:
+                ref_mean = bank.scores(predict(model, va.brain, va.subject, torch.device("cpu"))).mean(axis=0)
+                cres = score_methods(scores - ref_mean[None, :], true_idx, bank.words, ts.word, ts.subject_name,
+                                     cfg.n_boot, cfg.seed)
+                cres.update({"run": str(run_dir), "loss": c["loss"], "preset": c["preset"],
+                             "features": meta["speech"]["kind"], "correction": "candidate mean over "
+                             f"{len(va)} validation windows subtracted", "reference_windows": len(va)})
+                report["methods"][f"{name}+centred"] = cres
 
     ts, info, (bank, true_idx) = test_cache[ref["key"]]
     report["test_sounds"] = sorted(set(info.sound.tolist()))
@@ -238,7 +264,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         scores = random_scores(len(ts), len(bank), cfg.seed)
         report["methods"]["random"] = score_methods(scores, true_idx, bank.words, ts.word, ts.subject_name,
                                                     cfg.n_boot, cfg.seed)
-        counts = train_word_counts(ref["recs"], split_of)
+        counts = train_word_counts(ref["recs"], ref["splits"])
         scores = frequency_scores(bank.words, counts, len(ts), cfg.seed)
         report["methods"]["frequency"] = score_methods(scores, true_idx, bank.words, ts.word, ts.subject_name,
                                                        cfg.n_boot, cfg.seed)
@@ -246,7 +272,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         decoders, _, rinfo = fit_ridges(ref["recs"], first_targets, ref["subjects"], ref["window"], ref["spec"],
                                         first_scalers, step=ref["step"], max_windows=cfg.max_ridge_windows,
                                         seed=cfg.seed, progress=cfg.progress,
-                                        decoder={"n_components": cfg.ridge_components})
+                                        decoder={"n_components": cfg.ridge_components}, splits=ref["splits"])
         scores = ridge_scores(decoders, first_targets, ts.brain, ts.subject_name, bank)
         res = score_methods(scores, true_idx, bank.words, ts.word, ts.subject_name, cfg.n_boot, cfg.seed)
         res.update({"features": ref["name"], "baseline": "tuned backward ridge (lagged brain -> feature PCs)",
@@ -315,12 +341,13 @@ def _markdown(report: dict[str, Any]) -> str:
               f" (random scores, {w10['n_draws']} draws; not 10 / vocabulary = "
               f"{100 * ch['word_identity_top10_naive']:.1f} %: frequent words collect probability).", ""]
     lines += ["| method | segment top-1 % | segment top-10 % | word identity top-1 % | word identity top-10 % "
-              "| median rank |",
-              "|---|---|---|---|---|---|"]
+              "| median rank | max top-1 share % |",
+              "|---|---|---|---|---|---|---|"]
     for name, r in report["methods"].items():
         o = r["overall"]
         lines.append(f"| {name} | {_ci(o, 'top1')} | {_ci(o, 'top10')} | {_ci(o, 'word_identity_top1')} | "
-                     f"{_ci(o, 'word_identity_top10')} | {o['median_rank']:.0f} |")
+                     f"{_ci(o, 'word_identity_top10')} | {o['median_rank']:.0f} | "
+                     f"{100 * o['hubness_max_top1_share']:.0f} |")
     lines += ["", "## Per subject (segment top-10 %)", ""]
     subjects = sorted({s for r in report["methods"].values() for s in r["per_subject"]})
     lines += ["| method | " + " | ".join(f"sub-{s}" for s in subjects) + " |",

@@ -58,6 +58,7 @@ def test_train_writes_a_complete_run(pipeline):
     assert meta["training"]["epochs_run"] == 2 and len(meta["history"]) == 2
     assert meta["subjects"] == ["01", "02"] and set(meta["scalers"]) == {"01", "02"}
     assert meta["output_shape"] == [64, 49]
+    assert meta["data"]["split"]["fractions"] == [0.7, 0.1, 0.2] and meta["data"]["split"]["source"] == "hash"
     assert len(meta["speech"]["mean"]) == meta["speech"]["dim"] == 120
     for name in ("checkpoint.pt", "best.pt", "curves.png"):
         assert (run / name).is_file()
@@ -67,6 +68,33 @@ def test_train_writes_a_complete_run(pipeline):
 
     model, _ = load_run(run)
     assert model_sha256(model) == meta["training"]["model_sha256"]
+
+
+def test_split_settings_are_validated():
+    from neurospeech.models.train import TrainConfig
+
+    from neurospeech.errors import ConfigError
+
+    assert TrainConfig(split_fractions=[0.6, 0.2, 0.2]).split_fractions == [0.6, 0.2, 0.2]
+    with pytest.raises(ConfigError, match="fractions"):
+        TrainConfig(split_fractions=[0.6, 0.6, 0.2])
+
+
+def test_regression_baseline_gets_its_own_learning_rate(pipeline, tmp_path):
+    """--loss mse without --set lr: a short search on the validation split picks the rate (recorded)."""
+    run = tmp_path / "mse"
+    _run(["-q", "train", "--data", str(pipeline["data"]), "--out", str(run), "--epochs", "1", "--batch-size", "32",
+          "--loss", "mse", "--set", f"encoder={TINY}", "--set", "progress=false", "--set", "threads=2",
+          "--set", "mse_lr_grid=[0.0003, 0.003]", "--set", "lr_search_epochs=1"])
+    meta = json.loads((run / "meta.json").read_text())
+    search = meta["training"]["lr_search"]
+    assert set(search["trials"]) == {"0.0003", "0.003"}
+    assert meta["training"]["lr"] == search["lr"] in (0.0003, 0.003)
+    best = search["trials"][f"{search['lr']:g}"]
+    assert all(best["val_top10"] >= t["val_top10"] for t in search["trials"].values())
+    assert json.loads((run / "lr_search.json").read_text()) == search
+    clip = json.loads((pipeline["run"] / "meta.json").read_text())["training"]
+    assert clip["lr"] == 3e-4 and clip["lr_search"]["trials"] is None
 
 
 def test_split_disjointness(pipeline):
@@ -97,7 +125,8 @@ def test_resume_continues_from_checkpoint(pipeline, tmp_path):
 
 def test_evaluate_report(pipeline):
     rep = json.loads((pipeline["report"] / "report.json").read_text())
-    assert set(rep["methods"]) == {"efficient-clip-mel", "random", "frequency", "ridge-mel"}
+    assert set(rep["methods"]) == {"efficient-clip-mel", "efficient-clip-mel+centred", "random", "frequency",
+                                   "ridge-mel"}
     for res in rep["methods"].values():
         o = res["overall"]
         assert o["n_candidates"] == rep["methods"]["random"]["overall"]["n_candidates"] > 10
@@ -107,6 +136,7 @@ def test_evaluate_report(pipeline):
             lo, hi = o[f"{key}_ci"]
             assert lo <= o[key] <= hi
         assert set(res["per_subject"]) == {"01", "02"}
+        assert 1 / o["n_queries"] <= o["hubness_max_top1_share"] <= 1
     md = (pipeline["report"] / "report.md").read_text()
     assert md.startswith("# Evaluation") and "word identity" in md and "[" in md
     assert (pipeline["report"] / "topk.png").is_file() and (pipeline["report"] / "curves.png").is_file()
