@@ -70,7 +70,7 @@ class DemoSettings:
     out: Path
     preset: str = "efficient"
     features: str = "mel"
-    epochs: int = 5
+    epochs: int = 3
     seed: int = 0
     speed: float = 1.0
     live: bool = True
@@ -264,7 +264,7 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"))
 @click.option("--preset", type=click.Choice(["efficient", "paper"]), default="efficient", show_default=True)
 @click.option("--features", type=click.Choice(["mel", "whisper"]), default="mel", show_default=True)
-@click.option("--epochs", type=int, default=5, show_default=True, help="Maximum training epochs.")
+@click.option("--epochs", type=int, default=3, show_default=True, help="Maximum training epochs.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--speed", type=float, default=1.0, show_default=True, help="Replay speed of the live part.")
 @click.option("--no-live", is_flag=True, help="Skip the live replay | serve | listen part.")
