@@ -1,7 +1,7 @@
 """`neurospeech demo` end to end: the live word-locked decisions beat chance, hubness stays low.
 
 The whole product runs as a user runs it (simulate -> train -> evaluate -> export -> bank -> replay | serve |
-listen on loopback -> decode-file), once per session; the replay runs at 3x real time to keep the test short.
+listen on loopback -> decode-file), once per module, replay at real time (faster replays break the stream clock).
 This is the longest test of the default suite (a few minutes on 2 cores).
 """
 
@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 @pytest.fixture(scope="module")
 def summary(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    return run_demo(DemoSettings(out=out, speed=3.0))
+    return run_demo(DemoSettings(out=out))
 
 
 def test_live_word_locked_decisions_beat_chance(summary):
