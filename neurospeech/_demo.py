@@ -135,16 +135,21 @@ def _live(s: DemoSettings, model: Path, bank: Path, rec: Any, logs: Path) -> dic
     listen_cmd = _cmd("listen", "--endpoint", endpoint, "--json")
     replay_cmd = _cmd("replay", str(rec.bids_path.fpath), "--name", name, "--speed", str(s.speed))
     procs: list[subprocess.Popen[str]] = []
+    files: list[Any] = []  # log files of the child processes, closed when they are done
+
+    def log_file(name: str) -> Any:
+        files.append(open(logs / name, "w"))
+        return files[-1]
+
     try:
         for cmd, tag in ((serve_cmd, "serve"), (listen_cmd, "listen")):
             click.echo(f"$ {_show(cmd)} &")
             procs.append(subprocess.Popen(
-                cmd, stdout=open(logs / f"{tag}.out", "w"), stderr=open(logs / f"{tag}.log", "w"),
-                text=True, env=env,
+                cmd, stdout=log_file(f"{tag}.out"), stderr=log_file(f"{tag}.log"), text=True, env=env,
             ))
         click.echo(f"$ {_show(replay_cmd)}")
         t0 = time.perf_counter()
-        rp = subprocess.run(replay_cmd, stdout=subprocess.DEVNULL, stderr=open(logs / "replay.log", "w"),
+        rp = subprocess.run(replay_cmd, stdout=subprocess.DEVNULL, stderr=log_file("replay.log"),
                             env=env, timeout=600, check=False)
         if rp.returncode != 0:
             raise NeurospeechError(f"replay failed with exit code {rp.returncode}; see {logs / 'replay.log'}")
@@ -161,6 +166,9 @@ def _live(s: DemoSettings, model: Path, bank: Path, rec: Any, logs: Path) -> dic
         for p in procs:
             if p.poll() is None:
                 p.kill()
+                p.wait(timeout=10)
+        for f in files:
+            f.close()
     if codes[0] != 0:
         raise NeurospeechError(f"serve exited with {codes[0]}; see {logs / 'serve.log'}")
     lines = [json.loads(x) for x in (logs / "listen.out").read_text().splitlines() if x.startswith("{")]
