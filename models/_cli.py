@@ -46,6 +46,9 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--seed", type=int, help="Random seed.")
 @click.option("--subject", "subjects", multiple=True, help="Use only this subject (repeatable).")
 @click.option("--resume/--no-resume", default=None, help="Continue from OUT/checkpoint.pt if present.")
+@click.option("--split-file", type=click.Path(exists=True, dir_okay=False),
+              help='Split file {"train": [wav, ...], "val": [...], "test": [...]} (default: DATA/splits.json if '
+                   "present, else a hash of each wav path; fractions via --set split_fractions=[0.6,0.2,0.2]).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Any TrainConfig field, e.g. --set score_dim=32 --set 'encoder={\"hidden\": 128}'.")
 def train(config: Path | None, sets: tuple[str, ...], subjects: tuple[str, ...], **opts: Any) -> None:
@@ -78,20 +81,26 @@ def train(config: Path | None, sets: tuple[str, ...], subjects: tuple[str, ...],
 @click.option("--format", "data_format", default=None, help="Layout of --data (default: the run's, or detected).")
 @click.option("--ridge/--no-ridge", default=True, show_default=True, help="Ridge baseline.")
 @click.option("--random/--no-random", default=True, show_default=True, help="Random baseline.")
-@click.option("--max-ridge-windows", type=int, default=4000, show_default=True)
-@click.option("--feature-cache", type=click.Path(file_okay=False), default=None)
+@click.option("--max-ridge-windows", type=int, default=4000, show_default=True,
+              help="Training windows per subject of the ridge baseline.")
+@click.option("--ridge-components", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Channel PCA components of the ridge baseline.")
+@click.option("--feature-cache", type=click.Path(file_okay=False), default=None,
+              help="Feature cache (default: $NEUROSPEECH_CACHE or ~/.cache/neurospeech/features).")
 def evaluate(runs: tuple[str, ...], out: str, data: str | None, ridge: bool, random: bool,
-             max_ridge_windows: int, feature_cache: str | None, data_format: str | None) -> None:
+             max_ridge_windows: int, ridge_components: int, feature_cache: str | None,
+             data_format: str | None) -> None:
     """Evaluate RUNS (and baselines) on the test split: JSON + markdown report + plots in OUT.
 
-    Give the contrastive run first; a run trained with --loss mse is the paper's regression "Base".
+    Give the contrastive run first; a run trained with --loss mse is the paper's regression "Base". The
+    report holds the tuned ridge, random and frequency-only baselines, chance levels and 95 % intervals.
     """
     from .evaluate import EvalConfig
     from .evaluate import evaluate as run_eval
 
     rep = run_eval(EvalConfig(runs=list(runs), out=out, data=data, ridge=ridge, random=random,
-                              max_ridge_windows=max_ridge_windows, feature_cache=feature_cache,
-                              data_format=data_format))
+                              max_ridge_windows=max_ridge_windows, ridge_components=ridge_components,
+                              feature_cache=feature_cache, data_format=data_format))
     click.echo((Path(out) / "report.md").read_text())
     del rep
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..data import Recording, load_dataset, read_wav, split_of
+from ..data import Recording, Splits, load_dataset, read_wav
 from ..errors import ConfigError, DataFormatError
 from ..preprocessing import PreprocessingSpec, RobustScaler, WindowSpec
 from .represent import ScoringRepresentation, fit_pca_projection
@@ -124,8 +124,11 @@ def dataset_sounds(recordings: list[Recording]) -> list[str]:
 
 def make_speech_targets(root: str | Path, recordings: list[Recording], kind: str, params: dict[str, Any],
                         score_dim: int | None, time_pool: int, cache_dir: str | Path | None,
-                        progress: bool = True) -> SpeechTargets:
-    """Fit the standardisation and projection on the training sounds (never on validation/test audio)."""
+                        progress: bool = True, splits: Any = None) -> SpeechTargets:
+    """Fit the standardisation and projection on the training sounds (never on validation/test audio).
+
+    ``splits``: ``sound -> split`` (None: :meth:`neurospeech.data.Splits.for_dataset` of ``root``).
+    """
     from tqdm import tqdm
 
     from ..speech import fit_standardizer, get_extractor
@@ -133,7 +136,8 @@ def make_speech_targets(root: str | Path, recordings: list[Recording], kind: str
     root = Path(root)
     extractor = get_extractor(kind, **params)
     cache = None if cache_dir is None else Path(cache_dir)
-    train_sounds = [s for s in dataset_sounds(recordings) if split_of(s) == "train"]
+    split_fn = splits if splits is not None else Splits.for_dataset(root)
+    train_sounds = [s for s in dataset_sounds(recordings) if split_fn(s) == "train"]
     if not train_sounds:
         raise DataFormatError(
             f"no training sounds in {root}: every stimulus fell in val/test; add more sounds")
@@ -189,13 +193,14 @@ class TensorSet:
 def segments(recordings: list[Recording], targets: SpeechTargets, split: str, anchors: str,
              subjects: list[str], window: WindowSpec, spec: PreprocessingSpec, step: float = 0.5,
              scalers: dict[str, RobustScaler] | None = None, max_windows: int | None = None, seed: int = 0,
-             progress: bool = True, pool: bool = True) -> tuple[TensorSet, dict[str, RobustScaler],
-             SegmentInfo]:
+             progress: bool = True, pool: bool = True, splits: Any = None
+             ) -> tuple[TensorSet, dict[str, RobustScaler], SegmentInfo]:
     """Windows of one split via ``build_segments``, targets pooled to the scoring representation.
 
     ``build_segments`` is called once per subject (it fits scalers per subject, so the result is the same as
     one call) to bound the peak memory; ``max_windows`` is shared equally between subjects.
-    ``pool=False`` keeps the targets at the full frame rate (for the ridge baseline).
+    ``pool=False`` keeps the targets at the full frame rate (for the ridge baseline). ``splits``: ``sound ->
+    split`` (None: the dataset's own ``splits.json`` or the hash split).
 
     Returns
     -------
@@ -224,7 +229,7 @@ def segments(recordings: list[Recording], targets: SpeechTargets, split: str, an
         seg, sc = build_segments(
             recs, targets, split=split, anchors=anchors, step=step, window=window, spec=spec,
             scalers=None if scalers is None else {subj: scalers[subj]} if subj in scalers else scalers,
-            speech_stats=(np.zeros(out_dim), np.ones(out_dim)), progress=progress,
+            speech_stats=(np.zeros(out_dim), np.ones(out_dim)), progress=progress, splits=splits,
         )
         fitted.update(sc)
         if channels is None:

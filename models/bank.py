@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..contract import sha256_file
-from ..data import load_dataset, segment_id, split_of
+from ..data import Splits, load_dataset, segment_id
 from ..data.segments import speech_window
 from ..errors import ConfigError, DataFormatError
 from ..scoring import CandidateBank, normalise_candidates
@@ -42,6 +42,7 @@ def word_candidates(root: str | Path, split: str | None = "test", fmt: str | Non
     if split not in (None, "all", "train", "val", "test"):
         raise ConfigError(f"split must be 'train', 'val', 'test' or 'all', got {split!r}")
     seen: dict[str, tuple[str, str, str, float]] = {}
+    split_of = Splits.for_dataset(root)  # the dataset's splits.json when present, else the hash split
     for rec in load_dataset(root, fmt=fmt):
         w = rec.load_events().words()
         for k in range(len(w)):
@@ -80,7 +81,7 @@ def build_bank(model: str | Path, data: str | Path, out: str | Path | None = Non
     split : {'test', 'val', 'train', 'all'}
         Sounds whose word onsets become candidates.
     feature_cache : path or None
-        Feature cache directory (None: ``<data>/derivatives/neurospeech-features``).
+        Feature cache directory (None: :func:`neurospeech.speech.cache.default_cache_dir`).
     rank : int or None
         Store a low-rank compressed bank (:meth:`CandidateBank.compressed`); None or 0: the exact bank.
     fmt : str or None
@@ -100,7 +101,9 @@ def build_bank(model: str | Path, data: str | Path, out: str | Path | None = Non
     if rep is None:
         raise DataFormatError(f"the contract of {model} has no output.speech_to_output; re-export the model")
     root = Path(data)
-    cache = Path(feature_cache) if feature_cache else root / "derivatives" / "neurospeech-features"
+    from ..speech.cache import resolve_cache_dir
+
+    cache = resolve_cache_dir(feature_cache)
     speech = {"kind": contract.speech.kind, "dim": contract.speech.dim, "params": contract.speech.params,
               "mean": contract.speech.mean, "std": contract.speech.std}
     targets = SpeechTargets.from_spec(root, speech, rep, cache)

@@ -3,19 +3,22 @@
 Queries are test-split windows anchored at word onsets (sounds never heard in training); candidates are all
 distinct test segments (one per ``segment_id``), scored as the service does (:class:`CandidateBank`: CLIP
 score against normalised, flattened candidates in each model's scoring representation). Reported per subject
-and overall: segment top-1/top-5/top-10 with the number of candidates and chance, word-level top-10
-(probabilities summed per word), median rank.
+and overall, every accuracy with a 95 % bootstrap interval over test segments:
+
+- *segment identification* top-1/5/10 (chance exactly k / candidates) and median rank;
+- *word identity* top-1/10 (softmax summed per case-folded word); its chance is measured: the mean and 95 %
+  interval of the metric under random scores (``chance.word_identity_*``) — frequent words win by default.
 
 Methods in one report:
 
-- every run given (e.g. the contrastive encoder, the same network trained with MSE = the paper's "Base",
-  the contrastive encoder with mel targets);
-- ``random``: random scores (empirical chance);
-- ``ridge-<features>``: :class:`neurospeech.models.ridge.RidgeDecoder` from brain windows to the first run's
-  targets (same projection; fitted on training windows, pooled like the encoder output before scoring).
+- every run given (e.g. the contrastive encoder, the same network trained with MSE = the paper's "Base");
+- ``ridge-<features>``: the tuned backward ridge (:func:`neurospeech.models.baselines.ridge_scores`, the code
+  ``neurospeech calibrate`` runs too), fitted per subject on training windows, penalty chosen on validation;
+- ``random``: random scores; ``frequency``: a frequency-only decoder (candidates scored by how often their
+  word occurs in training).
 
-Writes ``report.json``, ``report.md``, ``curves.png`` (training curves of the runs) and ``topk.png``
-(accuracy vs k).
+The contrastive runs' top-10 ratios to the tuned ridge (and to their MSE twin) come with paired bootstrap
+intervals. Writes ``report.json``, ``report.md``, ``curves.png`` and ``topk.png``.
 """
 
 from __future__ import annotations
@@ -29,12 +32,21 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..metrics import rank_of_true, segment_topk, word_topk
+from ..data import Splits
+from ..errors import ConfigError, DataFormatError
+from ..metrics import (
+    bootstrap_ci,
+    bootstrap_ratio_ci,
+    empirical_chance,
+    rank_of_true,
+    segment_topk,
+    word_ranks,
+    word_topk,
+)
 from ..preprocessing import PreprocessingSpec, RobustScaler, WindowSpec
 from ..scoring import CandidateBank, normalise_candidates
 
-__all__ = ["EvalConfig", "evaluate", "score_methods"]
+__all__ = ["EvalConfig", "chance_levels", "evaluate", "score_methods"]
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +67,24 @@ class EvalConfig:
         Layout of ``data`` (:mod:`neurospeech.data.formats`); None: the first run's when ``data`` is None, else
         detected.
     ridge : bool
-        Add the ridge baseline (fitted on the first run's training windows and targets).
+        Add the tuned ridge baseline (fitted on the first run's training windows and targets).
     random : bool
-        Add random scores.
+        Add the random and frequency-only baselines.
     max_ridge_windows : int
         Training windows per subject used by the ridge fit (one fit per subject; memory bound).
+    ridge_components : int
+        Channel PCA components of the ridge baseline (its cost grows with the cube of components x lags).
     feature_cache : str or None
-        Feature cache (None: ``<data>/derivatives/neurospeech-features``).
+        Feature cache (None: :func:`neurospeech.speech.cache.default_cache_dir`).
     seed : int
-        Seed of the random baseline and ridge subsampling.
+        Seed of the random baseline, bootstraps and ridge subsampling.
+    n_boot : int
+        Bootstrap resamples of every interval.
+    chance_draws : int
+        Random score matrices drawn for the empirical word-identity chance.
+    centered : bool
+        Also score every run with the hubness correction (each candidate's mean score over the validation
+        windows subtracted): reported as ``<run>+centred``.
     progress : bool
         Progress bars.
     """
@@ -75,8 +96,12 @@ class EvalConfig:
     ridge: bool = True
     random: bool = True
     max_ridge_windows: int = 4000
+    ridge_components: int = 64
     feature_cache: str | None = None
     seed: int = 0
+    n_boot: int = 1000
+    chance_draws: int = 200
+    centered: bool = True
     progress: bool = True
 
 
@@ -93,25 +118,80 @@ def _candidates(ts: Any, info: Any, out_shape: tuple[int, int]) -> tuple[Candida
 
 
 def score_methods(scores: np.ndarray, true_index: np.ndarray, cand_words: np.ndarray, true_words: np.ndarray,
-                  subjects: np.ndarray) -> dict[str, Any]:
-    """Metrics overall and per subject (segment top-1/5/10, word top-10, ranks for the top-k curve)."""
+                  subjects: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Metrics overall and per subject, every accuracy with a 95 % bootstrap interval over test segments.
+
+    Parameters
+    ----------
+    scores : array, shape (n_queries, n_candidates)
+    true_index : array of int, shape (n_queries,)
+    cand_words : array of str, shape (n_candidates,)
+    true_words, subjects : array of str, shape (n_queries,)
+
+    Returns
+    -------
+    dict
+        ``overall`` and ``per_subject`` blocks (segment ``top1/top5/top10`` with ``*_ci``, ``chance_top*``,
+        ``word_identity_top1/top10`` with ``*_ci``, ``median_rank``), ``ranks`` and ``hits`` (per-query top-10
+        hits, for paired ratios; removed before the report is written).
+    """
+    seg_rank = rank_of_true(scores, true_index)
+    w_rank, _ = word_ranks(scores, cand_words, true_words)
+
     def block(sel: np.ndarray) -> dict[str, Any]:
-        seg = segment_topk(scores[sel], true_index[sel], ks=(1, 5, 10))
+        out = segment_topk(scores[sel], true_index[sel], ks=(1, 5, 10))
         word = word_topk(scores[sel], cand_words, true_words[sel], k=10)
-        return {**seg, "word_top1": word["top1"], "word_top10": word["top10"],
-                "word_chance_top10": word["chance_top10"], "n_words": word["n_words"]}
+        out.update({"word_identity_top1": word["top1"], "word_identity_top10": word["top10"],
+                    "n_words": word["n_words"]})
+        groups = true_index[sel]
+        for k in (1, 5, 10):
+            out[f"top{k}_ci"] = bootstrap_ci(seg_rank[sel] < k, groups, n_boot, seed)
+        for k in (1, 10):
+            out[f"word_identity_top{k}_ci"] = bootstrap_ci(w_rank[sel] < k, groups, n_boot, seed)
+        return out
 
     out = {"overall": block(np.ones(len(scores), dtype=bool)),
            "per_subject": {str(s): block(subjects == s) for s in sorted(set(subjects.tolist()))}}
-    out["ranks"] = rank_of_true(scores, true_index).tolist()
+    top1 = np.argmax(scores, axis=1)
+    share = np.bincount(top1, minlength=scores.shape[1]) / max(len(top1), 1)
+    out["overall"]["hubness_max_top1_share"] = float(share.max())
+    out["overall"]["hubness_top1_distinct"] = int(np.count_nonzero(share))
+    out["ranks"] = seg_rank.tolist()
+    out["hits"] = (seg_rank < 10).tolist()
     return out
+
+
+def chance_levels(n_queries: int, n_candidates: int, cand_words: np.ndarray, true_words: np.ndarray,
+                  n_draws: int = 200, seed: int = 0) -> dict[str, Any]:
+    """Chance of every metric: exact for segment identification, empirical (random scores) for word identity.
+
+    Returns
+    -------
+    dict
+        ``segment_top{1,5,10}`` (k / n_candidates), ``word_identity_top{1,10}`` as ``{mean, lo, hi, n_draws}``
+        (the central 95 % of the metric over ``n_draws`` random score matrices) and the naive
+        ``word_identity_top10_naive`` (10 / vocabulary, *not* a chance level: shown to make the point).
+    """
+    def wk(k: int) -> Any:
+        return lambda s: float(np.mean(word_ranks(s, cand_words, true_words)[0] < k))
+
+    n_words = len({str(w).casefold() for w in cand_words})
+    return {
+        **{f"segment_top{k}": min(k, n_candidates) / n_candidates for k in (1, 5, 10)},
+        "word_identity_top1": empirical_chance(wk(1), (n_queries, n_candidates), n_draws, seed + 1),
+        "word_identity_top10": empirical_chance(wk(10), (n_queries, n_candidates), n_draws, seed + 1),
+        "word_identity_top10_naive": min(10, n_words) / n_words,
+        "n_words": n_words,
+    }
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Evaluate runs and baselines; write the report files; return the report dict."""
     import torch
 
+    from ..speech.cache import resolve_cache_dir
     from . import _data
+    from .baselines import fit_ridges, frequency_scores, random_scores, ridge_scores, train_word_counts
     from .train import load_run, plot_curves, predict
 
     if not cfg.runs:
@@ -121,7 +201,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     loaded = [(Path(r), *load_run(r)) for r in cfg.runs]
     root = Path(cfg.data or loaded[0][2]["data"]["root"])
-    cache = Path(cfg.feature_cache) if cfg.feature_cache else root / "derivatives" / "neurospeech-features"
+    cache = resolve_cache_dir(cfg.feature_cache)
     fmt = cfg.data_format or (None if cfg.data else loaded[0][2]["config"].get("data_format"))
     recordings = _data.find_recordings(root, None, None, fmt)
     report: dict[str, Any] = {"data": str(root), "split": "test", "anchors": "word onsets", "methods": {}}
@@ -142,16 +222,17 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         window = WindowSpec.from_dict(meta["window"])
         spec = PreprocessingSpec.from_dict(meta["preprocessing"])
         recs = [r for r in recordings if r.subject in subjects]
-        key = json.dumps([meta["speech"], meta["representation"], meta["scalers"], subjects, meta["window"]],
-                         sort_keys=True)
+        splits = Splits.from_dict(meta["data"].get("split"))
+        key = json.dumps([meta["speech"], meta["representation"], meta["scalers"], subjects, meta["window"],
+                          splits.to_dict()], sort_keys=True)
         if key not in test_cache:
             ts, _, info = _data.segments(recs, targets, "test", "word", subjects, window, spec,
-                                         scalers=scalers, progress=cfg.progress)
+                                         scalers=scalers, progress=cfg.progress, splits=splits)
             test_cache[key] = (ts, info, _candidates(ts, info, tuple(meta["output_shape"])))
         ts, info, (bank, true_idx) = test_cache[key]
         z = predict(model, ts.brain, ts.subject, torch.device("cpu"))
         scores = bank.scores(z)
-        res = score_methods(scores, true_idx, bank.words, ts.word, ts.subject_name)
+        res = score_methods(scores, true_idx, bank.words, ts.word, ts.subject_name, cfg.n_boot, cfg.seed)
         res.update({"run": str(run_dir), "model_sha256": meta["training"]["model_sha256"], "loss": c["loss"],
                     "preset": c["preset"], "features": meta["speech"]["kind"],
                     "output_shape": meta["output_shape"], "training": meta["training"]})
@@ -160,48 +241,56 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         if first_targets is None:
             first_targets, first_scalers = targets, scalers
             ref = {"subjects": subjects, "window": window, "spec": spec, "recs": recs, "key": key,
-                   "step": c.get("step", 0.5), "name": meta["speech"]["kind"]}
+                   "step": c.get("step", 0.5), "name": meta["speech"]["kind"], "splits": splits}
         log.info("%s: top-10 %.3f (chance %.3f, %d candidates)", name, res["overall"]["top10"],
                  res["overall"]["chance_top10"], res["overall"]["n_candidates"])
+        if cfg.centered:
+            # hubness correction measured on held-out data: subtract each candidate's mean score over the
+            # validation windows (a reference set the test never sees), then score the test queries again
+            try:
+                va, _, _ = _data.segments(recs, targets, "val", "regular", subjects, window, spec,
+                                          scalers=scalers, progress=cfg.progress, splits=splits,
+                                          step=c.get("step", 0.5))
+            except DataFormatError as exc:
+                log.warning("no validation windows for the centring reference: %s", exc)
+            else:
+                ref_mean = bank.scores(predict(model, va.brain, va.subject, torch.device("cpu"))).mean(axis=0)
+                cres = score_methods(scores - ref_mean[None, :], true_idx, bank.words, ts.word, ts.subject_name,
+                                     cfg.n_boot, cfg.seed)
+                cres.update({"run": str(run_dir), "loss": c["loss"], "preset": c["preset"],
+                             "features": meta["speech"]["kind"], "correction": "candidate mean over "
+                             f"{len(va)} validation windows subtracted", "reference_windows": len(va)})
+                report["methods"][f"{name}+centred"] = cres
 
     ts, info, (bank, true_idx) = test_cache[ref["key"]]
     report["test_sounds"] = sorted(set(info.sound.tolist()))
+    report["chance"] = chance_levels(len(ts), len(bank), bank.words, ts.word, cfg.chance_draws, cfg.seed)
     if cfg.random:
-        rng = np.random.default_rng(cfg.seed)
-        scores = rng.normal(size=(len(ts), len(bank))).astype(np.float32)
-        report["methods"]["random"] = score_methods(scores, true_idx, bank.words, ts.word, ts.subject_name)
+        scores = random_scores(len(ts), len(bank), cfg.seed)
+        report["methods"]["random"] = score_methods(scores, true_idx, bank.words, ts.word, ts.subject_name,
+                                                    cfg.n_boot, cfg.seed)
+        counts = train_word_counts(ref["recs"], ref["splits"])
+        scores = frequency_scores(bank.words, counts, len(ts), cfg.seed)
+        report["methods"]["frequency"] = score_methods(scores, true_idx, bank.words, ts.word, ts.subject_name,
+                                                       cfg.n_boot, cfg.seed)
     if cfg.ridge and first_targets is not None:
-        from .ridge import RidgeDecoder
-
-        t_r = time.perf_counter()
-        # one linear decoder per subject (each head has its own forward model), as the paper's linear baseline
-        scores = np.full((len(ts), len(bank)), -np.inf, dtype=np.float32)
-        alphas: dict[str, Any] = {}
-        n_tr = 0
-        subj_names = np.asarray(ts.subject_name)
-        for subj in ref["subjects"]:
-            rows = np.flatnonzero(subj_names == subj)
-            if rows.size == 0:
-                continue
-            recs = [r for r in ref["recs"] if r.subject == subj]
-            tr, _, _ = _data.segments(recs, first_targets, "train", "regular", ref["subjects"],
-                                      ref["window"], ref["spec"], step=ref["step"], scalers=first_scalers,
-                                      max_windows=cfg.max_ridge_windows, seed=cfg.seed, progress=cfg.progress,
-                                      pool=False)
-            ridge = RidgeDecoder().fit(tr.brain, tr.speech)
-            n_tr += len(tr)
-            del tr
-            pred = first_targets.representation.pool(ridge.predict(ts.brain[rows]))
-            scores[rows] = bank.scores(pred)
-            alphas[subj] = getattr(ridge, "alpha_", None)
-        res = score_methods(scores, true_idx, bank.words, ts.word, ts.subject_name)
-        res.update({"features": ref["name"], "alpha": alphas, "per_subject_fit": True,
-                    "train_windows": n_tr, "seconds": time.perf_counter() - t_r})
+        decoders, _, rinfo = fit_ridges(ref["recs"], first_targets, ref["subjects"], ref["window"], ref["spec"],
+                                        first_scalers, step=ref["step"], max_windows=cfg.max_ridge_windows,
+                                        seed=cfg.seed, progress=cfg.progress,
+                                        decoder={"n_components": cfg.ridge_components}, splits=ref["splits"])
+        scores = ridge_scores(decoders, first_targets, ts.brain, ts.subject_name, bank)
+        res = score_methods(scores, true_idx, bank.words, ts.word, ts.subject_name, cfg.n_boot, cfg.seed)
+        res.update({"features": ref["name"], "baseline": "tuned backward ridge (lagged brain -> feature PCs)",
+                    **rinfo})
         report["methods"][f"ridge-{ref['name']}"] = res
+        log.info("ridge-%s: top-10 %.3f (alphas %s)", ref["name"], res["overall"]["top10"],
+                 {s: v["alpha"] for s, v in rinfo["fits"].items()})
 
-    report["ratios"] = _ratios(report["methods"])
+    report["ratios"] = _ratios(report["methods"], true_idx, cfg.n_boot, cfg.seed)
     report["seconds"] = time.perf_counter() - t0
     ranks = {k: v.pop("ranks") for k, v in report["methods"].items()}
+    for v in report["methods"].values():
+        v.pop("hits")
     (out / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True, default=_jd))
     (out / "report.md").write_text(_markdown(report))
     plot_curves(histories, out / "curves.png")
@@ -216,46 +305,70 @@ def _jd(o: Any) -> Any:
     raise TypeError(type(o).__name__)
 
 
-def _ratios(methods: dict[str, Any]) -> dict[str, float]:
-    """Top-10 ratios of each contrastive run to ridge (same features) and to its regression twin."""
-    out: dict[str, float] = {}
+def _ratios(methods: dict[str, Any], groups: np.ndarray, n_boot: int, seed: int) -> dict[str, dict[str, Any]]:
+    """Top-10 ratios of each contrastive run to the tuned ridge (same features) and to its regression twin,
+    with paired bootstrap 95 % intervals over test segments (queries in ``groups``)."""
+    out: dict[str, dict[str, Any]] = {}
     for name, r in methods.items():
         if r.get("loss") != "clip":
             continue
-        top = r["overall"]["top10"]
-        ridge = methods.get(f"ridge-{r['features']}")
-        if ridge is not None and ridge["overall"]["top10"] > 0:
-            out[f"{name} / ridge-{r['features']}"] = top / ridge["overall"]["top10"]
-        twin = f"{r['preset']}-mse-{r['features']}"
-        if twin in methods and methods[twin]["overall"]["top10"] > 0:
-            out[f"{name} / {twin}"] = top / methods[twin]["overall"]["top10"]
+        refs = [f"ridge-{r['features']}", f"{r['preset']}-mse-{r['features']}"]
+        for other in refs:
+            if other not in methods or len(methods[other]["hits"]) != len(r["hits"]):
+                continue
+            top, base = r["overall"]["top10"], methods[other]["overall"]["top10"]
+            lo, hi = bootstrap_ratio_ci(np.asarray(r["hits"]), np.asarray(methods[other]["hits"]), groups,
+                                        n_boot, seed)
+            out[f"{name} / {other}"] = {"ratio": top / base if base > 0 else float("inf"), "ci": [lo, hi]}
     return out
+
+
+def _pc(v: float) -> str:
+    return f"{100 * v:.1f}"
+
+
+def _ci(o: dict[str, Any], key: str) -> str:
+    lo, hi = o[f"{key}_ci"]
+    return f"{_pc(o[key])} [{_pc(lo)}, {_pc(hi)}]"
 
 
 def _markdown(report: dict[str, Any]) -> str:
     lines = [f"# Evaluation on {report['data']} (test split, word-onset anchors)", ""]
     anyr = next(iter(report["methods"].values()))["overall"]
-    lines += [f"{anyr['n_queries']} queries, {anyr['n_candidates']} distinct candidate segments; "
-              f"chance top-1 {100 * anyr['chance_top1']:.2f} %, top-10 {100 * anyr['chance_top10']:.2f} %; "
-              f"word-level chance top-10 {100 * anyr['word_chance_top10']:.2f} % ({anyr['n_words']} words).",
-              ""]
-    lines += ["| method | top-1 % | top-5 % | top-10 % | word top-10 % | median rank | candidates |",
+    ch = report["chance"]
+    w1, w10 = ch["word_identity_top1"], ch["word_identity_top10"]
+    lines += [f"{anyr['n_queries']} queries, {anyr['n_candidates']} distinct candidate segments, "
+              f"{ch['n_words']} distinct (case-folded) words. Brackets: 95 % bootstrap intervals over test segments.",
+              "",
+              f"Chance: segment identification top-1 {100 * ch['segment_top1']:.2f} %, top-10 "
+              f"{100 * ch['segment_top10']:.2f} % (exact); word identity top-1 {_pc(w1['mean'])} % "
+              f"[{_pc(w1['lo'])}, {_pc(w1['hi'])}], top-10 {_pc(w10['mean'])} % [{_pc(w10['lo'])}, {_pc(w10['hi'])}]"
+              f" (random scores, {w10['n_draws']} draws; not 10 / vocabulary = "
+              f"{100 * ch['word_identity_top10_naive']:.1f} %: frequent words collect probability).", ""]
+    lines += ["| method | segment top-1 % | segment top-10 % | word identity top-1 % | word identity top-10 % "
+              "| median rank | max top-1 share % |",
               "|---|---|---|---|---|---|---|"]
     for name, r in report["methods"].items():
         o = r["overall"]
-        lines.append(f"| {name} | {100 * o['top1']:.1f} | {100 * o['top5']:.1f} | {100 * o['top10']:.1f} | "
-                     f"{100 * o['word_top10']:.1f} | {o['median_rank']:.0f} | {o['n_candidates']} |")
+        lines.append(f"| {name} | {_ci(o, 'top1')} | {_ci(o, 'top10')} | {_ci(o, 'word_identity_top1')} | "
+                     f"{_ci(o, 'word_identity_top10')} | {o['median_rank']:.0f} | "
+                     f"{100 * o['hubness_max_top1_share']:.0f} |")
     lines += ["", "## Per subject (segment top-10 %)", ""]
     subjects = sorted({s for r in report["methods"].values() for s in r["per_subject"]})
     lines += ["| method | " + " | ".join(f"sub-{s}" for s in subjects) + " |",
               "|---|" + "---|" * len(subjects)]
     for name, r in report["methods"].items():
-        cells = [f"{100 * r['per_subject'][s]['top10']:.1f}" if s in r["per_subject"] else "-"
-                 for s in subjects]
+        cells = [_ci(r["per_subject"][s], "top10") if s in r["per_subject"] else "-" for s in subjects]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    ridge = [(k, v) for k, v in report["methods"].items() if k.startswith("ridge-")]
+    for name, r in ridge:
+        alphas = {s: f"{v['alpha']:g}" for s, v in r["fits"].items()}
+        lines += ["", f"{name}: response window {r['response_window_s']} s, alpha per subject {alphas} "
+                  f"(chosen on validation windows; grid widened when at an edge), {r['train_windows']} training "
+                  f"windows, {r['seconds']:.0f} s."]
     if report["ratios"]:
-        lines += ["", "## Ratios (top-10)", ""]
-        lines += [f"- {k}: {v:.2f}x" for k, v in report["ratios"].items()]
+        lines += ["", "## Ratios (segment top-10, paired bootstrap 95 % interval)", ""]
+        lines += [f"- {k}: {v['ratio']:.2f}x [{v['ci'][0]:.2f}, {v['ci'][1]:.2f}]" for k, v in report["ratios"].items()]
     lines += ["", f"Evaluated in {report['seconds']:.0f} s.", ""]
     return "\n".join(lines)
 

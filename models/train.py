@@ -83,7 +83,8 @@ class TrainConfig:
     feature_params : dict
         Extractor settings (e.g. ``{"layers": [1, 1]}`` for whisper, ``{"model_path": ...}`` for wav2vec2).
     feature_cache : str or None
-        Directory of the on-disk feature cache (None: ``<data>/derivatives/neurospeech-features``).
+        Directory of the on-disk feature cache (None: ``$NEUROSPEECH_CACHE`` or ``~/.cache/neurospeech/features``;
+        never the dataset folder unless given).
     score_dim : int or None
         Scoring representation: PCA components of the standardised features (None or 0: all, as in the paper).
     time_pool : int
@@ -95,10 +96,22 @@ class TrainConfig:
         ``neurospeech filters``). Recorded in the contract, so the service runs the filter the model saw.
     step : float
         Spacing of training anchors in seconds (paper: 0.5); test anchors are word onsets.
+    split_file : str or None
+        A split file ``{"train": [wav, ...], "val": [...], "test": [...]}`` (None: the dataset's own
+        ``splits.json`` when present, else the sha256 hash of each wav path).
+    split_fractions : list of 3 floats
+        Train/validation/test fractions of the hash split (sounds no split file lists).
     batch_size : int
         Global batch (split across processes; must be divisible by their number). Paper: 256.
-    lr : float
-        Adam learning rate (paper: 3e-4).
+    lr : float or None
+        Adam learning rate. None: per loss -- 3e-4 for ``clip`` (the paper); for ``mse`` the regression
+        baseline gets its own rate, chosen from ``mse_lr_grid`` by a short search on the validation split
+        (the paper's rate left the regression net far from converged: val top-10 <= 5.6 % at 1e-3).
+    mse_lr_grid : list of float
+        Learning rates tried for ``mse`` when ``lr`` is None.
+    lr_search_epochs : int
+        Epochs of each trial of the search (from the same initial weights; the best validation top-10 wins,
+        ties broken by the lower validation loss).
     weight_decay : float
         Adam weight decay.
     max_epochs : int
@@ -139,8 +152,12 @@ class TrainConfig:
     lag: float = 0.15
     resample_phase: str = "linear"
     step: float = 0.5
+    split_file: str | None = None
+    split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
     batch_size: int = 256
-    lr: float = 3e-4
+    lr: float | None = None
+    mse_lr_grid: list[float] = field(default_factory=lambda: [3e-4, 1e-3, 3e-3, 1e-2])
+    lr_search_epochs: int = 2
     weight_decay: float = 0.0
     max_epochs: int = 200
     batches_per_epoch: int | None = 1200
@@ -165,8 +182,16 @@ class TrainConfig:
             self.score_dim = None  # TOML has no null: 0 means "every feature"
         if self.score_dim is not None and self.score_dim < 1:
             raise ConfigError(f"score_dim must be None or >= 1, got {self.score_dim}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        from ..data import split_of
+
+        split_of("x", tuple(self.split_fractions))  # type: ignore[arg-type]  # validates: ConfigError
+        if self.lr == 0:
+            self.lr = None  # TOML has no null: 0 means "per loss"
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"lr must be > 0 (or omitted: per loss), got {self.lr}")
+        if not self.mse_lr_grid or any(not lr > 0 for lr in self.mse_lr_grid) or self.lr_search_epochs < 1:
+            raise ConfigError(f"mse_lr_grid must hold positive rates and lr_search_epochs be >= 1, got "
+                              f"{self.mse_lr_grid}, {self.lr_search_epochs}")
         if self.max_epochs < 1 or self.patience < 1:
             raise ConfigError(f"max_epochs and patience must be >= 1, got {self.max_epochs}, {self.patience}")
         preset_config(self.preset, **self.encoder)  # validates preset name and overrides
@@ -346,6 +371,8 @@ def fit(model: BrainEncoder, train_set: Any, val_set: Any, cfg: TrainConfig, run
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.lr is None:
+        raise ConfigError("fit needs a learning rate; train() resolves lr=None per loss (see TrainConfig.lr)")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     history: list[dict[str, float]] = []
@@ -429,6 +456,44 @@ def fit(model: BrainEncoder, train_set: Any, val_set: Any, cfg: TrainConfig, run
     return history
 
 
+def resolve_lr(cfg: TrainConfig, model: BrainEncoder, train_set: Any, val_set: Any, run_dir: Path | None,
+               device: torch.device | None = None) -> dict[str, Any]:
+    """The learning rate of ``cfg.lr = None``: 3e-4 for CLIP; for MSE the best of ``cfg.mse_lr_grid``.
+
+    Each MSE trial trains a copy of ``model`` (same initial weights) for ``cfg.lr_search_epochs`` epochs and is
+    judged on the validation split (top-10 retrieval, ties by validation loss). The choice is stored in
+    ``run_dir/lr_search.json`` so a resumed run does not search again.
+
+    Returns
+    -------
+    dict
+        ``lr`` and, for a search, ``trials`` (lr -> val_top10, val_loss).
+    """
+    import copy
+
+    if cfg.loss != "mse":
+        return {"lr": 3e-4, "trials": None, "rule": "paper default for clip"}
+    memo = run_dir / "lr_search.json" if run_dir is not None else None
+    if cfg.resume and memo is not None and memo.is_file():
+        return dict(json.loads(memo.read_text()))
+    trials: dict[str, dict[str, float]] = {}
+    for lr in cfg.mse_lr_grid:
+        trial = copy.deepcopy(model)
+        tcfg = dataclasses.replace(cfg, lr=float(lr), max_epochs=cfg.lr_search_epochs, resume=False,
+                                   patience=cfg.lr_search_epochs + 1, progress=False)
+        hist = fit(trial, train_set, val_set, tcfg, None, device)
+        last = hist[-1]
+        trials[f"{lr:g}"] = {"val_top10": float(last["val_top10"]), "val_loss": float(last["val_loss"])}
+        log.info("lr search (mse): lr %g -> val top-10 %.3f, val loss %.4f", lr, last["val_top10"],
+                 last["val_loss"])
+    best = max(cfg.mse_lr_grid, key=lambda v: (trials[f"{v:g}"]["val_top10"], -trials[f"{v:g}"]["val_loss"]))
+    out = {"lr": float(best), "trials": trials,
+           "rule": f"best validation top-10 after {cfg.lr_search_epochs} epochs"}
+    if memo is not None and _dist_info()[0] == 0:
+        memo.write_text(json.dumps(out, indent=1))
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ pipeline
 def train(cfg: TrainConfig) -> Path:
     """Full pipeline: data -> targets -> segments -> fit -> run directory (see the module docstring).
@@ -452,7 +517,9 @@ def train(cfg: TrainConfig) -> Path:
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1, sort_keys=True))
     recordings = _data.find_recordings(root, cfg.subjects, cfg.tasks, cfg.data_format)
     subjects = sorted({r.subject for r in recordings})
-    cache = Path(cfg.feature_cache) if cfg.feature_cache else root / "derivatives" / "neurospeech-features"
+    from ..speech.cache import resolve_cache_dir
+
+    cache = resolve_cache_dir(cfg.feature_cache)
     window = WindowSpec(lag=cfg.lag)
     spec = PreprocessingSpec(resample_phase=cfg.resample_phase)
     progress = cfg.progress and rank == 0
@@ -460,13 +527,16 @@ def train(cfg: TrainConfig) -> Path:
     # rank 0 fills the feature cache first; the others then read it
     if rank != 0:
         dist.barrier()
+    from ..data import Splits
+
+    splits = Splits.for_dataset(root, cfg.split_file, cfg.split_fractions)
     targets = _data.make_speech_targets(root, recordings, cfg.features, cfg.feature_params, cfg.score_dim,
-                                        cfg.time_pool, cache, progress=progress)
+                                        cfg.time_pool, cache, progress=progress, splits=splits)
     train_set, scalers, info_train = _data.segments(
         recordings, targets, "train", "regular", subjects, window, spec, step=cfg.step,
-        max_windows=cfg.max_train_windows, seed=cfg.seed, progress=progress)
+        max_windows=cfg.max_train_windows, seed=cfg.seed, progress=progress, splits=splits)
     val_set, _, _ = _data.segments(recordings, targets, "val", "regular", subjects, window, spec,
-                                   step=cfg.step, scalers=scalers, progress=progress)
+                                   step=cfg.step, scalers=scalers, progress=progress, splits=splits)
     if rank == 0 and world > 1:
         dist.barrier()
     t_data = time.perf_counter() - t_start
@@ -481,7 +551,9 @@ def train(cfg: TrainConfig) -> Path:
                  cfg.preset, sum(p.numel() for p in model.parameters()) / 1e6, len(train_set), len(val_set),
                  len(subjects), (rep.out_dim, rep.out_frames(window.n_times)))
     t_fit = time.perf_counter()
-    history = fit(model, train_set, val_set, cfg, run_dir, device)
+    lr_search = resolve_lr(cfg, model, train_set, val_set, run_dir, device) if cfg.lr is None else None
+    fit_cfg = dataclasses.replace(cfg, lr=lr_search["lr"] if lr_search else cfg.lr)
+    history = fit(model, train_set, val_set, fit_cfg, run_dir, device)
     fit_s = time.perf_counter() - t_fit
 
     if rank == 0:
@@ -510,14 +582,15 @@ def train(cfg: TrainConfig) -> Path:
                 "n_windows": {"train": len(train_set), "val": len(val_set)},
                 "n_train_sounds": len(set(info_train.sound)),
                 "train_sounds": sorted(set(info_train.sound.tolist())),
-                "split": {"by": "sound", "fractions": [0.7, 0.1, 0.2], "salt": "neurospeech",
-                          "function": "neurospeech.data.split_of"},
+                "split": splits.to_dict(),
                 "anchors": {"train": f"regular every {cfg.step} s", "val": f"regular every {cfg.step} s",
                             "test": "word onsets"},
             },
             "training": {
                 "loss": cfg.loss,
                 "preset": cfg.preset,
+                "lr": fit_cfg.lr,
+                "lr_search": lr_search,
                 "model_sha256": digest,
                 "epochs_run": len(history),
                 "best_epoch": best_epoch,

@@ -459,7 +459,10 @@ def decode_file(
         "realtime_factor": duration / wall if wall > 0 else None,
         "decisions": counts,
         "markers": len(markers),
-        "word_top1": top1 / n_words if n_words else None,
-        "word_top10": top10 / n_words if n_words else None,
+        # segment identification at word-locked decisions (not word identity): chance k / len(bank)
+        "word_locked": n_words,
+        "segment_top1": top1 / n_words if n_words else None,
+        "segment_top10": top10 / n_words if n_words else None,
+        "n_candidates": len(bank),
         "model_sha256": model.sha256,
     }

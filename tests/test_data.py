@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 from pathlib import Path
 
 import mne
@@ -12,6 +13,8 @@ import numpy as np
 import pytest
 
 from neurospeech.data import (
+    SPLITS_FILE,
+    Splits,
     events_from_rows,
     load_dataset,
     read_events_tsv,
@@ -46,6 +49,56 @@ def test_split_of_is_stable_and_follows_fractions():
     for bad in [(0.5, 0.5), (0.7, 0.2, 0.2), (-0.1, 0.6, 0.5)]:
         with pytest.raises(ConfigError):
             split_of("x.wav", bad)
+
+
+def test_splits_honour_a_split_file_and_settable_fractions(tmp_path):
+    sounds = [f"stimuli/s{i:04d}.wav" for i in range(400)]
+    default = Splits.for_dataset(tmp_path)
+    assert [default(s) for s in sounds] == [split_of(s) for s in sounds] and default.source == "hash"
+    wide = Splits.for_dataset(tmp_path, fractions=(0.5, 0.3, 0.2))
+    frac_val = np.mean([wide(s) == "val" for s in sounds])
+    assert 0.22 < frac_val < 0.38
+    with pytest.raises(ConfigError, match="fractions"):
+        Splits.for_dataset(tmp_path, fractions=(0.5, 0.6, 0.2))
+    # a dataset's own splits.json wins for the sounds it lists; the others keep the hash split
+    (tmp_path / SPLITS_FILE).write_text(json.dumps({"train": sounds[:2], "test": sounds[2:4], "val": []}))
+    own = Splits.for_dataset(tmp_path)
+    assert own.source.endswith(SPLITS_FILE)
+    assert [own(s) for s in sounds[:4]] == ["train", "train", "test", "test"]
+    assert own(sounds[10]) == split_of(sounds[10])
+    assert Splits.from_dict(own.to_dict()) == own
+    # an explicit --split-file beats the dataset's
+    other = tmp_path / "mine.json"
+    other.write_text(json.dumps({"val": sounds[:4]}))
+    assert {Splits.for_dataset(tmp_path, other)(s) for s in sounds[:4]} == {"val"}
+    for bad, msg in (({"train": "x.wav"}, "lists"), ({"dev": []}, "lists"),
+                     ({"train": ["a.wav"], "test": ["a.wav"]}, "two splits")):
+        other.write_text(json.dumps(bad))
+        with pytest.raises(DataFormatError, match=msg):
+            Splits.for_dataset(tmp_path, other)
+    other.write_text("{not json")
+    with pytest.raises(DataFormatError, match="cannot read"):
+        Splits.for_dataset(tmp_path, other)
+
+
+def test_build_segments_follow_the_datasets_split_file(tmp_path):
+    from _data_fixtures import make_tiny
+
+    from neurospeech.data.segments import build_segments
+
+    make_tiny(tmp_path, minutes=0.3)
+    recs = load_dataset(tmp_path)
+    sounds = sorted({str(s) for r in recs for s in r.load_events().words().sound})
+    (tmp_path / SPLITS_FILE).write_text(json.dumps({"test": sounds[:1], "train": sounds[1:]}))
+    feats = {}
+
+    def features(sound):
+        return feats.setdefault(sound, np.zeros((3, 2000), dtype=np.float32))
+
+    test, _ = build_segments(recs, features, split="test", progress=False)
+    assert set(test.sound) == {sounds[0]}
+    val, _ = build_segments(recs, features, split="val", progress=False)
+    assert len(val) == 0
 
 
 def _rows():

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from neurospeech.errors import DataFormatError
-from neurospeech.metrics import rank_of_true, segment_topk, word_topk
+from neurospeech.metrics import (
+    binomial_p,
+    bootstrap_ci,
+    bootstrap_ratio_ci,
+    empirical_chance,
+    rank_of_true,
+    segment_topk,
+    word_topk,
+)
 
 
 def test_perfect_scores_give_one_and_chance_is_reported():
@@ -38,9 +46,55 @@ def test_word_topk_sums_probabilities_per_word():
     s = np.array([[2.0, 2.0, 2.5, -5.0]])
     words = np.array(["a", "a", "b", "c"])
     r = word_topk(s, words, np.array(["a"]), k=10)
-    assert r["top1"] == 1.0 and r["n_words"] == 3 and r["chance_top10"] == 1.0
+    assert r["top1"] == 1.0 and r["n_words"] == 3 and r["naive_chance_top10"] == 1.0
     r = word_topk(s, words, np.array(["b"]), k=10)
     assert r["top1"] == 0.0 and r["top10"] == 1.0
+
+
+def test_word_identity_is_case_folded():
+    s = np.array([[1.0, 0.9, 0.0]])
+    r = word_topk(s, np.array(["The", "the", "cat"]), np.array(["THE"]), k=1)
+    assert r["n_words"] == 2 and r["top1"] == 1.0
+
+
+def test_random_word_identity_chance_is_far_above_k_over_vocabulary():
+    # 200 candidates: 'the' 60 times, 'a' 40 times, 100 words once each; queries follow the same frequencies
+    words = np.array(["the"] * 60 + ["a"] * 40 + [f"w{i}" for i in range(100)])
+    true = words[np.random.default_rng(0).integers(0, 200, 300)]
+
+    def metric(s):
+        return word_topk(s, words, true, k=10)["top10"]
+
+    ch = empirical_chance(metric, (300, 200), n_draws=60, seed=1)
+    naive = word_topk(np.zeros((300, 200)), words, true, k=10)["naive_chance_top10"]
+    assert naive == pytest.approx(10 / 102)
+    assert ch["lo"] > 3 * naive  # 'the' and 'a' alone are half of the queries
+    fresh = metric(np.random.default_rng(99).standard_normal((300, 200)))
+    assert ch["lo"] <= fresh <= ch["hi"]
+
+
+def test_bootstrap_intervals_cover_the_estimate_and_shrink_with_more_data():
+    rng = np.random.default_rng(0)
+    small, big = rng.random(50) < 0.3, rng.random(5000) < 0.3
+    lo, hi = bootstrap_ci(small)
+    assert lo <= small.mean() <= hi
+    lo2, hi2 = bootstrap_ci(big)
+    assert lo2 <= big.mean() <= hi2 and hi2 - lo2 < (hi - lo) / 4
+    # groups: duplicated queries (the same segment from two subjects) do not shrink the interval
+    dup = np.repeat(small, 2)
+    lo3, hi3 = bootstrap_ci(dup, np.repeat(np.arange(50), 2))
+    assert hi3 - lo3 > 0.7 * (hi - lo)
+    a, b = rng.random(400) < 0.6, rng.random(400) < 0.3
+    rlo, rhi = bootstrap_ratio_ci(a, b)
+    assert rlo <= a.mean() / b.mean() <= rhi and rlo > 1.2
+    with pytest.raises(DataFormatError):
+        bootstrap_ci(np.array([]))
+
+
+def test_binomial_p_value():
+    assert binomial_p(20, 25, 0.4) < 1e-3
+    assert binomial_p(10, 25, 0.4) > 0.4
+    assert np.isnan(binomial_p(0, 0, 0.1))
 
 
 def test_metric_input_errors():

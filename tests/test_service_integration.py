@@ -130,7 +130,7 @@ def test_decode_file_over_a_fif_with_bids_style_events(art, tmp_path):
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     words = [h for h in lines if h["kind"] == "word"]
     assert summary["decisions"]["word"] == len(words) == len(art.anchors)
-    assert summary["word_top1"] == 1.0
+    assert summary["segment_top1"] == 1.0 and summary["word_locked"] == len(words)
     n_expected = (int(9.0 * 120) - 24 - 361) // 30 + 1  # resampler delay keeps ~0.2 s of outputs back
     assert abs(summary["decisions"]["sliding"] - n_expected) <= 2
     validate_header("decode", {**words[0], "t_sent": 0.0, "encoding": "json"})

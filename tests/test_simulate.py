@@ -168,19 +168,22 @@ def test_cli_simulate_and_exit_codes(tmp_path, capsys):
 
 
 def test_calibration_and_data_check_run_on_a_small_dataset(meg_root, tmp_path):
-    from neurospeech.tools.simulate._calibrate import run_calibration
+    from neurospeech.models.calibrate import run_calibration
     from neurospeech.tools.simulate._checks import run_checks
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
-        res = run_calibration(meg_root, max_train=400, n_components=16)
+        res = run_calibration(meg_root, max_train=400, feature_cache=tmp_path / "cache", n_boot=100,
+                              chance_draws=20, decoder={"n_components": 16})
     n_test_words = sum(len(r.load_events().words().select(
         np.array([split_of(s) == "test" for s in r.load_events().words().sound], dtype=bool)))
         for r in load_dataset(meg_root))
     assert res["n_queries"] == n_test_words and 0 < res["n_candidates"] <= n_test_words
     assert res["chance_top1"] == pytest.approx(1 / res["n_candidates"])
     assert res["top1"] > 2 * res["chance_top1"]  # SNR 0 dB: the brain carries the speech
+    assert res["top1_ci"][0] <= res["top1"] <= res["top1_ci"][1]
     assert set(res["per_subject"]) == {"01", "02"}
+    assert not any(meg_root.rglob("*.npy"))  # the feature cache stays out of the dataset
     chk = run_checks(meg_root, tmp_path / "plots")
     assert -2.5 < chk["psd_slope_2_40hz"] < -0.5
     assert 8.5 < chk["alpha_peak_hz"] < 12.5

@@ -50,7 +50,8 @@ def pipeline(ci_data, tmp_path_factory) -> dict[str, Path]:
     _run(["-q", "train", "--data", str(ci_data), "--out", str(run), "--epochs", "2", "--batch-size", "32",
           "--set", f"encoder={TINY}", "--set", "progress=false", "--set", "threads=2"])
     report = work / "eval"
-    _run(["-q", "evaluate", str(run), "--out", str(report), "--max-ridge-windows", "60"])
+    _run(["-q", "evaluate", str(run), "--out", str(report), "--max-ridge-windows", "60",
+          "--ridge-components", "16"])
     onnx_path = work / "model.onnx"
     _run(["-q", "export", str(run), "--out", str(onnx_path), "--metrics", str(report / "report.json")])
     bank_path = work / "bank.npz"
@@ -64,6 +65,7 @@ def test_train_writes_a_complete_run(pipeline):
     assert meta["training"]["epochs_run"] == 2 and len(meta["history"]) == 2
     assert meta["subjects"] == ["01", "02"] and set(meta["scalers"]) == {"01", "02"}
     assert meta["output_shape"] == [64, 49]
+    assert meta["data"]["split"]["fractions"] == [0.7, 0.1, 0.2] and meta["data"]["split"]["source"] == "hash"
     assert len(meta["speech"]["mean"]) == meta["speech"]["dim"] == 120
     for name in ("checkpoint.pt", "best.pt", "curves.png"):
         assert (run / name).is_file()
@@ -73,6 +75,33 @@ def test_train_writes_a_complete_run(pipeline):
 
     model, _ = load_run(run)
     assert model_sha256(model) == meta["training"]["model_sha256"]
+
+
+def test_split_settings_are_validated():
+    from neurospeech.models.train import TrainConfig
+
+    from neurospeech.errors import ConfigError
+
+    assert TrainConfig(split_fractions=[0.6, 0.2, 0.2]).split_fractions == [0.6, 0.2, 0.2]
+    with pytest.raises(ConfigError, match="fractions"):
+        TrainConfig(split_fractions=[0.6, 0.6, 0.2])
+
+
+def test_regression_baseline_gets_its_own_learning_rate(pipeline, tmp_path):
+    """--loss mse without --set lr: a short search on the validation split picks the rate (recorded)."""
+    run = tmp_path / "mse"
+    _run(["-q", "train", "--data", str(pipeline["data"]), "--out", str(run), "--epochs", "1", "--batch-size", "32",
+          "--loss", "mse", "--set", f"encoder={TINY}", "--set", "progress=false", "--set", "threads=2",
+          "--set", "mse_lr_grid=[0.0003, 0.003]", "--set", "lr_search_epochs=1"])
+    meta = json.loads((run / "meta.json").read_text())
+    search = meta["training"]["lr_search"]
+    assert set(search["trials"]) == {"0.0003", "0.003"}
+    assert meta["training"]["lr"] == search["lr"] in (0.0003, 0.003)
+    best = search["trials"][f"{search['lr']:g}"]
+    assert all(best["val_top10"] >= t["val_top10"] for t in search["trials"].values())
+    assert json.loads((run / "lr_search.json").read_text()) == search
+    clip = json.loads((pipeline["run"] / "meta.json").read_text())["training"]
+    assert clip["lr"] == 3e-4 and clip["lr_search"]["trials"] is None
 
 
 def test_split_disjointness(pipeline):
@@ -103,18 +132,44 @@ def test_resume_continues_from_checkpoint(pipeline, tmp_path):
 
 def test_evaluate_report(pipeline):
     rep = json.loads((pipeline["report"] / "report.json").read_text())
-    assert set(rep["methods"]) == {"efficient-clip-mel", "random", "ridge-mel"}
+    assert set(rep["methods"]) == {"efficient-clip-mel", "efficient-clip-mel+centred", "random", "frequency",
+                                   "ridge-mel"}
     for res in rep["methods"].values():
         o = res["overall"]
         assert o["n_candidates"] == rep["methods"]["random"]["overall"]["n_candidates"] > 10
         assert o["chance_top10"] == pytest.approx(10 / o["n_candidates"])
         assert 0 <= o["top1"] <= o["top5"] <= o["top10"] <= 1
+        for key in ("top1", "top10", "word_identity_top1", "word_identity_top10"):
+            lo, hi = o[f"{key}_ci"]
+            assert lo <= o[key] <= hi
         assert set(res["per_subject"]) == {"01", "02"}
-    assert (pipeline["report"] / "report.md").read_text().startswith("# Evaluation")
+        assert 1 / o["n_queries"] <= o["hubness_max_top1_share"] <= 1
+    md = (pipeline["report"] / "report.md").read_text()
+    assert md.startswith("# Evaluation") and "word identity" in md and "[" in md
     assert (pipeline["report"] / "topk.png").is_file() and (pipeline["report"] / "curves.png").is_file()
     # the simulated ci data are strongly decodable: the linear baseline must be far above chance
-    ridge = rep["methods"]["ridge-mel"]["overall"]
-    assert ridge["top10"] > 2 * ridge["chance_top10"]
+    ridge = rep["methods"]["ridge-mel"]
+    assert ridge["overall"]["top10"] > 2 * ridge["overall"]["chance_top10"]
+    assert ridge["response_window_s"] == [-0.2, 0.8] and set(ridge["fits"]) == {"01", "02"}
+    # word identity chance is measured, and the random method falls in its region
+    ch = rep["chance"]["word_identity_top10"]
+    assert ch["lo"] <= ch["mean"] <= ch["hi"] and ch["mean"] > rep["chance"]["word_identity_top10_naive"]
+    ratio = rep["ratios"]["efficient-clip-mel / ridge-mel"]
+    assert ratio["ci"][0] <= ratio["ratio"] <= ratio["ci"][1]
+
+
+def test_calibrate_gives_the_ridge_number_of_evaluate(pipeline, tmp_path):
+    """`neurospeech calibrate` and evaluate's ridge row are one code path: same windows, same number."""
+    from neurospeech.models.calibrate import run_calibration
+
+    rep = json.loads((pipeline["report"] / "report.json").read_text())["methods"]["ridge-mel"]
+    cal = run_calibration(pipeline["data"], max_train=60, n_boot=50, chance_draws=5,
+                          decoder={"n_components": 16})
+    assert cal["n_candidates"] == rep["overall"]["n_candidates"] and cal["n_queries"] == rep["overall"]["n_queries"]
+    for key in ("top1", "top5", "top10", "word_identity_top10"):
+        assert cal[key] == pytest.approx(rep["overall"][key]), key
+    assert {s: v["alpha"] for s, v in cal["ridge"]["fits"].items()} == {
+        s: v["alpha"] for s, v in rep["fits"].items()}
 
 
 def test_export_contract_and_bank(pipeline):

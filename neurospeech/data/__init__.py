@@ -8,12 +8,14 @@ stimulus audio under ``stimuli/`` and a ``_events.tsv`` per run with ``onset, du
 from ._audio import read_wav, write_wav
 from ._dataset import Recording, load_dataset, write_run
 from ._events import EVENT_COLUMNS, Events, events_from_rows, read_events_tsv, write_events_tsv
-from ._ids import segment_id, split_of, stable_uniform
+from ._ids import SPLITS_FILE, Splits, segment_id, split_of, stable_uniform
 
 __all__ = [
     "EVENT_COLUMNS",
+    "SPLITS_FILE",
     "Events",
     "Recording",
+    "Splits",
     "events_from_rows",
     "load_dataset",
     "read_events_tsv",

@@ -28,7 +28,7 @@ from ..preprocessing import (
 )
 from ._dataset import Recording
 from ._events import Events
-from ._ids import segment_id, split_of, stable_uniform
+from ._ids import Splits, segment_id, stable_uniform
 
 __all__ = ["SegmentSet", "build_segments", "channel_specs", "speech_window"]
 
@@ -166,6 +166,7 @@ def build_segments(
     max_per_recording: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    splits: Callable[[str], str] | None = None,
 ) -> tuple[SegmentSet, dict[str, RobustScaler]]:
     """Cut paired brain/speech windows from recordings.
 
@@ -176,7 +177,7 @@ def build_segments(
     features : callable
         ``sound path (relative to the root) -> (F, n_frames)`` speech features at ``window.sfreq``.
     split : {'train', 'val', 'test'} or None
-        Keep only anchors whose sound is in this split (:func:`neurospeech.data.split_of`).
+        Keep only anchors whose sound is in this split (``splits``).
     anchors : {'word', 'regular'}
         Word onsets, or every ``step`` s inside each sound.
     step : float
@@ -195,6 +196,9 @@ def build_segments(
         bounds memory on long datasets.
     progress : bool
         Show a progress bar.
+    splits : callable or None
+        ``sound -> 'train' | 'val' | 'test'`` (None: :meth:`neurospeech.data.Splits.for_dataset` of the
+        recordings' root: its ``splits.json`` when present, else the 0.7/0.1/0.2 hash split).
 
     Returns
     -------
@@ -209,6 +213,7 @@ def build_segments(
         raise ConfigError(f"anchors must be 'word' or 'regular', got {anchors!r}")
     if not recordings:
         raise DataFormatError("build_segments needs at least one recording")
+    split_fn = splits if splits is not None else Splits.for_dataset(recordings[0].root)
     fit_scalers = scalers is None
     scalers = {} if scalers is None else dict(scalers)
     channels: list[ChannelSpec] | None = None
@@ -230,7 +235,7 @@ def build_segments(
         events = rec.load_events()
         anc = _anchors(events, anchors, step)
         if split is not None:
-            anc = anc.select(np.array([split_of(s) == split for s in anc.sound], dtype=bool))
+            anc = anc.select(np.array([split_fn(s) == split for s in anc.sound], dtype=bool))
         if max_per_recording is not None and len(anc) > max_per_recording:
             rng = np.random.default_rng(int(stable_uniform(seed, rec.name) * 2**32))
             anc = anc.select(np.sort(rng.permutation(len(anc))[:max_per_recording]))
@@ -244,7 +249,7 @@ def build_segments(
                                  sound_time=float(anc.sound_time[k]), anchor_time=float(anc.onset[k])))
         if fit_scalers:
             reg = _anchors(events, "regular", max(step, 0.5))
-            reg = reg.select(np.array([split_of(s) == "train" for s in reg.sound], dtype=bool))
+            reg = reg.select(np.array([split_fn(s) == "train" for s in reg.sound], dtype=bool))
             if len(reg) == 0:
                 reg = _anchors(events, "regular", max(step, 0.5))
             if len(reg):

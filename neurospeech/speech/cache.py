@@ -16,7 +16,30 @@ from ..contract import sha256_file
 from ..errors import DataFormatError
 from .extractors import FeatureExtractor
 
-__all__ = ["FeatureCache", "fit_standardizer", "read_audio"]
+__all__ = ["FeatureCache", "default_cache_dir", "fit_standardizer", "read_audio", "resolve_cache_dir"]
+
+#: Environment variable naming the feature cache directory.
+CACHE_ENV = "NEUROSPEECH_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """Where features are cached when no directory is given: ``$NEUROSPEECH_CACHE``, else
+    ``$XDG_CACHE_HOME/neurospeech/features``, else ``~/.cache/neurospeech/features``.
+
+    Never inside the dataset (read-only datasets are common); entries are keyed by audio content and extractor
+    settings, so one cache serves every dataset.
+    """
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "neurospeech" / "features"
+
+
+def resolve_cache_dir(feature_cache: str | Path | None) -> Path:
+    """``feature_cache`` when given (e.g. ``<data>/derivatives/neurospeech-features`` to keep it with a
+    writable dataset), else :func:`default_cache_dir`."""
+    return Path(feature_cache) if feature_cache else default_cache_dir()
 
 log = logging.getLogger(__name__)
 

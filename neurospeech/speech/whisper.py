@@ -267,7 +267,7 @@ class WhisperExtractor(FeatureExtractor):
     ----------
     layers : int or (int, int)
         Encoder layer ``k`` or inclusive range ``(lo, hi)`` averaged (0 = embedding, n_layers = last, with
-        the final LayerNorm). Default 2: the linear check (``python -m neurospeech.speech._check``) on the
+        the final LayerNorm). Default 2: the linear check (``python -m neurospeech.models.layer_check``) on the
         simulated ``ci`` data found block 2 of tiny.en the most linearly predictable from brain windows
         (mean r: L0 0.17, L1 0.30, L2 0.33, L3 0.30, L4 0.26; log-mel 0.63).
     model_dir : path or None

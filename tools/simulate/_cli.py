@@ -61,29 +61,41 @@ def data_check(root: Path, out: Path, subject: str | None, max_runs: int) -> Non
 
 @click.command("calibrate")
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", "out_json", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="JSON result file (default: ROOT/derivatives/calibration.json).")
+@click.option("--out", "out_json", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("calibration.json"), show_default=True,
+              help="JSON result file (never written into the dataset unless given so).")
 @click.option("--subjects", default=None, help="Comma-separated subjects (default: all).")
-@click.option("--max-train", type=int, default=6000, show_default=True,
-              help="At most this many training windows per subject (random subset).")
+@click.option("--max-train", type=int, default=4000, show_default=True,
+              help="Training windows per subject (random subset; `evaluate --max-ridge-windows`).")
+@click.option("--features", type=click.Choice(["mel", "whisper", "wav2vec2"]), default="mel", show_default=True)
+@click.option("--feature-cache", type=click.Path(file_okay=False), default=None,
+              help="Feature cache (default: $NEUROSPEECH_CACHE or ~/.cache/neurospeech/features).")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="BLAS threads (1 is fastest on a busy machine).")
-def calibrate(root: Path, out_json: Path | None, subjects: str | None, max_train: int, threads: int) -> None:
-    """Ridge regression (lagged brain -> log-mel) scored by top-k segment retrieval on the test split."""
-    from threadpoolctl import threadpool_limits
+def calibrate(root: Path, out_json: Path, subjects: str | None, max_train: int, features: str,
+              feature_cache: str | None, threads: int) -> None:
+    """The tuned linear baseline on ROOT before any training (the ridge row of `neurospeech evaluate`).
 
-    from ._calibrate import run_calibration
+    Backward ridge (brain lagged -0.2..0.8 s -> speech-feature PCs), alpha chosen on the validation split,
+    scored by segment identification among the distinct test segments.
+    """
+    from neurospeech.models.calibrate import run_calibration
+    from threadpoolctl import threadpool_limits
 
     subj = [s.strip() for s in subjects.split(",")] if subjects else None
     with threadpool_limits(threads):
-        res = run_calibration(root, subjects=subj, max_train=max_train)
-    out_json = out_json or root / "derivatives" / "calibration.json"
+        res = run_calibration(root, subjects=subj, max_train=max_train, features=features,
+                              feature_cache=feature_cache)
     out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(res, indent=1))
+    out_json.write_text(json.dumps(res, indent=1, default=float))
+    ch = res["chance"]
+    w10 = ch["word_identity_top10"]
+    lo, hi = res["top10_ci"]
     click.echo(
-        f"ridge -> log-mel on {res['dataset']}: top-1 {res['top1'] * 100:.1f} %, "
-        f"top-10 {res['top10'] * 100:.1f} % "
-        f"among {res['n_candidates']} test segments (chance top-10 {res['chance_top10'] * 100:.2f} %); "
-        f"word top-10 {res['word']['top10'] * 100:.1f} % (chance {res['word']['chance_top10'] * 100:.1f} %). "
-        f"Saved {out_json}"
+        f"tuned ridge -> {features} PCs on {res['dataset']}: segment top-1 {res['top1'] * 100:.1f} %, "
+        f"top-10 {res['top10'] * 100:.1f} % [{lo * 100:.1f}, {hi * 100:.1f}] among {res['n_candidates']} test "
+        f"segments (chance top-10 {ch['segment_top10'] * 100:.2f} %); word identity top-10 "
+        f"{res['word_identity_top10'] * 100:.1f} % (random-score chance {w10['mean'] * 100:.1f} % "
+        f"[{w10['lo'] * 100:.1f}, {w10['hi'] * 100:.1f}], frequency-only "
+        f"{res['frequency_baseline']['word_identity_top10'] * 100:.1f} %). Saved {out_json}"
     )

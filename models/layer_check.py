@@ -1,7 +1,8 @@
 """Linear check: which speech representation is best predicted from brain windows (not a test).
 
 For every target (log-mel, Whisper encoder layers 0..n) a per-subject ridge decoder
-(:class:`neurospeech.models.ridge.RidgeDecoder`, lagged brain -> standardised speech features) is fitted on
+(:class:`neurospeech.models.ridge.RidgeDecoder`, lagged brain -> standardised speech features; this
+module lives in ``models/`` because the core package never imports ``models``) is fitted on
 train-split word windows and evaluated on test-split word windows:
 
 - ``r``: Pearson correlation between predicted and true features, per feature over all test windows and
@@ -11,7 +12,7 @@ train-split word windows and evaluated on test-split word windows:
 The brain windows are cut once (the features of all targets concatenated), so the cost is one Whisper pass
 per sound plus one ridge fit per target and subject. Usage::
 
-    python -m neurospeech.speech._check /work/data/ci --out /tmp/layer_check.json
+    python -m neurospeech.models.layer_check /work/data/ci --out /tmp/layer_check.json
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from ..data import load_dataset, read_wav
 from ..data.segments import build_segments
 from ..metrics import segment_topk
 from ..scoring import normalise_candidates
-from .mel import log_mel, n_output_frames
-from .whisper import ENC_RATE, WhisperExtractor, resample_frames
+from ..speech.mel import log_mel, n_output_frames
+from ..speech.whisper import ENC_RATE, WhisperExtractor, resample_frames
+from .ridge import RidgeDecoder
 
 __all__ = ["layer_check", "timing"]
 
@@ -48,7 +50,7 @@ def _pearson_per_feature(pred: NDArray, true: NDArray) -> NDArray[np.float64]:
     return np.where(den > 0, (p * t).sum(1) / np.where(den > 0, den, 1.0), 0.0)
 
 
-def layer_check(root: str | Path, model_dir: str | Path | None = None, lags: int = 40, lag_start: int = -12,
+def layer_check(root: str | Path, model_dir: str | Path | None = None, lags: int = 121, lag_start: int = -42,
                 n_components: int = 32, subjects: list[str] | None = None) -> dict[str, Any]:
     """Compare how well mel and each Whisper layer are linearly predicted from brain windows.
 
@@ -69,8 +71,6 @@ def layer_check(root: str | Path, model_dir: str | Path | None = None, lags: int
         ``targets``: name -> {r, top1, top10, n_queries, n_candidates, dim}; ``best_whisper_layer``;
         ``whisper_seconds_per_audio_minute``; settings.
     """
-    from ..models.ridge import RidgeDecoder  # numpy-only module of the models package
-
     t_start = time.perf_counter()
     root = Path(root)
     recs = load_dataset(root, subjects=subjects)
@@ -108,7 +108,7 @@ def layer_check(root: str | Path, model_dir: str | Path | None = None, lags: int
         tests.append(test)
         for i, name in enumerate(names):
             sl = slice(bounds[i], bounds[i + 1])
-            dec = RidgeDecoder(lags=lags, lag_start=lag_start, n_components=n_components)
+            dec = RidgeDecoder(lags=lags, lag_start=lag_start, n_components=n_components)  # -0.2..0.8 s
             dec.fit(train.brain, train.speech[:, sl])
             pred = dec.predict(test.brain)
             results[name]["preds"].append(pred)
