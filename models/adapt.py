@@ -48,6 +48,7 @@ import torch
 
 from ..errors import ArtifactError, ConfigError, DataFormatError
 from ..preprocessing import PreprocessingSpec, RobustScaler, WindowSpec
+from ..speech.cache import resolve_cache_dir
 from .encoder import BrainEncoder
 
 __all__ = ["MEAN_SUBJECT", "AdaptConfig", "adapt", "pooled_scaler", "with_mean_subject"]
@@ -86,7 +87,8 @@ class AdaptConfig:
     threads : int or None
         torch CPU threads.
     feature_cache : str or None
-        Feature cache of the calibration dataset (None: ``<data>/derivatives/neurospeech-features``).
+        Feature cache directory (None: ``$NEUROSPEECH_CACHE`` or the user cache; never the dataset folder unless
+        given).
     progress : bool
         Progress bars.
     """
@@ -315,7 +317,7 @@ def adapt(cfg: AdaptConfig) -> Path:
     recs, seconds = calibration_recordings(data, cfg.subject, channels, cfg.minutes, cfg.tasks)
     subjects = [*meta["subjects"], cfg.subject]
     run_cfg = meta["config"]
-    cache = Path(cfg.feature_cache) if cfg.feature_cache else data / "derivatives" / "neurospeech-features"
+    cache = resolve_cache_dir(cfg.feature_cache)
     targets = _data.SpeechTargets.from_spec(data, meta["speech"], meta["representation"], cache)
     window = WindowSpec.from_dict(meta["window"])
     spec = PreprocessingSpec.from_dict(meta["preprocessing"])

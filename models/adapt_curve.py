@@ -89,13 +89,14 @@ def heldout_topk(model: Any, meta: dict[str, Any], data: str | Path, subject: st
     from ..metrics import rank_of_true
     from ..preprocessing import PreprocessingSpec, RobustScaler, WindowSpec
     from ..scoring import normalise_candidates
+    from ..speech.cache import resolve_cache_dir
     from . import _data
     from .train import predict
 
     root = Path(data)
     recs = [r for r in load_dataset(root) if r.subject == subject]
     targets = _data.SpeechTargets.from_spec(root, meta["speech"], meta["representation"],
-                                            root / "derivatives" / "neurospeech-features")
+                                            resolve_cache_dir(None))
     scalers = {s: RobustScaler.from_dict(v) for s, v in meta["scalers"].items()}
     ts, _, _ = _data.segments(recs, targets, "test", "word", list(meta["subjects"]),
                               WindowSpec.from_dict(meta["window"]), PreprocessingSpec.from_dict(meta["preprocessing"]),

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,8 +33,12 @@ def calibrations(hard_root, tmp_path_factory) -> dict[str, dict]:
 
     cache = tmp_path_factory.mktemp("cache")
     out = {}
+    settings: dict[str, dict[str, Any]] = {
+        "tuned": {},
+        "crippled": {"tmin": 0.0, "tmax": 0.05, "decoder": {"lag_step": 1}},
+    }
     with threadpool_limits(1):
-        for name, kw in (("tuned", {}), ("crippled", {"tmin": 0.0, "tmax": 0.05, "decoder": {"lag_step": 1}})):
+        for name, kw in settings.items():
             kw.setdefault("decoder", {})["n_components"] = 24
             out[name] = run_calibration(hard_root, feature_cache=cache, n_boot=300, chance_draws=100, **kw)
     return out
