@@ -299,7 +299,10 @@ def test_page_in_a_real_browser(tmp_path):
                 page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
                 page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
                 page.goto(url)
-                page.wait_for_function("document.querySelectorAll('#ticker .dec.word').length >= 10", timeout=180_000)
+                # an arrow function, not a bare expression: Playwright eval()s a bare expression inside the page,
+                # which the page's CSP (script-src 'self', no unsafe-eval) forbids
+                page.wait_for_function("() => document.querySelectorAll('#ticker .dec.word').length >= 10",
+                                       timeout=180_000)
                 # what the page shows is what the service sent (compared with a plain subscriber's messages)
                 rows = page.eval_on_selector_all("#ticker .dec.word", """rows => rows.map(r => ({
                     seq: Number(r.dataset.seq), cls: r.className,

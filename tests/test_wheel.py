@@ -43,6 +43,7 @@ IMPORT_TO_DIST = {
     "onnxruntime": "onnxruntime",
     "threadpoolctl": "threadpoolctl",
     "tqdm": "tqdm",
+    "psutil": "psutil",
 }
 
 
