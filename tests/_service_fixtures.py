@@ -10,8 +10,11 @@ online window equals the offline one -- which is what the end-to-end tests asser
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -383,3 +386,26 @@ def serve_settings(art: Artifacts, player: Player, **kw):
     )
     base.update(kw)
     return ServeSettings(**base)
+
+
+def run_parallel(timeout: float = 120.0, **jobs: Callable[[], Any]) -> dict[str, Any]:
+    """Run ``name=callable`` side by side in threads; returns name -> result (an exception is re-raised as an
+    AssertionError naming the job; a job still running after ``timeout`` s fails the test)."""
+    out: dict[str, Any] = {}
+
+    def one(name: str, fn: Callable[[], Any]) -> None:
+        try:
+            out[name] = fn()
+        except BaseException as exc:
+            out[name] = exc
+
+    threads = [threading.Thread(target=one, args=item) for item in jobs.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    for name in jobs:
+        if isinstance(out.get(name), BaseException):
+            raise AssertionError(name) from out[name]
+        assert name in out, f"{name} did not finish"
+    return out

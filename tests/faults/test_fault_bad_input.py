@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
 import pytest
-from _service_fixtures import Player, build_artifacts, serve_settings, word_markers
+from _service_fixtures import Player, build_artifacts, run_parallel, serve_settings, word_markers
 from neurospeech.service.client import Subscriber
 from neurospeech.service.server import Server
 
@@ -42,32 +41,11 @@ def run_session(art, player, timeout=15.0, **kw):
     return msgs, stats
 
 
-def _parallel(**jobs):
-    """Run ``name=callable`` side by side; returns name -> result (exceptions re-raised)."""
-    out = {}
-
-    def one(name, fn):
-        try:
-            out[name] = fn()
-        except BaseException as exc:
-            out[name] = exc
-
-    threads = [threading.Thread(target=one, args=item) for item in jobs.items()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    for name in jobs:
-        if isinstance(out.get(name), BaseException):
-            raise AssertionError(name) from out[name]
-        assert name in out, f"{name} did not finish"
-    return out
-
-
 def test_nan_burst_and_dead_channel_flagged_under_both_policies(art):
     p1 = Player(art.data, art.sfreq, art.names, nan={2: (3.6, 3.9)}, dead=[5])
     p2 = Player(art.data, art.sfreq, art.names, dead=[1])
-    res = _parallel(
+    res = run_parallel(
+        60,
         interpolate=lambda: run_session(art, p1.start(), bad_channel_policy="interpolate", markers=False),
         skip=lambda: run_session(art, p2.start(), bad_channel_policy="skip", markers=False),
     )
@@ -100,7 +78,8 @@ def test_nan_burst_and_dead_channel_flagged_under_both_policies(art):
 def test_clock_jump_and_rate_drift_are_survived_counted_and_reported(art):
     pj = Player(art.data, art.sfreq, art.names, markers=word_markers(art), jump_at=2.5, jump_by=1.5)
     pd = Player(art.data, art.sfreq, art.names, markers=word_markers(art), rate_factor=1.01)
-    res = _parallel(
+    res = run_parallel(
+        60,
         jump=lambda: (pj, *run_session(art, pj.start())), drift=lambda: (pd, *run_session(art, pd.start()))
     )
     results = res

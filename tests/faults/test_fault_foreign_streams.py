@@ -16,7 +16,7 @@ import uuid
 
 import numpy as np
 import pytest
-from _service_fixtures import Player, build_artifacts, serve_settings, word_markers
+from _service_fixtures import Player, build_artifacts, run_parallel, serve_settings, word_markers
 from neurospeech.service.client import Subscriber
 from neurospeech.service.server import Server
 
@@ -56,27 +56,6 @@ def run_session(settings, until, timeout=30.0, player=None):
             player.stop()
     assert alive and server.exit_code == 0, server.error
     return msgs, stats
-
-
-def _parallel(**jobs):
-    out = {}
-
-    def one(name, fn):
-        try:
-            out[name] = fn()
-        except BaseException as exc:
-            out[name] = exc
-
-    threads = [threading.Thread(target=one, args=item) for item in jobs.items()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    for name in jobs:
-        if isinstance(out.get(name), BaseException):
-            raise AssertionError(name) from out[name]
-        assert name in out, f"{name} did not finish"
-    return out
 
 
 def _word_hits(msgs):
@@ -119,7 +98,7 @@ def test_trailing_eog_channel_is_ignored_by_serve_and_decode_file(art, tmp_path)
     write_events_tsv(tmp_path / "sub-01_task-listen_events.tsv", events_from_rows(rows))
     out = tmp_path / "dec.jsonl"
     summary = decode_file(fif, out, serve_settings(art, player))
-    assert summary["decisions"]["word"] == len(art.anchors) and summary["word_top1"] == 1.0
+    assert summary["decisions"]["word"] == len(art.anchors) and summary["segment_top1"] == 1.0
 
 
 # --------------------------------------------------------------------------------------------- defects 2, 3
@@ -185,7 +164,7 @@ def test_stream_without_units_is_warned_about_and_the_override_decodes_it(art, c
     p_warn = Player(art.data, art.sfreq, art.names, unit="", markers=word_markers(art))
     p_uv = Player(art.data, art.sfreq, art.names, unit="", scale=1e6, markers=word_markers(art))
     with caplog.at_level(logging.WARNING, logger="neurospeech.service.pipeline"):
-        res = _parallel(
+        res = run_parallel(
             assumed=lambda: run_session(serve_settings(art, p_warn.start()), lambda m: p_warn.done,
                                         player=p_warn),
             override=lambda: run_session(serve_settings(art, p_uv.start(), units="uV"), lambda m: p_uv.done,
