@@ -245,8 +245,16 @@ def request_state(
         if curve_secret_key is not None and curve_server_key is not None:
             _curve.apply_client(req, curve_secret_key, curve_server_key)
         req.connect(endpoint)
-        req.send(b"state")
-        if not req.poll(int(timeout * 1000)):
+        # a REQ send can block while its connection is not up yet (seen with CURVE under load: a test hung in
+        # send for minutes): the request gets the same deadline as the reply
+        req.sndtimeo = int(timeout * 1000)
+        try:
+            req.send(b"state")
+        except zmq.Again:
+            sent = False
+        else:
+            sent = True
+        if not sent or not req.poll(int(timeout * 1000)):
             raise TransportError(
                 f"no reply from the state endpoint {endpoint!r} within {timeout} s; is `neurospeech serve` "
                 "running with a state endpoint (and, with CURVE, is this client's key authorised)?"
