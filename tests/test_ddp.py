@@ -79,8 +79,9 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     local = {"loss": float(loss.detach()), "grad": zl.grad.numpy().tolist()}
     # 2) DDP training: identical parameters on every rank afterwards
     torch.manual_seed(0)
+    # fit() takes a resolved learning rate (train() resolves lr=None per loss): the paper's CLIP rate
     cfg = TrainConfig(data="x", out=out_dir, batch_size=16, max_epochs=2, patience=5, batches_per_epoch=3,
-                      progress=False, device="cpu", resume=False)
+                      lr=3e-4, progress=False, device="cpu", resume=False)
     enc = preset_config("efficient", n_virtual=8, hidden=16, head_hidden=16, fourier_harmonics=3)
     pos = normalise_positions(np.random.default_rng(0).random((C, 2)))
     model = BrainEncoder(enc, pos, N_SUBJ, F_OUT, POOL)
