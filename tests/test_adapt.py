@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from _lazy import lazy
 
 from neurospeech.cli import main
 
-pytestmark = pytest.mark.torch
-torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch  # tests/_lazy.py: collected without torch, run with it
+torch = lazy("torch")
 
 TINY = '{"n_virtual": 16, "hidden": 32, "head_hidden": 32, "fourier_harmonics": 4}'
 

@@ -14,7 +14,7 @@ import pytest
 
 from neurospeech._demo import DemoSettings, hubness, run_demo, with_chance
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.integration, pytest.mark.torch, pytest.mark.timeout(1200)]  # the demo trains
 
 
 @pytest.fixture(scope="module")

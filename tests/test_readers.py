@@ -57,7 +57,14 @@ def test_unknown_folder_names_the_known_layouts(tmp_path):
     for name in FORMAT_NAMES:
         assert f"  {name}:" in msg
     assert "_meg.con" in msg  # says what it looked for
+
+
+@pytest.mark.torch  # the train command needs the train extra; the detection above does not
+def test_train_exit_codes_for_an_unknown_folder_and_format_name(tmp_path):
+    (tmp_path / "notes.txt").write_text("nothing here")
     assert _exit_code(["-q", "train", "--data", str(tmp_path), "--out", str(tmp_path / "run")]) == 3
+    (tmp_path / "sub-01").mkdir()
+    assert _exit_code(["-q", "train", "--data", str(tmp_path), "--format", "masc", "--out", str(tmp_path / "r")]) == 2
 
 
 def test_named_format_that_does_not_fit_and_unknown_name(tmp_path):
@@ -67,7 +74,6 @@ def test_named_format_that_does_not_fit_and_unknown_name(tmp_path):
     with pytest.raises(ConfigError, match="unknown dataset format 'masc'"):
         read_corpus(tmp_path, "masc")
     assert read_corpus(tmp_path, "bids") is None
-    assert _exit_code(["-q", "train", "--data", str(tmp_path), "--format", "masc", "--out", str(tmp_path / "r")]) == 2
 
 
 # ------------------------------------------------------------------------------------------ MEG-MASC
