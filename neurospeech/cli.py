@@ -163,6 +163,23 @@ def _early_stop(signum: int, frame: Any) -> None:
     raise Interrupted(signum)
 
 
+def _interrupt_in_chain(exc: BaseException) -> Interrupted | None:
+    """The :class:`Interrupted` that ``exc`` wraps, if any.
+
+    A signal handler that raises while a C extension initialises (onnxruntime's pybind module, scipy ...)
+    comes out as that library's own error, e.g. ``ImportError: initialization failed`` with our
+    :class:`Interrupted` as its cause or context: it is still a stop request, not a crash.
+    """
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, Interrupted):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and map errors to exit codes."""
     command = _command(sys.argv[1:] if argv is None else list(argv)) or ""
@@ -171,7 +188,13 @@ def main(argv: list[str] | None = None) -> None:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, _early_stop)
     try:
-        cli.main(args=argv, standalone_mode=False, prog_name="neurospeech")
+        try:
+            cli.main(args=argv, standalone_mode=False, prog_name="neurospeech")
+        except Exception as exc:  # a stop request that a third-party import turned into its own error
+            wrapped = _interrupt_in_chain(exc)
+            if wrapped is None:
+                raise
+            raise wrapped from None
     except (Interrupted, KeyboardInterrupt, click.exceptions.Abort) as exc:
         code = exc.exit_code if isinstance(exc, Interrupted) else 130
         clean = _EARLY_SIGNALS.get(command)
