@@ -39,8 +39,10 @@ __all__ = [
     "SpatialAttention",
     "SubjectLayer",
     "count_macs",
+    "mask_front",
     "normalise_positions",
     "preset_config",
+    "truncate_batch",
 ]
 
 
@@ -79,6 +81,10 @@ class EncoderConfig:
     downsample_in_stem : bool
         True: reduce the time axis by ``time_pool`` with a strided conv right after the stem (efficient).
         False: run the stack at full rate and average-pool at the end (paper, when ``time_pool > 1``).
+    early_decisions : bool
+        Accept windows whose not-yet-seen samples are NaN (:mod:`neurospeech.early`): the front end's output
+        at those time steps is replaced by a learned ``unseen`` vector (``BrainEncoder.unseen``), so the trunk
+        knows which part of the window is missing. Off (the default) for every model trained before.
     """
 
     preset: str = "paper"
@@ -95,6 +101,7 @@ class EncoderConfig:
     head_hidden: int = 640
     stem_layers: int = 0
     downsample_in_stem: bool = False
+    early_decisions: bool = False
 
     def __post_init__(self) -> None:
         for f in ("n_virtual", "fourier_harmonics", "hidden", "n_blocks", "dilation_cycle", "kernel",
@@ -108,7 +115,10 @@ class EncoderConfig:
             raise ConfigError(f"spatial_dropout radius must be in [0, 1), got {self.spatial_dropout!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not self.early_decisions:  # additive: a run without early decisions writes what older runs wrote
+            d.pop("early_decisions")
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EncoderConfig:
@@ -283,6 +293,10 @@ class BrainEncoder(nn.Module):
                                           config.spatial_dropout)
         self.initial = nn.Conv1d(d, d, 1)
         self.subject_layer = SubjectLayer(d, n_subjects)
+        # early decisions: the learned front-end output of a not-yet-seen time step (random init, so that the
+        # trunk can tell it from data from the first step; zero would look like a flat signal)
+        self.unseen: nn.Parameter | None = (
+            nn.Parameter(torch.randn(d) / math.sqrt(d)) if config.early_decisions else None)
         self.trunk = _Trunk(config, out_dim, time_pool)
         self.shared_frozen = False
 
@@ -310,10 +324,16 @@ class BrainEncoder(nn.Module):
         return self.subject_layer(self.initial(self.attention(x)), subject)
 
     def forward(self, x: Tensor, subject: Tensor) -> Tensor:
-        """``x (B, C, T)`` float32, ``subject (B,)`` int64 -> latent ``(B, out_dim, T // time_pool)``."""
+        """``x (B, C, T)`` float32, ``subject (B,)`` int64 -> latent ``(B, out_dim, T // time_pool)``.
+
+        With ``config.early_decisions`` a time step where any channel is NaN is *unseen*: its front-end output
+        is the learned :attr:`unseen` vector (see :func:`mask_front`).
+        """
         if x.ndim != 3 or x.shape[1] != self.n_channels:
             raise ConfigError(f"encoder expects input (batch, {self.n_channels}, time), got {tuple(x.shape)}")
-        return self.trunk(self.front(x, subject))
+        if self.unseen is None:
+            return self.trunk(self.front(x, subject))
+        return self.trunk(mask_front(x, lambda xs: self.front(xs, subject), self.unseen))
 
     @torch.no_grad()
     def folded_front(self) -> tuple[Tensor, Tensor]:
@@ -334,6 +354,35 @@ class BrainEncoder(nn.Module):
 
     def output_frames(self, n_times: int) -> int:
         return n_times // self.time_pool
+
+
+def mask_front(x: Tensor, front: Any, unseen: Tensor) -> Tensor:
+    """Front end with unseen time steps masked: ``front(x with NaN -> 0)`` where seen, ``unseen`` elsewhere.
+
+    Parameters
+    ----------
+    x : tensor, shape (B, C, T)
+        Input; a time step with a NaN in any channel is unseen.
+    front : callable
+        ``(B, C, T) -> (B, D, T)`` (the torch front end, or the exported folded matrix).
+    unseen : tensor, shape (D,)
+        The learned vector of an unseen step.
+
+    Returns
+    -------
+    tensor, shape (B, D, T)
+    """
+    # a NaN anywhere in a column makes its channel sum NaN: one reduction (ReduceSum + IsNaN in ONNX)
+    gone = torch.isnan(x.sum(dim=1, keepdim=True))  # (B, 1, T)
+    h = front(torch.where(gone, torch.zeros_like(x), x))
+    return torch.where(gone, unseen[None, :, None].to(h.dtype), h)
+
+
+def truncate_batch(x: Tensor, keep: Tensor) -> Tensor:
+    """Training: a copy of ``x (B, C, T)`` with the samples from ``keep[b]`` on set to NaN (``keep (B,)``)."""
+    t = torch.arange(x.shape[-1], device=x.device)
+    gone = t[None, None, :] >= keep.to(x.device)[:, None, None]
+    return x.masked_fill(gone, float("nan"))
 
 
 class _Trunk(nn.Module):

@@ -44,7 +44,7 @@ from ..contract import (
 )
 from ..errors import ArtifactError, ConfigError
 from ..preprocessing import PreprocessingSpec, WindowSpec
-from .encoder import BrainEncoder
+from .encoder import BrainEncoder, mask_front
 
 __all__ = ["FoldedEncoder", "build_contract", "export_onnx", "export_run", "read_contract", "sidecar_path"]
 
@@ -70,6 +70,7 @@ class FoldedEncoder(nn.Module):
 
     matrix: Tensor  # buffers (register_buffer), declared for type checkers
     bias: Tensor
+    unseen: Tensor | None
 
     def __init__(self, model: BrainEncoder, subject: int | None = None) -> None:
         super().__init__()
@@ -83,15 +84,20 @@ class FoldedEncoder(nn.Module):
         self.register_buffer("bias", bias.detach().clone().float())
         self.trunk = copy.deepcopy(model.trunk).eval()
         self.trunk.head_out = _as_conv(self.trunk.head_out)
+        # early decisions: NaN samples -> the learned unseen vector (None: a model without early decisions)
+        self.register_buffer("unseen", None if model.unseen is None else model.unseen.detach().clone().float())
 
-    def forward(self, brain: Tensor, subject_index: Tensor | None = None) -> Tensor:
+    def _front(self, brain: Tensor, subject_index: Tensor | None) -> Tensor:
         if self.single:
             # a 1x1 convolution rather than matmul + add: one fused op in onnxruntime, and one that its int8
             # quantizer turns into an integer convolution (a MatMul with a constant left operand stays float)
-            x = F.conv1d(brain, self.matrix[:, :, None], self.bias)
-        else:
-            x = torch.matmul(self.matrix[subject_index], brain) + self.bias[subject_index][:, :, None]
-        return self.trunk(x)
+            return F.conv1d(brain, self.matrix[:, :, None], self.bias)
+        return torch.matmul(self.matrix[subject_index], brain) + self.bias[subject_index][:, :, None]
+
+    def forward(self, brain: Tensor, subject_index: Tensor | None = None) -> Tensor:
+        if self.unseen is None:
+            return self.trunk(self._front(brain, subject_index))
+        return self.trunk(mask_front(brain, lambda b: self._front(b, subject_index), self.unseen))
 
 
 def _as_conv(layer: nn.Module) -> nn.Module:
@@ -151,6 +157,11 @@ def build_contract(meta: dict[str, Any], subject: str | None = None, metrics: di
     }
     mid = model_id or (f"{meta['config']['preset']}-{meta['config']['loss']}-{meta['speech']['kind']}-"
                        f"{training['model_sha256'][:8]}" + (f"-sub-{subject}" if subject else ""))
+    early: dict[str, Any] = {}
+    if meta["encoder"].get("early_decisions"):
+        from ..early import DEFAULT_DELAYS, contract_entry
+
+        early = contract_entry(meta["config"].get("early_delays") or DEFAULT_DELAYS)
     return ModelContract(
         model_id=mid,
         preset=str(meta["config"]["preset"]),
@@ -165,6 +176,7 @@ def build_contract(meta: dict[str, Any], subject: str | None = None, metrics: di
         inputs=inputs,
         training=training,
         metrics=dict(metrics or {}),
+        early_decisions=early,
     )
 
 
@@ -196,6 +208,8 @@ def _parity(model: BrainEncoder, onnx_bytes: bytes, subject: int | None, n_times
 
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(batch, model.n_channels, n_times)).astype(np.float32)
+    if model.unseen is not None:  # early decisions: the last window's tail unseen (NaN), as the service sends
+        x[-1, :, n_times // 3:] = np.nan
     subj = (np.full(batch, subject) if subject is not None
             else rng.integers(0, model.n_subjects, size=batch)).astype(np.int64)
     with torch.no_grad():
@@ -205,6 +219,8 @@ def _parity(model: BrainEncoder, onnx_bytes: bytes, subject: int | None, n_times
     if subject is None:
         feed[INPUT_SUBJECT] = subj
     out = sess.run([OUTPUT], feed)[0]
+    if not (np.isfinite(out).all() and np.isfinite(ref).all()):
+        return float("inf")
     return float(np.max(np.abs(out - ref)))
 
 

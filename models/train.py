@@ -38,12 +38,14 @@ from torch import nn
 from tqdm import tqdm
 
 from ..errors import ArtifactError, ConfigError
-from .encoder import BrainEncoder, EncoderConfig, normalise_positions, preset_config
+from .encoder import BrainEncoder, EncoderConfig, normalise_positions, preset_config, truncate_batch
 from .loss import make_loss
 
 __all__ = [
     "RUN_FORMAT",
+    "EarlyPlan",
     "TrainConfig",
+    "early_plan",
     "fit",
     "load_run",
     "model_sha256",
@@ -134,6 +136,15 @@ class TrainConfig:
         Continue from ``out/checkpoint.pt`` when present (its config must match).
     progress : bool
         tqdm progress bars.
+    early_decisions : bool
+        Train for early word decisions (:mod:`neurospeech.early`): the encoder gets a learned "unseen" vector
+        and each training window is, with probability ``early_prob``, cut at ``onset + delay`` for a delay drawn
+        uniformly from ``early_delays`` (the samples after it set to NaN, which the model masks). The export's
+        contract then carries ``early_decisions`` and the service publishes ``word_early`` decisions.
+    early_delays : list of float
+        Decision delays in seconds after the anchor (each > 0 and < the window's ``tmax``).
+    early_prob : float
+        Probability that a training window is truncated (0 < p < 1; the rest stay whole).
     """
 
     data: str = ""
@@ -169,6 +180,9 @@ class TrainConfig:
     threads: int | None = None
     resume: bool = True
     progress: bool = True
+    early_decisions: bool = False
+    early_delays: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])
+    early_prob: float = 0.5
 
     def __post_init__(self) -> None:
         if self.loss not in ("clip", "mse"):
@@ -364,6 +378,10 @@ def fit(model: BrainEncoder, train_set: Any, val_set: Any, cfg: TrainConfig, run
     if cfg.batches_per_epoch is not None:
         n_batches = min(n_batches, cfg.batches_per_epoch)
     global_bs = local_bs * world
+    early = early_plan(cfg, int(train_set.brain.shape[-1])) if cfg.early_decisions else None
+    if early is not None and getattr(model, "unseen", None) is None:
+        raise ConfigError("early_decisions needs an encoder built with EncoderConfig(early_decisions=True); "
+                          "train() builds it so")
 
     model.to(device)
     loss_fn = make_loss(cfg.loss, gather=cfg.gather_negatives and world > 1)
@@ -404,6 +422,7 @@ def fit(model: BrainEncoder, train_set: Any, val_set: Any, cfg: TrainConfig, run
             break
         t0 = time.perf_counter()
         perm = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+        cut_rng = np.random.default_rng([cfg.seed, epoch, 18])  # early decisions: which windows are cut where
         model.train()
         total, count = 0.0, 0
         bar = tqdm(range(n_batches), desc=f"epoch {epoch}", unit="batch", leave=False,
@@ -414,6 +433,9 @@ def fit(model: BrainEncoder, train_set: Any, val_set: Any, cfg: TrainConfig, run
             x = brain_t[idx].to(device, non_blocking=True)
             y = speech_t[idx].to(device, non_blocking=True)
             s = subj_t[idx].to(device, non_blocking=True)
+            if early is not None:
+                keep = early.draw(cut_rng, global_bs)[rank * local_bs:(rank + 1) * local_bs]
+                x = truncate_batch(x, torch.from_numpy(keep))
             loss = loss_fn(net(x, s), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -454,6 +476,52 @@ def fit(model: BrainEncoder, train_set: Any, val_set: Any, cfg: TrainConfig, run
     if world > 1:
         dist.barrier()
     return history
+
+
+@dataclass(frozen=True)
+class EarlyPlan:
+    """How training windows are cut for early decisions (see ``TrainConfig.early_decisions``).
+
+    Attributes
+    ----------
+    delays : tuple of float
+        Decision delays (s after the anchor).
+    keep : tuple of int
+        Samples of the model input seen at each delay (:func:`neurospeech.early.n_seen`).
+    n_times : int
+        Samples of a whole window.
+    prob : float
+        Probability that a window is cut.
+    """
+
+    delays: tuple[float, ...]
+    keep: tuple[int, ...]
+    n_times: int
+    prob: float
+
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Samples to keep for ``n`` windows, ``(n,)`` int64: ``n_times`` (whole) or one delay's count."""
+        cut = rng.random(n) < self.prob
+        which = rng.integers(0, len(self.keep), size=n)
+        return np.where(cut, np.asarray(self.keep)[which], self.n_times).astype(np.int64)
+
+
+def early_plan(cfg: TrainConfig, n_times: int) -> EarlyPlan:
+    """The :class:`EarlyPlan` of ``cfg`` for windows of ``n_times`` samples (``ConfigError`` if invalid)."""
+    from ..early import check_delays, n_seen
+    from ..preprocessing import WindowSpec
+
+    window = WindowSpec(lag=cfg.lag)
+    if window.n_times != n_times:
+        raise ConfigError(f"early decisions: training windows have {n_times} samples, the window spec "
+                          f"{window.n_times}; the trainer's window and data disagree")
+    if not 0 < float(cfg.early_prob) < 1:
+        raise ConfigError(f"early_prob must be in (0, 1) (share of training windows cut), got {cfg.early_prob!r}; "
+                          "e.g. --set early_prob=0.5")
+    if not cfg.early_delays:
+        raise ConfigError("early_delays is empty; give the decision delays, e.g. --set early_delays=[0.5,1.0]")
+    delays = check_delays(cfg.early_delays, window)
+    return EarlyPlan(delays, tuple(n_seen(window, d) for d in delays), n_times, float(cfg.early_prob))
 
 
 def resolve_lr(cfg: TrainConfig, model: BrainEncoder, train_set: Any, val_set: Any, run_dir: Path | None,
@@ -542,6 +610,9 @@ def train(cfg: TrainConfig) -> Path:
     t_data = time.perf_counter() - t_start
 
     enc_cfg = preset_config(cfg.preset, **cfg.encoder)
+    if cfg.early_decisions:
+        early_plan(cfg, window.n_times)  # a bad setting fails now, not after the data are loaded
+        enc_cfg = dataclasses.replace(enc_cfg, early_decisions=True)
     positions = _positions(info_train.channels)
     torch.manual_seed(cfg.seed)
     rep = targets.representation

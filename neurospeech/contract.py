@@ -251,6 +251,11 @@ class ModelContract:
         Training data summary (dataset, n windows, split hash, seed, model hash).
     metrics : dict
         Evaluation metrics at export time.
+    early_decisions : dict
+        Empty for a model without early decisions (every model exported before them: the key is then absent
+        from the JSON, so their contracts and sha256 are unchanged). Otherwise ``{"supported": true,
+        "delays_s": [...], "unseen": "nan", ...}``: the model accepts windows whose samples after
+        ``onset + delay`` are NaN (:mod:`neurospeech.early`).
     """
 
     model_id: str
@@ -267,6 +272,7 @@ class ModelContract:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     format: int = CONTRACT_FORMAT
+    early_decisions: dict[str, Any] = field(default_factory=dict)
 
     # -- helpers
     @property
@@ -282,7 +288,18 @@ class ModelContract:
             )
         return RobustScaler.from_dict(self.scalers[subject])
 
+    @property
+    def supports_early(self) -> bool:
+        """True when the model accepts early (NaN-masked) windows (:func:`neurospeech.early.supports_early`)."""
+        return self.early_decisions.get("supported") is True
+
     def to_dict(self) -> dict[str, Any]:
+        d = self._to_dict()
+        if self.early_decisions:  # additive key: absent for every older model (same JSON, same sha256)
+            d["early_decisions"] = self.early_decisions
+        return d
+
+    def _to_dict(self) -> dict[str, Any]:
         return {
             "format": self.format,
             "model_id": self.model_id,
@@ -331,6 +348,7 @@ class ModelContract:
                 training=dict(d.get("training", {})),
                 metrics=dict(d.get("metrics", {})),
                 format=fmt,
+                early_decisions=_early_entry(d.get("early_decisions")),
             )
         except ArtifactError:
             raise
@@ -358,6 +376,27 @@ class ModelContract:
         if not p.is_file():
             raise ArtifactError(f"contract file {str(p)!r} does not exist")
         return cls.from_json(p.read_text())
+
+
+def _early_entry(v: Any) -> dict[str, Any]:
+    """The contract's ``early_decisions`` value, checked (absent or null: a model without early decisions)."""
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise ArtifactError(f"model contract: early_decisions must be an object, got {type(v).__name__}; "
+                            "re-export the model")
+    if v.get("supported") is True:
+        from .early import UNSEEN_MARKER, check_delays
+
+        if v.get("unseen") != UNSEEN_MARKER:
+            raise ArtifactError(
+                f"model contract: early_decisions.unseen is {v.get('unseen')!r}, this version knows only "
+                f"{UNSEEN_MARKER!r}; a newer model? upgrade neurospeech or re-export the model")
+        try:
+            check_delays(v.get("delays_s", []))
+        except ConfigError as exc:
+            raise ArtifactError(f"model contract: early_decisions.delays_s: {exc}") from exc
+    return dict(v)
 
 
 def _json_default(o: Any) -> Any:

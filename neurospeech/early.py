@@ -1,0 +1,129 @@
+"""Early word decisions: what part of a word-locked window exists at ``onset + delay`` (no torch here).
+
+A word-locked window spans ``tmin .. tmax`` around the word onset (-0.5 .. 2.5 s); the model sees the samples
+from ``tmin + lag`` on (343 at 120 Hz). At ``onset + delay`` only the samples with time ``<= delay`` exist.
+An *early* window is the full-length model input with the samples not yet seen set to NaN: a model trained
+for early decisions (contract key ``early_decisions``) replaces them, inside its graph, by a learned "unseen"
+vector (:class:`neurospeech.models.encoder.BrainEncoder`), so the unseen part is masked in a way the model
+knows, never silently zero-filled. A model without that key must never receive NaN
+(:func:`supports_early`): the service publishes early decisions only for models that declare them.
+
+Offline (``evaluate``) and online (the service's scheduler, ``decode-file``) cut early windows the same way:
+:func:`mask_unseen` on the preprocessed full-length input, which equals the input available at
+``onset + delay`` because every preprocessing step after the (causal) resampler is per sample and the
+baseline interval (-0.5 .. 0 s) lies before the onset.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .errors import ConfigError
+from .preprocessing import WindowSpec
+
+__all__ = [
+    "CONTRACT_KEY",
+    "DEFAULT_DELAYS",
+    "UNSEEN_MARKER",
+    "check_delays",
+    "contract_entry",
+    "delays_of",
+    "mask_unseen",
+    "n_seen",
+    "supports_early",
+]
+
+DEFAULT_DELAYS: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
+CONTRACT_KEY = "early_decisions"
+UNSEEN_MARKER = "nan"
+
+
+def n_seen(window: WindowSpec, delay: float) -> int:
+    """Model-input samples that exist at ``onset + delay`` seconds.
+
+    Parameters
+    ----------
+    window : WindowSpec
+        Window geometry (the model input starts at ``tmin + lag``).
+    delay : float
+        Seconds after the word onset; ``>= window.tmax`` gives the whole window.
+
+    Returns
+    -------
+    int
+        Number of leading samples of the ``(C, window.n_times)`` input with time ``<= delay`` (0 .. n_times).
+    """
+    if not math.isfinite(delay):
+        raise ConfigError(f"decision delay must be a finite number of seconds, got {delay!r}")
+    t0 = window.tmin + window.lag  # time of the first model-input sample
+    k = math.floor((delay - t0) * window.sfreq + 1e-9) + 1
+    return int(min(max(k, 0), window.n_times))
+
+
+def check_delays(delays: Iterable[float], window: WindowSpec | None = None) -> tuple[float, ...]:
+    """Validated, sorted, distinct decision delays (``ConfigError`` naming the bad value and the fix)."""
+    out = []
+    for d in delays:
+        try:
+            v = float(d)
+        except (TypeError, ValueError):
+            raise ConfigError(f"decision delay {d!r} is not a number; give seconds after the word onset, "
+                              f"e.g. {list(DEFAULT_DELAYS)}") from None
+        hi = window.tmax if window is not None else math.inf
+        if not (math.isfinite(v) and 0 < v < hi):
+            raise ConfigError(f"decision delay {v!r} s must be > 0 and below the window end ({hi} s); "
+                              f"e.g. {list(DEFAULT_DELAYS)}")
+        out.append(v)
+    return tuple(sorted(set(out)))
+
+
+def mask_unseen(x: NDArray[Any], window: WindowSpec, delay: float) -> NDArray[np.float32]:
+    """Copy of the model input with the samples after ``onset + delay`` set to NaN (the unseen marker).
+
+    Parameters
+    ----------
+    x : array, shape (..., n_channels, n_times)
+        Preprocessed full-length model input(s) (``n_times == window.n_times``).
+    window : WindowSpec
+    delay : float
+        Seconds after the word onset.
+
+    Returns
+    -------
+    array, shape (..., n_channels, n_times), float32
+    """
+    a = np.array(x, dtype=np.float32, copy=True)
+    if a.ndim < 2 or a.shape[-1] != window.n_times:
+        raise ConfigError(f"early window: expected (..., channels, {window.n_times}) samples, got {a.shape}")
+    a[..., n_seen(window, delay):] = np.nan
+    return a
+
+
+def contract_entry(delays: Iterable[float] = DEFAULT_DELAYS) -> dict[str, Any]:
+    """The contract's ``early_decisions`` value for a model trained for early decisions."""
+    return {
+        "supported": True,
+        "delays_s": [float(d) for d in check_delays(delays)],
+        "unseen": UNSEEN_MARKER,
+        "doc": "input samples after onset + delay are NaN; the model replaces them by a learned unseen "
+               "vector (neurospeech.early.mask_unseen)",
+    }
+
+
+def supports_early(contract: Any) -> bool:
+    """True when a contract (``ModelContract`` or its dict) declares early-decision support."""
+    entry = contract.get(CONTRACT_KEY) if isinstance(contract, Mapping) else getattr(contract, CONTRACT_KEY, None)
+    return bool(isinstance(entry, Mapping) and entry.get("supported") is True)
+
+
+def delays_of(contract: Any) -> tuple[float, ...]:
+    """Decision delays a contract declares (empty for a model without early decisions)."""
+    if not supports_early(contract):
+        return ()
+    entry = contract.get(CONTRACT_KEY) if isinstance(contract, Mapping) else getattr(contract, CONTRACT_KEY)
+    return check_delays(entry.get("delays_s", DEFAULT_DELAYS))

@@ -1,0 +1,1 @@
+../../neurospeech/early.py
