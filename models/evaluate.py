@@ -19,6 +19,13 @@ Methods in one report:
 
 The contrastive runs' top-10 ratios to the tuned ridge (and to their MSE twin) come with paired bootstrap
 intervals. Writes ``report.json``, ``report.md``, ``curves.png`` and ``topk.png``.
+
+*Decision delay* (``early_delays``, issue 18): every run also decides from the data available at word onset +
+0.5, 1.0, 1.5, 2.0 s (:func:`neurospeech.early.mask_unseen`: the samples after the delay are NaN, which a model
+trained with ``early_decisions`` masks; a model without it gets them zero-filled and is labelled so, as the
+reference of what training for it buys). Accuracy vs delay with 95 % bootstrap intervals, chance level and the
+share of the full-window top-10 (paired bootstrap interval) go into ``report.json["early"]``, a table in
+``report.md`` and ``early.png``.
 """
 
 from __future__ import annotations
@@ -85,6 +92,8 @@ class EvalConfig:
     centered : bool
         Also score every run with the hubness correction (each candidate's mean score over the validation
         windows subtracted): reported as ``<run>+centred``.
+    early_delays : list of float
+        Decision delays (s after the word onset) of the accuracy-vs-delay curve (empty: no curve).
     progress : bool
         Progress bars.
     """
@@ -103,6 +112,7 @@ class EvalConfig:
     chance_draws: int = 200
     centered: bool = True
     progress: bool = True
+    early_delays: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])
 
 
 def _candidates(ts: Any, info: Any, out_shape: tuple[int, int]) -> tuple[CandidateBank, np.ndarray]:
@@ -210,6 +220,12 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     first_targets = None
     first_scalers: dict[str, RobustScaler] = {}
     ref: dict[str, Any] = {}
+    curves: dict[str, list[dict[str, Any]]] = {}
+    early_modes: dict[str, str] = {}
+    if cfg.early_delays:
+        from ..early import check_delays
+
+        check_delays(cfg.early_delays)
 
     for run_dir, model, meta in loaded:
         c = meta["config"]
@@ -238,6 +254,14 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
                     "output_shape": meta["output_shape"], "training": meta["training"]})
         report["methods"][name] = res
         histories[name] = meta.get("history", [])
+        if cfg.early_delays:
+            native = bool(meta["encoder"].get("early_decisions"))
+            early_modes[name] = "masked (trained for early decisions)" if native else \
+                "zero-filled (not trained for early decisions)"
+            curves[name] = _early_curve(model, native, ts, bank, true_idx, window, cfg,
+                                        np.asarray(res["ranks"]))
+            log.info("%s: top-10 vs delay %s", name,
+                     {r["delay_s"]: round(r["top10"], 3) for r in curves[name]})
         if first_targets is None:
             first_targets, first_scalers = targets, scalers
             ref = {"subjects": subjects, "window": window, "spec": spec, "recs": recs, "key": key,
@@ -286,6 +310,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         log.info("ridge-%s: top-10 %.3f (alphas %s)", ref["name"], res["overall"]["top10"],
                  {s: v["alpha"] for s, v in rinfo["fits"].items()})
 
+    if curves:
+        report["early"] = {"methods": curves, "modes": early_modes, "metric": "segment identification",
+                           "delays_s": [r["delay_s"] for r in next(iter(curves.values()))]}
     report["ratios"] = _ratios(report["methods"], true_idx, cfg.n_boot, cfg.seed)
     report["seconds"] = time.perf_counter() - t0
     ranks = {k: v.pop("ranks") for k, v in report["methods"].items()}
@@ -295,8 +322,57 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     (out / "report.md").write_text(_markdown(report))
     plot_curves(histories, out / "curves.png")
     _plot_topk(ranks, len(bank), out / "topk.png")
+    if curves:
+        _plot_early(curves, out / "early.png")
     log.info("report written to %s (%.1f s)", out, report["seconds"])
     return report
+
+
+def _early_curve(model: Any, native: bool, ts: Any, bank: CandidateBank, true_idx: np.ndarray,
+                 window: WindowSpec, cfg: EvalConfig, full_ranks: np.ndarray) -> list[dict[str, Any]]:
+    """Rows of :func:`neurospeech.early.delay_curve` for one run (``full_ranks``: its full-window ranks).
+
+    ``native``: the model was trained for early decisions (unseen samples NaN, masked by the model); else the
+    unseen samples are zero-filled (what a model that knows nothing of early decisions can be given).
+    """
+    import torch
+
+    from ..early import check_delays, delay_curve, mask_unseen, n_seen
+    from .train import predict
+
+    ranks: dict[float, np.ndarray] = {}
+    for d in check_delays(cfg.early_delays, window):
+        x = mask_unseen(ts.brain, window, d)
+        if not native:
+            x[..., n_seen(window, d):] = 0.0
+        z = predict(model, x, ts.subject, torch.device("cpu"))
+        ranks[d] = rank_of_true(bank.scores(z), true_idx)
+    ranks[float(window.tmax)] = full_ranks
+    return delay_curve(ranks, true_idx, len(bank), cfg.n_boot, cfg.seed)
+
+
+def _plot_early(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Top-10 vs decision delay with 95 % intervals and chance (``early.png``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for name, rows in curves.items():
+        d = np.array([r["delay_s"] for r in rows])
+        top = np.array([100 * r["top10"] for r in rows])
+        lo = np.array([100 * r["top10_ci"][0] for r in rows])
+        hi = np.array([100 * r["top10_ci"][1] for r in rows])
+        ax.errorbar(d, top, yerr=[top - lo, hi - top], marker="o", capsize=3, label=name)
+    rows0 = next(iter(curves.values()))
+    ax.axhline(100 * rows0[0]["chance_top10"], color="k", ls=":", label="chance")
+    ax.set(xlabel="decision time after word onset (s; last = full window)", ylabel="segment top-10 (%)",
+           title="accuracy vs decision delay (95 % bootstrap CI)", ylim=(0, 100))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _jd(o: Any) -> Any:
@@ -369,6 +445,14 @@ def _markdown(report: dict[str, Any]) -> str:
     if report["ratios"]:
         lines += ["", "## Ratios (segment top-10, paired bootstrap 95 % interval)", ""]
         lines += [f"- {k}: {v['ratio']:.2f}x [{v['ci'][0]:.2f}, {v['ci'][1]:.2f}]" for k, v in report["ratios"].items()]
+    if report.get("early"):
+        from ..early import curve_markdown
+
+        e = report["early"]
+        lines += ["", "## Accuracy vs decision delay (segment top-10 %, 95 % bootstrap intervals)", "",
+                  "Each decision uses only the data up to word onset + delay; the last column is the full window. "
+                  "Modes: " + "; ".join(f"{k}: {v}" for k, v in e["modes"].items()) + ".", ""]
+        lines += curve_markdown(e["methods"])
     lines += ["", f"Evaluated in {report['seconds']:.0f} s.", ""]
     return "\n".join(lines)
 

@@ -32,6 +32,8 @@ __all__ = [
     "UNSEEN_MARKER",
     "check_delays",
     "contract_entry",
+    "curve_markdown",
+    "delay_curve",
     "delays_of",
     "mask_unseen",
     "n_seen",
@@ -127,3 +129,70 @@ def delays_of(contract: Any) -> tuple[float, ...]:
         return ()
     entry = contract.get(CONTRACT_KEY) if isinstance(contract, Mapping) else getattr(contract, CONTRACT_KEY)
     return check_delays(entry.get("delays_s", DEFAULT_DELAYS))
+
+
+def delay_curve(ranks: Mapping[float, NDArray[Any]], groups: NDArray[Any], n_candidates: int,
+                n_boot: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
+    """Accuracy vs decision delay, with 95 % bootstrap intervals over test segments.
+
+    Parameters
+    ----------
+    ranks : mapping of float to array, shape (n_queries,)
+        Per decision delay (s after the onset; the largest is the full window), the rank of the true segment
+        of each query (0 = best), the same queries at every delay.
+    groups : array, shape (n_queries,)
+        Test segment of each query (bootstrap groups).
+    n_candidates : int
+        Candidates ranked (chance of top-k is k / n_candidates).
+
+    Returns
+    -------
+    list of dict
+        One row per delay, in increasing order: ``delay_s``, ``top1``, ``top1_ci``, ``top10``, ``top10_ci``,
+        ``chance_top10``, ``of_full_top10`` (top-10 / the full window's top-10) with ``of_full_top10_ci`` (paired
+        bootstrap), ``n_queries``.
+    """
+    from .metrics import bootstrap_ci, bootstrap_ratio_ci
+
+    if not ranks:
+        raise ConfigError("delay_curve needs the ranks of at least one decision delay")
+    delays = sorted(ranks)
+    full_hits = np.asarray(ranks[delays[-1]]) < 10
+    rows = []
+    for d in delays:
+        r = np.asarray(ranks[d])
+        hits10 = r < 10
+        row: dict[str, Any] = {"delay_s": float(d), "n_queries": len(r),
+                               "chance_top10": min(10, n_candidates) / n_candidates}
+        for k, h in ((1, r < 1), (10, hits10)):
+            row[f"top{k}"] = float(np.mean(h))
+            row[f"top{k}_ci"] = list(bootstrap_ci(h, groups, n_boot, seed))
+        base = float(np.mean(full_hits))
+        row["of_full_top10"] = row["top10"] / base if base > 0 else float("nan")
+        row["of_full_top10_ci"] = list(bootstrap_ratio_ci(hits10, full_hits, groups, n_boot, seed))
+        rows.append(row)
+    return rows
+
+
+def curve_markdown(curves: Mapping[str, list[dict[str, Any]]], full_label: str = "full") -> list[str]:
+    """Markdown table of :func:`delay_curve` rows per method: top-10 % [95 % CI] per delay, and % of full."""
+    if not curves:
+        return []
+    delays = [r["delay_s"] for r in next(iter(curves.values()))]
+    head = [f"onset + {d:g} s" + (f" ({full_label})" if i == len(delays) - 1 else "") for i, d in enumerate(delays)]
+    lines = ["| method | " + " | ".join(head) + " |", "|---|" + "---|" * len(delays)]
+
+    def pc(v: float) -> str:
+        return f"{100 * v:.1f}"
+
+    for name, rows in curves.items():
+        cells = [f"{pc(r['top10'])} [{pc(r['top10_ci'][0])}, {pc(r['top10_ci'][1])}]" for r in rows]
+        lines.append(f"| {name}: segment top-10 % | " + " | ".join(cells) + " |")
+        cells = [f"{pc(r['of_full_top10'])} [{pc(r['of_full_top10_ci'][0])}, {pc(r['of_full_top10_ci'][1])}]"
+                 for r in rows]
+        lines.append(f"| {name}: % of full-window top-10 | " + " | ".join(cells) + " |")
+        cells = [f"{pc(r['top1'])} [{pc(r['top1_ci'][0])}, {pc(r['top1_ci'][1])}]" for r in rows]
+        lines.append(f"| {name}: segment top-1 % | " + " | ".join(cells) + " |")
+    ch = next(iter(curves.values()))[0]["chance_top10"]
+    lines.append(f"| chance top-10 % | " + " | ".join(pc(ch) for _ in delays) + " |")
+    return lines

@@ -13,6 +13,18 @@ Example::
             if msg.missed:
                 print("lost", msg.missed, "messages before this one")
 
+Early (provisional) word decisions arrive on their own topic, only when asked for::
+
+    with Subscriber("tcp://127.0.0.1:5556", topics=ALL_TOPICS) as sub:
+        for msg in sub:
+            if msg.provisional:                  # kind 'word_early', made at onset + msg.delay_s
+                print("so far:", msg["topk"][0]["word"], "after", msg.delay_s, "s")
+            elif msg.kind == "decode" and msg["kind"] == "word":
+                print("final:", msg["topk"][0]["word"])
+
+A subscriber with the default topics (``decode``, ``status``) receives exactly what it received before early
+decisions existed.
+
 Messages are :class:`~neurospeech.service.messages.Message` objects (``kind``, ``header``, ``arrays``,
 ``seq``, ``t_received``, ``missed``, ``latency``). Sequence gaps per topic are counted (``stats()``); a
 sequence number going backwards means the service restarted (counted as a restart, not a gap). A subscriber
@@ -34,9 +46,9 @@ import zmq
 
 from ..errors import ConfigError, DataFormatError, TransportError
 from . import _curve
-from .messages import KINDS, TOPIC_PREFIX, Message, decode_header, decode_message
+from .messages import ALL_TOPICS, DEFAULT_TOPICS, KINDS, TOPIC_PREFIX, Message, decode_header, decode_message
 
-__all__ = ["Subscriber", "request_state"]
+__all__ = ["ALL_TOPICS", "DEFAULT_TOPICS", "Subscriber", "request_state"]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +67,8 @@ class Subscriber:
     endpoint : str
         The service's PUB endpoint (``tcp://host:port``).
     topics : sequence of str
-        Message kinds to receive: ``'decode'``, ``'status'`` (default both).
+        Message kinds to receive: ``'decode'``, ``'status'`` (the default: both), ``'word_early'`` (early
+        word decisions; ``ALL_TOPICS``: all three).
     state_endpoint : str or None
         The service's REP state endpoint, for :meth:`state`.
     curve_secret_key : path or None
@@ -71,7 +84,7 @@ class Subscriber:
     def __init__(
         self,
         endpoint: str = "tcp://127.0.0.1:5556",
-        topics: Sequence[str] = KINDS,
+        topics: Sequence[str] = DEFAULT_TOPICS,
         *,
         state_endpoint: str | None = None,
         curve_secret_key: str | Path | None = None,

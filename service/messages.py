@@ -4,8 +4,15 @@ Every message is a ZeroMQ multipart message::
 
     [topic, header, *array frames]
 
-- ``topic``: ``b"neurospeech.v1.decode"`` or ``b"neurospeech.v1.status"`` (the major version is part of the
-  topic, so a SUB socket's prefix filter selects a version; only additive changes happen within ``v1``).
+- ``topic``: ``b"neurospeech.v1.decode"``, ``b"neurospeech.v1.status"`` or ``b"neurospeech.v1.word_early"``
+  (the major version is part of the topic, so a SUB socket's prefix filter selects a version; only additive
+  changes happen within ``v1``).
+- ``word_early`` (added within v1): a *provisional* word decision at word onset + ``delay_s`` (0.5 .. 2.0 s),
+  made from the data available then, by a model that declares early decisions (:mod:`neurospeech.early`). The
+  final decision is still the ``decode`` message of kind ``word``. Its own topic, so a subscriber of
+  ``decode``/``status`` (every client written before) receives exactly what it received before -- no new
+  header kind, no sequence gap; :class:`~neurospeech.service.client.Subscriber` receives it only when asked
+  (``topics=ALL_TOPICS`` or ``[..., "word_early"]``).
 - ``header``: one object, encoded as **JSON** (UTF-8, the default) or **msgpack** (optional). The content
   type is recognisable from the first byte: a JSON header always starts with ``{`` (0x7B); a msgpack header is
   a map and starts with 0x80-0x8F, 0xDE or 0xDF (never 0x7B). The header also names it (``"encoding"``).
@@ -17,7 +24,7 @@ Every message is a ZeroMQ multipart message::
 The publisher adds ``schema`` (= the topic as text), ``seq`` (per topic, starting at 0, incremented for every
 message including those dropped at the high-water mark, so subscribers detect loss as gaps), ``t_sent``
 (``pylsl.local_clock()`` when sent), ``model_id``, ``model_sha256`` and ``encoding``. JSON Schemas (draft
-2020-12) of the headers lie in ``service/schema/{decode,status,state}.v1.json``.
+2020-12) of the headers lie in ``service/schema/{decode,status,state,word_early}.v1.json``.
 
 Nothing here ever uses pickle.
 """
@@ -37,6 +44,8 @@ import numpy as np
 from ..errors import DataFormatError
 
 __all__ = [
+    "ALL_TOPICS",
+    "DEFAULT_TOPICS",
     "ENCODINGS",
     "KINDS",
     "SCHEMA_VERSION",
@@ -54,7 +63,10 @@ __all__ = [
 
 SCHEMA_VERSION = "v1"
 TOPIC_PREFIX = "neurospeech." + SCHEMA_VERSION + "."
-KINDS = ("decode", "status")
+KINDS = ("decode", "status", "word_early")
+# what a Subscriber receives by default: the topics every client has always received (word_early is opt-in)
+DEFAULT_TOPICS = ("decode", "status")
+ALL_TOPICS = KINDS
 ENCODINGS = ("json", "msgpack")
 # the reply of the state (REQ/REP) endpoint uses the same header encoding and this schema name
 STATE_SCHEMA = TOPIC_PREFIX + "state"
@@ -190,7 +202,7 @@ class Message:
     Attributes
     ----------
     kind : str
-        ``'decode'`` or ``'status'`` (or a newer kind of a later minor version).
+        ``'decode'``, ``'status'``, ``'word_early'`` (or a newer kind of a later minor version).
     header : dict
         The decoded header (see the JSON Schemas).
     arrays : dict of str to ndarray
@@ -211,6 +223,17 @@ class Message:
     def seq(self) -> int | None:
         s = self.header.get("seq")
         return int(s) if isinstance(s, int) else None
+
+    @property
+    def provisional(self) -> bool:
+        """True for an early (provisional) word decision: ``kind == 'word_early'``."""
+        return self.kind == "word_early"
+
+    @property
+    def delay_s(self) -> float | None:
+        """Seconds after the word onset at which an early decision was made (None for other messages)."""
+        d = self.header.get("delay_s")
+        return float(d) if isinstance(d, (int, float)) and not isinstance(d, bool) else None
 
     @property
     def latency(self) -> float | None:
@@ -269,7 +292,8 @@ def decode_message(frames: list[bytes] | list[Any]) -> Message:
 
 @cache
 def load_schema(kind: str) -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of a header kind: ``'decode'``, ``'status'`` or ``'state'``."""
+    """The JSON Schema (draft 2020-12) of a header kind: ``'decode'``, ``'status'``, ``'word_early'``,
+    ``'state'``."""
     if kind not in (*KINDS, "state"):
         raise DataFormatError(f"no schema for message kind {kind!r}; known: {(*KINDS, 'state')}")
     text = resources.files(__package__).joinpath("schema", f"{kind}.{SCHEMA_VERSION}.json").read_text("utf-8")
