@@ -194,5 +194,5 @@ def curve_markdown(curves: Mapping[str, list[dict[str, Any]]], full_label: str =
         cells = [f"{pc(r['top1'])} [{pc(r['top1_ci'][0])}, {pc(r['top1_ci'][1])}]" for r in rows]
         lines.append(f"| {name}: segment top-1 % | " + " | ".join(cells) + " |")
     ch = next(iter(curves.values()))[0]["chance_top10"]
-    lines.append(f"| chance top-10 % | " + " | ".join(pc(ch) for _ in delays) + " |")
+    lines.append("| chance top-10 % | " + " | ".join(pc(ch) for _ in delays) + " |")
     return lines

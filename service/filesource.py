@@ -6,6 +6,13 @@ through the same :class:`~neurospeech.service.pipeline.OnlinePipeline` and
 Every sliding window (one per hop of data) is decoded -- none is skipped -- and, when word events are known
 (the BIDS run's ``_events.tsv`` or ``--events``), every word-locked window too, with the event's segment id
 as ground truth. Decisions are written as JSON lines with the same fields as the published decode headers.
+
+Early decisions (issue 18): with a model whose contract declares ``early_decisions``, every word-locked window
+is also decided from the data available at onset + each declared delay (:func:`early_jobs`, the function the
+live scheduler uses); those lines (``kind: "word_early"``, ``delay_s``, ``t_onset``, schema
+``neurospeech.v1.word_early``) come just before their word's final line, and the summary's ``early_decisions``
+holds accuracy vs decision delay (:func:`neurospeech.early.delay_curve`: top-1/top-10 with 95 % bootstrap
+intervals over words, chance, share of the full-window top-10).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import IO, Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from ..early import delay_curve, delays_of, mask_unseen
 from ..errors import ConfigError, DataFormatError
 from .config import ServeSettings
 from .decoder import Decoder, load_artifacts
@@ -34,6 +42,8 @@ __all__ = [
     "channel_types",
     "decode_file",
     "decode_raw",
+    "early_jobs",
+    "early_summary",
     "events_path_for",
     "iter_jobs",
     "read_raw",
@@ -114,6 +124,7 @@ def decode_raw(
     artifacts: tuple[Any, Any, str] | None = None,
     batch_size: int = 16,
     workers: int = 2,
+    early: bool | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield decode headers for a continuous recording.
 
@@ -137,16 +148,25 @@ def decode_raw(
         and cuts the next ones (onnxruntime and most numpy work release the GIL, so they run on separate
         cores). 0: everything in this thread. Decisions come out in the same order with the same values
         whatever the number.
+    early : bool or None
+        Also yield the early decisions of every word-locked window (``kind: "word_early"``, just before the
+        word's final decision). None: when the model declares early decisions; True with a model that does
+        not: ``ConfigError``.
     """
     if workers < 0:
         raise ConfigError(f"workers must be 0 or more, got {workers!r}")
     model, bank, subject = artifacts or load_artifacts(
         settings.model, settings.bank, settings.subject, settings.intra_op_threads
     )
+    delays = delays_of(model.contract)
+    if early and not delays:
+        raise ConfigError(f"model {model.contract.model_id!r} does not declare early decisions (contract key "
+                          "early_decisions); train one with --set early_decisions=true, or leave early off")
     pipe = _open_pipeline(model.contract, names, sfreq, subject, settings, types, units, chunk_seconds)
     runner = _BatchRunner(
         Decoder(model, bank, subject, settings.topk), pipe.assess, workers,
         (pipe.n_channels, model.contract.window.n_times),
+        delays if early is not False else (), model.contract.window,
     )
     try:
         batch: list[WindowCut] = []
@@ -260,11 +280,13 @@ class _BatchRunner:
 
     def __init__(
         self, decoder: Decoder, assess: Callable[[WindowCut, Any], tuple[WindowJob, Any]], workers: int,
-        window_shape: tuple[int, int],
+        window_shape: tuple[int, int], delays: tuple[float, ...] = (), window: Any = None,
     ) -> None:
         self.decoder = decoder
         self.assess = assess
         self.window_shape = window_shape
+        self.delays = tuple(delays)
+        self.window = window
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="neurospeech-decode-file") if workers else None
         self.max_pending = workers + 1
         self.pending: deque[Future[list[dict[str, Any]]]] = deque()
@@ -273,7 +295,19 @@ class _BatchRunner:
         # windows are scaled straight into the encoder's batch (no per-window array, no stacking copy)
         batch = np.empty((len(cuts), *self.window_shape), dtype=np.float32)
         jobs = [self.assess(c, batch[i])[0] for i, c in enumerate(cuts)]
-        return self.decoder.decide_batch(jobs, batch)
+        if not self.delays or not any(j.kind == "word" and j.x is not None for j in jobs):
+            return self.decoder.decide_batch(jobs, batch)
+        # early decisions: each decodable word window also at onset + every delay, just before its final one
+        order: list[tuple[WindowJob, float | None]] = []
+        for j in jobs:
+            if j.kind == "word" and j.x is not None:
+                order += [(e, d) for e, d in zip(early_jobs(j, self.window, self.delays), self.delays, strict=True)]
+            order.append((j, None))
+        all_jobs = [j for j, _ in order]
+        heads = self.decoder.decide_batch(all_jobs, np.stack([np.asarray(j.x) for j in all_jobs])
+                                          if all(j.x is not None for j in all_jobs) else None)
+        return [early_header(h, d, self.window) if d is not None else h
+                for h, (_, d) in zip(heads, order, strict=True)]
 
     def submit(self, cuts: list[WindowCut]) -> Iterator[dict[str, Any]]:
         if self.pool is None:
@@ -293,6 +327,72 @@ class _BatchRunner:
                 f.cancel()
             self.pending.clear()
             self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def early_jobs(job: WindowJob, window: Any, delays: tuple[float, ...]) -> list[WindowJob]:
+    """The early versions of a word-locked job: its model input with the samples after onset + delay NaN.
+
+    Parameters
+    ----------
+    job : WindowJob
+        A decodable word window (``x`` of shape ``(n_channels, n_times)``) from the live pipeline.
+    window : WindowSpec
+        The model's window (``contract.window``).
+    delays : tuple of float
+        Decision delays (s after the onset).
+
+    Returns
+    -------
+    list of WindowJob
+        One per delay, ``kind == "word_early"``, same truth and times as ``job``. The preprocessed samples up
+        to onset + delay are exactly those available at that moment (every step after the causal resampler is
+        per sample, the baseline lies before the onset).
+    """
+    if job.x is None:
+        return []
+    import dataclasses
+
+    return [dataclasses.replace(job, kind="word_early", x=mask_unseen(job.x, window, d), flags=list(job.flags))
+            for d in delays]
+
+
+def early_header(header: dict[str, Any], delay: float, window: Any) -> dict[str, Any]:
+    """A decoder header of an early job with the ``word_early`` fields: ``delay_s``, ``t_onset``, and
+    ``t_newest_sample`` no later than onset + delay (the newest sample such a decision can have used)."""
+    t_start = header.get("t_window_start")
+    t_onset = None if t_start is None else float(t_start) - float(window.tmin)
+    out = dict(header)
+    out["kind"] = "word_early"
+    out["delay_s"] = float(delay)
+    out["t_onset"] = t_onset
+    if t_onset is not None and header.get("t_newest_sample") is not None:
+        out["t_newest_sample"] = min(float(header["t_newest_sample"]), t_onset + float(delay))
+    return out
+
+
+def early_summary(ranks: dict[float, list[int]], groups: list[str], n_candidates: int) -> dict[str, Any] | None:
+    """Accuracy vs decision delay of decode-file's word decisions (JSON-safe: non-finite numbers -> None).
+
+    ``ranks``: per delay (the full window under ``window.tmax``) the rank of the true segment in each word's
+    top-k (``k`` when absent), the same words at every delay; ``groups``: their segment ids.
+    """
+    if not ranks or not groups:
+        return None
+    rows = delay_curve({d: np.asarray(r) for d, r in ranks.items()}, np.asarray(groups), n_candidates)
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float):
+            return v if np.isfinite(v) else None
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+
+    from ..early import curve_markdown
+
+    return {"curve": [{k: clean(v) for k, v in r.items()} for r in rows],
+            "table": "\n".join(curve_markdown({"decode-file": rows})),
+            "note": "segment identification at word-locked decisions from the data up to onset + delay_s "
+                    "(the last row: the full window); 95 % bootstrap intervals over words"}
 
 
 def _as_float32(data: np.ndarray) -> np.ndarray:
@@ -394,6 +494,13 @@ def decode_file(
     target = Path(out) if own else None  # type: ignore[arg-type]
     counts = {"sliding": 0, "word": 0, "flagged": 0}
     top1 = top10 = n_words = 0
+    delays = delays_of(model.contract)
+    if delays:
+        counts["word_early"] = 0
+    # early decisions: per word, the rank of the truth in the top-k at each delay
+    early_ranks: dict[float, list[int]] = {d: [] for d in (*delays, model.contract.window.tmax)}
+    early_groups: list[str] = []
+    pending_early: dict[float, int] = {}
     t0 = time.perf_counter()
     tmp: tuple[Path, IO[str]] | None = None
     try:
@@ -414,7 +521,7 @@ def decode_file(
                 )
             ):
                 h = {
-                    "schema": "neurospeech.v1.decode",
+                    "schema": "neurospeech.v1.word_early" if h["kind"] == "word_early" else "neurospeech.v1.decode",
                     "seq": seq,
                     "model_id": model.contract.model_id,
                     "model_sha256": model.sha256,
@@ -428,11 +535,20 @@ def decode_file(
                 counts[h["kind"]] += 1
                 if not h["topk"]:
                     counts["flagged"] += 1
+                if h["kind"] == "word_early" and h["topk"] and h["truth"]:
+                    pending_early[float(h["delay_s"])] = _rank_in(h)
                 if h["kind"] == "word" and h["topk"]:
                     n_words += 1
                     ids = [c["id"] for c in h["topk"]]
                     top1 += ids[0] == h["truth"]["segment_id"]
                     top10 += h["truth"]["segment_id"] in ids[:10]
+                    if delays and len(pending_early) == len(delays):  # a word with every early decision
+                        for d, r in pending_early.items():
+                            early_ranks[d].append(r)
+                        early_ranks[model.contract.window.tmax].append(_rank_in(h))
+                        early_groups.append(str(h["truth"]["segment_id"]))
+                if h["kind"] in ("word", "sliding"):
+                    pending_early = {}
                 if bar is not None and h["t_window_end"] - last >= 1:
                     bar.update(int(h["t_window_end"] - last))
                     last = float(int(h["t_window_end"]))
@@ -465,4 +581,12 @@ def decode_file(
         "segment_top10": top10 / n_words if n_words else None,
         "n_candidates": len(bank),
         "model_sha256": model.sha256,
+        "early_decisions": early_summary(early_ranks, early_groups, len(bank)) if delays else None,
     }
+
+
+def _rank_in(h: dict[str, Any]) -> int:
+    """Rank (0 = best) of the truth in a decision's top-k; a large number when it is not there."""
+    ids = [c["id"] for c in h["topk"]]
+    truth = h["truth"]["segment_id"]
+    return ids.index(truth) if truth in ids else 1 << 30

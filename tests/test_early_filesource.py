@@ -1,0 +1,100 @@
+"""decode-file with an early-decision model: word_early decisions from the live pipeline, equal to the offline
+masked windows, before each final word decision; the final decisions unchanged; the curve in the summary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _early_fixtures import build_early_artifacts, early_latent
+from _service_fixtures import build_artifacts, offline_windows
+from neurospeech.service.config import ServeSettings
+from neurospeech.service.filesource import FileMarker, decode_raw, early_summary
+from neurospeech.service.messages import validate_header
+
+from neurospeech.early import DEFAULT_DELAYS, mask_unseen
+from neurospeech.errors import ConfigError
+from neurospeech.scoring import CandidateBank
+
+
+def _markers(art):
+    return [FileMarker(float(a), {"segment_id": i, "word": w, "sound": s, "sound_time": t})
+            for a, i, w, s, t in zip(art.anchors, art.ids, art.words, art.sounds, art.sound_times)]
+
+
+@pytest.fixture(scope="module")
+def early_art(tmp_path_factory):
+    return build_early_artifacts(tmp_path_factory.mktemp("early"), duration=20.0)
+
+
+def test_decode_file_early_decisions_match_offline_masked_windows(early_art):
+    art = early_art.art
+    settings = ServeSettings(model=str(art.model), bank=str(art.bank), hop=0.5, topk=10)
+    heads = list(decode_raw(art.data, art.sfreq, art.names, settings, _markers(art), workers=2))
+    words = [h for h in heads if h["kind"] == "word"]
+    early = [h for h in heads if h["kind"] == "word_early"]
+    assert len(words) == len(art.anchors) and len(early) == len(DEFAULT_DELAYS) * len(words)
+    # each word: its four early decisions (in delay order) right before its final decision
+    for k, h in enumerate(heads):
+        if h["kind"] == "word":
+            before = heads[k - len(DEFAULT_DELAYS):k]
+            assert [b["delay_s"] for b in before] == list(DEFAULT_DELAYS)
+            assert all(b["truth"] == h["truth"] and b["kind"] == "word_early" for b in before)
+            assert all(b["t_onset"] == pytest.approx(h["t_window_start"] + 0.5) for b in before)
+            assert all(b["t_newest_sample"] <= b["t_onset"] + b["delay_s"] + 1e-9 for b in before)
+    for h in early:
+        validate_header("word_early", {**h, "schema": "neurospeech.v1.word_early", "seq": 0, "t_sent": 0.0,
+                                       "model_id": "m", "model_sha256": None})
+    # the live early decision equals the offline one on the masked offline window
+    x, _ = offline_windows(art.data, art.sfreq, art.contract, art.anchors)
+    bank = CandidateBank.load(art.bank)
+    by_truth = {(h["truth"]["segment_id"], h["delay_s"]): h for h in early}
+    for d in DEFAULT_DELAYS:
+        z = early_latent(mask_unseen(x, art.contract.window, d), early_art.weight, early_art.unseen)
+        best = np.argmax(bank.scores(z), axis=1)
+        live = [by_truth[(i, d)]["topk"][0]["id"] for i in art.ids]
+        assert live == [str(bank.ids[b]) for b in best]
+    # the final decisions do not depend on early decisions being made
+    plain = [h for h in decode_raw(art.data, art.sfreq, art.names, settings, _markers(art), workers=0, early=False)]
+    assert [h["kind"] for h in plain if h["kind"] == "word_early"] == []
+    rest = [h for h in heads if h["kind"] != "word_early"]
+
+    def key(h):
+        return (h["kind"], h["t_window_start"], h["t_newest_sample"], h["truth"], [c["id"] for c in h["topk"]])
+
+    assert [key(h) for h in plain] == [key(h) for h in rest]
+    np.testing.assert_allclose([c["score"] for h in plain for c in h["topk"]],
+                               [c["score"] for h in rest for c in h["topk"]], rtol=1e-5, atol=1e-5)
+
+
+def test_decode_file_summary_curve(early_art, tmp_path):
+    from neurospeech.service.filesource import decode_file
+    import mne
+
+    art = early_art.art
+    info = mne.create_info(art.names, art.sfreq, "eeg")
+    fif = tmp_path / "rec_raw.fif"
+    mne.io.RawArray(art.data, info, verbose="error").save(fif, verbose="error")
+    events = tmp_path / "events.tsv"
+    rows = ["onset\tduration\ttrial_type\tword\tsound\tsound_time\tsentence"]
+    rows += [f"{a}\t0.3\tword\t{w}\t{s}\t{t}\ts" for a, w, s, t in zip(art.anchors, art.words, art.sounds,
+                                                                       art.sound_times)]
+    events.write_text("\n".join(rows) + "\n")
+    settings = ServeSettings(model=str(art.model), bank=str(art.bank), hop=0.5, topk=10)
+    summary = decode_file(fif, tmp_path / "out.jsonl", settings, events=events, workers=0)
+    e = summary["early_decisions"]
+    assert summary["decisions"]["word_early"] == len(DEFAULT_DELAYS) * summary["word_locked"]
+    assert [r["delay_s"] for r in e["curve"]] == [*DEFAULT_DELAYS, 2.5]
+    full = e["curve"][-1]
+    assert full["top10"] == pytest.approx(summary["segment_top10"]) and full["of_full_top10"] == pytest.approx(1.0)
+    for r in e["curve"]:
+        lo, hi = r["top10_ci"]
+        assert lo <= r["top10"] <= hi and r["chance_top10"] == pytest.approx(10 / summary["n_candidates"])
+    assert "onset + 1 s" in e["table"] and "chance" in e["table"]
+
+
+def test_early_refused_for_a_model_without_it(tmp_path):
+    art = build_artifacts(tmp_path, duration=12.0)
+    settings = ServeSettings(model=str(art.model), bank=str(art.bank), hop=0.5)
+    with pytest.raises(ConfigError, match="early_decisions"):
+        list(decode_raw(art.data, art.sfreq, art.names, settings, early=True))
+    assert early_summary({}, [], 10) is None
