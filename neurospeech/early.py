@@ -117,18 +117,20 @@ def contract_entry(delays: Iterable[float] = DEFAULT_DELAYS) -> dict[str, Any]:
     }
 
 
+def _entry(contract: Any) -> Mapping[str, Any] | None:
+    entry = contract.get(CONTRACT_KEY) if isinstance(contract, Mapping) else getattr(contract, CONTRACT_KEY, None)
+    return entry if isinstance(entry, Mapping) and entry.get("supported") is True else None
+
+
 def supports_early(contract: Any) -> bool:
     """True when a contract (``ModelContract`` or its dict) declares early-decision support."""
-    entry = contract.get(CONTRACT_KEY) if isinstance(contract, Mapping) else getattr(contract, CONTRACT_KEY, None)
-    return bool(isinstance(entry, Mapping) and entry.get("supported") is True)
+    return _entry(contract) is not None
 
 
 def delays_of(contract: Any) -> tuple[float, ...]:
     """Decision delays a contract declares (empty for a model without early decisions)."""
-    if not supports_early(contract):
-        return ()
-    entry = contract.get(CONTRACT_KEY) if isinstance(contract, Mapping) else getattr(contract, CONTRACT_KEY)
-    return check_delays(entry.get("delays_s", DEFAULT_DELAYS))
+    entry = _entry(contract)
+    return () if entry is None else check_delays(entry.get("delays_s", DEFAULT_DELAYS))
 
 
 def delay_curve(ranks: Mapping[float, NDArray[Any]], groups: NDArray[Any], n_candidates: int,

@@ -67,8 +67,8 @@ def test_decode_file_early_decisions_match_offline_masked_windows(early_art):
 
 
 def test_decode_file_summary_curve(early_art, tmp_path):
-    from neurospeech.service.filesource import decode_file
     import mne
+    from neurospeech.service.filesource import decode_file
 
     art = early_art.art
     info = mne.create_info(art.names, art.sfreq, "eeg")
