@@ -34,6 +34,7 @@ from ..early import delay_curve, delays_of, mask_unseen
 from ..errors import ConfigError, DataFormatError
 from .config import ServeSettings
 from .decoder import Decoder, load_artifacts
+from .early_decisions import early_header
 from .messages import encode_header
 from .pipeline import OnlinePipeline, QualitySettings, WindowCut, WindowJob, check_stream
 
@@ -354,20 +355,6 @@ def early_jobs(job: WindowJob, window: Any, delays: tuple[float, ...]) -> list[W
 
     return [dataclasses.replace(job, kind="word_early", x=mask_unseen(job.x, window, d), flags=list(job.flags))
             for d in delays]
-
-
-def early_header(header: dict[str, Any], delay: float, window: Any) -> dict[str, Any]:
-    """A decoder header of an early job with the ``word_early`` fields: ``delay_s``, ``t_onset``, and
-    ``t_newest_sample`` no later than onset + delay (the newest sample such a decision can have used)."""
-    t_start = header.get("t_window_start")
-    t_onset = None if t_start is None else float(t_start) - float(window.tmin)
-    out = dict(header)
-    out["kind"] = "word_early"
-    out["delay_s"] = float(delay)
-    out["t_onset"] = t_onset
-    if t_onset is not None and header.get("t_newest_sample") is not None:
-        out["t_newest_sample"] = min(float(header["t_newest_sample"]), t_onset + float(delay))
-    return out
 
 
 def early_summary(ranks: dict[float, list[int]], groups: list[str], n_candidates: int) -> dict[str, Any] | None:

@@ -98,3 +98,45 @@ def test_early_refused_for_a_model_without_it(tmp_path):
     with pytest.raises(ConfigError, match="early_decisions"):
         list(decode_raw(art.data, art.sfreq, art.names, settings, early=True))
     assert early_summary({}, [], 10) is None
+
+
+def test_early_tracker_cuts_partial_windows_as_data_arrive(early_art):
+    """The live path: chunks into the pipeline, the tracker's early jobs as soon as onset + delay has arrived;
+    each equals the full window's model input with the unseen tail masked."""
+    from neurospeech.service.early_decisions import EarlyTracker
+    from neurospeech.service.filesource import _open_pipeline
+
+    art = early_art.art
+    settings = ServeSettings(model=str(art.model), bank=str(art.bank), hop=0.5)
+    pipe = _open_pipeline(art.contract, art.names, art.sfreq, "sim01", settings, None, None, 0.25)
+    tracker = EarlyTracker(DEFAULT_DELAYS)
+    for a, i in zip(art.anchors, art.ids):
+        tracker.add(float(a), {"segment_id": i})
+    step = round(0.25 * art.sfreq)
+    stamps = np.arange(art.data.shape[1]) / art.sfreq
+    jobs, fulls = [], {}
+    pending = list(zip(art.anchors, art.ids))
+    for s in range(0, art.data.shape[1], step):
+        pipe.process_chunk(art.data[:, s:s + step].T.astype(np.float32), stamps[s:s + step])
+        t_data = stamps[min(s + step, art.data.shape[1]) - 1]
+        for job in tracker.due(pipe):
+            # decided no later than one chunk after its data arrived, never before
+            assert job.t_onset + job.delay_s <= t_data + 1e-6
+            assert t_data - (job.t_onset + job.delay_s) < 0.25 + 0.2  # + the resampler's delay
+            jobs.append(job)
+        while pending:
+            status, where = pipe.locate_anchor(float(pending[0][0]))
+            if status != "ready":
+                break
+            a, i = pending.pop(0)
+            fulls[i] = pipe.make_job(int(where), "word", {"segment_id": i})
+    assert tracker.pending == [] and tracker.dropped == 0
+    assert len(jobs) == len(DEFAULT_DELAYS) * len(art.ids) == tracker.made
+    w = art.contract.window
+    for i in art.ids:
+        mine = [j for j in jobs if j.truth["segment_id"] == i]
+        assert [j.delay_s for j in mine] == list(DEFAULT_DELAYS)
+        for j in mine:
+            assert j.kind == "word_early" and j.x is not None
+            np.testing.assert_allclose(j.x, mask_unseen(fulls[i].x, w, j.delay_s), rtol=1e-6, atol=1e-6)
+            assert j.t_window_start == fulls[i].t_window_start

@@ -1,0 +1,195 @@
+"""Early (provisional) word decisions in the live pipeline: which partial windows are due, and their jobs.
+
+For a model whose contract declares ``early_decisions`` (:mod:`neurospeech.early`), every word marker gets, at
+word onset + each declared delay (0.5, 1.0, 1.5, 2.0 s), a decision from the data the ring holds at that moment:
+:class:`EarlyTracker` finds the markers whose data through ``onset + delay`` have arrived, :func:`early_job`
+copies that partial window out of the ring, checks and scales it exactly as a full window (its unseen tail
+edge-padded for the checks, so no new extreme or flat span appears), and sets the unseen samples to NaN
+(:func:`neurospeech.early.mask_unseen`), which the model masks. The seen samples are the ones the full window
+will hold (every step after the causal resampler is per sample and the baseline lies before the onset), so an
+early decision is the offline masked window's decision. The worker publishes them on the ``word_early`` topic
+(:func:`early_header`); the final decision is the usual ``word`` decode message.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..early import mask_unseen, n_seen
+from .pipeline import OnlinePipeline, WindowJob, assess_window
+
+__all__ = ["EarlyJob", "EarlyTracker", "early_header", "early_job", "locate_partial"]
+
+
+@dataclass
+class EarlyJob(WindowJob):
+    """A :class:`WindowJob` of kind ``word_early``: the window's data up to ``t_onset + delay_s``.
+
+    Attributes
+    ----------
+    delay_s : float
+        Seconds after the word onset at which the decision is made.
+    t_onset : float
+        LSL time of the word onset.
+    """
+
+    delay_s: float = 0.0
+    t_onset: float = math.nan
+
+
+def locate_partial(p: OnlinePipeline, anchor: float, n_avail: int) -> tuple[str, int | str]:
+    """Where the first ``n_avail`` samples of the window around ``anchor`` lie in the ring.
+
+    Returns
+    -------
+    ('ready', start) | ('wait', '') | ('drop', reason)
+        As :meth:`OnlinePipeline.locate_anchor`, for a window cut after ``n_avail`` of its ``n_window`` samples.
+    """
+    newest = p.ring.newest()
+    if newest is None:
+        return "wait", ""
+    g_new, t_new, _ = newest
+    w = p.window
+    target = anchor + w.tmin
+    if target + (n_avail - 1) / w.sfreq > t_new + 0.5 / w.sfreq:
+        return "wait", ""
+    oldest = p.ring.oldest
+    times, segs = p.ring.read_meta(oldest, g_new + 1 - oldest)
+    if len(times) == 0:
+        return "wait", ""
+    i = int(np.argmin(np.abs(times - target)))
+    if abs(times[i] - target) > 1.5 / w.sfreq:
+        return "drop", "window start not in the buffer (too old, or in a gap)"
+    start = oldest + i
+    if start + n_avail > g_new + 1:
+        return "wait", ""
+    if segs[i] != segs[min(i + n_avail - 1, len(segs) - 1)]:
+        return "drop", "window straddles a gap"
+    return "ready", start
+
+
+def early_job(p: OnlinePipeline, start: int, delay: float, anchor: float,
+              truth: dict[str, Any] | None) -> EarlyJob | None:
+    """Cut, check and scale the partial window from global index ``start`` seen through ``anchor + delay``.
+
+    Returns None when the samples left the ring. The job's ``x`` has the full window shape
+    ``(n_channels, n_times)`` with the unseen samples NaN; ``x`` is None (flags ``gap``, ``skipped``) for a span
+    with a gap, or as :func:`assess_window` decides.
+    """
+    t0 = time.perf_counter()
+    w = p.window
+    n_avail = w.n_lag + n_seen(w, delay)
+    try:
+        span = p.ring.read(start, n_avail)
+    except IndexError:
+        return None
+    times0 = float(span.times[0])
+    times1 = times0 + (w.n_window - 1) / w.sfreq  # where the full window will end
+    newest = float(span.newest[-1])
+    common = {"truth": truth, "start": start, "t_created": t0, "delay_s": float(delay), "t_onset": float(anchor)}
+    if not span.continuous:
+        return EarlyJob("word_early", None, ["gap", "skipped"], times0, times1, newest, **common)
+    seen = span.data.T  # (C, n_avail)
+    raw = np.empty((seen.shape[0], w.n_window), dtype=np.float32)
+    raw[:, :n_avail] = seen
+    raw[:, n_avail:] = seen[:, -1:]  # edge padding: the checks see no new extreme, no new flat stretch
+    x, flags, _ = assess_window(
+        raw, w, p.scaler, p.spec.clamp, p.quality, p.names, p.positions,
+        span.bad.any(axis=0) if span.any_bad else None,
+        np.count_nonzero(span.stuck, axis=0) / len(span.stuck) if span.any_stuck else None,
+    )
+    if x is not None:
+        x = mask_unseen(x, w, delay)
+    if span.ahead > 0:
+        flags = [*flags, f"future_stamps:+{span.ahead:.3f}s"]
+    return EarlyJob("word_early", x, flags, times0, times1, newest, **common)
+
+
+def early_header(header: dict[str, Any], delay: float, window: Any, t_onset: float | None = None
+                 ) -> dict[str, Any]:
+    """A decoder header of an early job with the ``word_early`` fields (``service/schema/word_early.v1.json``):
+    ``kind``, ``delay_s``, ``t_onset`` (default: ``t_window_start - window.tmin``) and ``t_newest_sample`` no
+    later than the onset + delay when the data came from a file (decode-file: the full window)."""
+    if t_onset is None:
+        t_start = header.get("t_window_start")
+        t_onset = None if t_start is None else float(t_start) - float(window.tmin)
+    out = dict(header)
+    out["kind"] = "word_early"
+    out["delay_s"] = float(delay)
+    out["t_onset"] = t_onset
+    if t_onset is not None and header.get("t_newest_sample") is not None:
+        out["t_newest_sample"] = min(float(header["t_newest_sample"]), t_onset + float(delay))
+    return out
+
+
+@dataclass
+class _Pending:
+    time: float
+    truth: dict[str, Any] | None
+    next: int = 0  # index of the next delay to decide
+
+
+@dataclass
+class EarlyTracker:
+    """Word markers waiting for their early decisions.
+
+    Parameters
+    ----------
+    delays : tuple of float
+        Decision delays (the contract's ``early_decisions.delays_s``).
+    max_pending : int
+        Markers tracked at once (the oldest is dropped beyond it).
+    """
+
+    delays: tuple[float, ...]
+    max_pending: int = 1000
+    pending: list[_Pending] = field(default_factory=list)
+    dropped: int = 0
+    made: int = 0
+
+    def add(self, t: float, truth: dict[str, Any] | None) -> None:
+        """Track a word marker at LSL time ``t``."""
+        if not self.delays:
+            return
+        if len(self.pending) >= self.max_pending:
+            self.pending.pop(0)
+            self.dropped += 1
+        self.pending.append(_Pending(float(t), truth))
+
+    def due(self, p: OnlinePipeline) -> list[EarlyJob]:
+        """The early jobs whose data have arrived, oldest marker and shortest delay first.
+
+        Every delay is decided, each from its own data (a burst that brings several delays' data at once gives
+        several decisions at once). A marker whose window start has left the ring (or whose window straddles a
+        gap) stops being tracked, as does one whose every delay is decided.
+        """
+        out: list[EarlyJob] = []
+        keep: list[_Pending] = []
+        for m in self.pending:
+            gone = False
+            while m.next < len(self.delays):
+                d = self.delays[m.next]
+                status, where = locate_partial(p, m.time, p.window.n_lag + n_seen(p.window, d))
+                if status == "wait":
+                    break
+                if status == "drop":
+                    gone = True
+                    break
+                job = early_job(p, int(where), d, m.time, m.truth)
+                m.next += 1
+                if job is None:
+                    gone = True
+                    break
+                out.append(job)
+                self.made += 1
+            if gone:
+                self.dropped += len(self.delays) - m.next
+            elif m.next < len(self.delays):
+                keep.append(m)
+        self.pending = keep
+        return out
