@@ -104,3 +104,25 @@ def test_publish_word_early_old_subscriber_sees_no_change():
     assert [h["seq"] for h in decodes] == [0, 1] and [h["kind"] for h in decodes] == ["sliding", "word"]
     for h in decodes:
         validate_header("decode", h)
+
+
+def test_delay_curve_intervals_chance_and_share_of_full():
+    import numpy as np
+
+    from neurospeech.early import curve_markdown, delay_curve
+
+    rng = np.random.default_rng(0)
+    n = 400
+    groups = np.arange(n) // 2  # two queries per segment
+    full = rng.integers(0, 30, n)
+    early = np.where(rng.random(n) < 0.5, full, 100)  # half the full-window hits lost
+    rows = delay_curve({0.5: np.full(n, 100), 1.0: early, 2.5: full}, groups, n_candidates=200, n_boot=300)
+    assert [r["delay_s"] for r in rows] == [0.5, 1.0, 2.5]
+    assert rows[0]["top10"] == 0.0 and rows[-1]["of_full_top10"] == 1.0
+    assert rows[-1]["top10"] == np.mean(full < 10) and rows[-1]["top1"] == np.mean(full < 1)
+    r = rows[1]
+    assert r["top10_ci"][0] <= r["top10"] <= r["top10_ci"][1]
+    assert r["of_full_top10_ci"][0] < r["of_full_top10"] < r["of_full_top10_ci"][1]
+    assert 0.35 < r["of_full_top10"] < 0.65 and r["chance_top10"] == 10 / 200
+    table = "\n".join(curve_markdown({"m": rows}))
+    assert "onset + 2.5 s (full)" in table and "| chance top-10 % | 5.0 | 5.0 | 5.0 |" in table

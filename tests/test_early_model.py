@@ -144,3 +144,36 @@ def test_export_supports_early_and_old_contracts_stay_identical(tmp_path):
     bad["early_decisions"] = {**bad["early_decisions"], "unseen": "mask-input"}
     with pytest.raises(ArtifactError, match="unseen"):
         ModelContract.from_dict(bad)
+
+
+@pytest.mark.slow  # simulate + train + evaluate + export: 30-100 s on the 2-core VM; the parts have fast tests
+def test_train_evaluate_export_early_through_the_cli(tmp_path):
+    """train --set early_decisions=true -> evaluate (curve, table, plot) -> export (contract says so)."""
+    import json
+
+    from test_train_cli import TINY, _run
+
+    data = tmp_path / "data"
+    _run(["simulate", str(data), "--preset", "ci"])
+    run = tmp_path / "early"
+    _run(["-q", "train", "--data", str(data), "--out", str(run), "--epochs", "1", "--batch-size", "32",
+          "--set", f"encoder={TINY}", "--set", "progress=false", "--set", "threads=2",
+          "--set", "early_decisions=true", "--set", "early_prob=0.5"])
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["encoder"]["early_decisions"] is True and meta["config"]["early_delays"] == [0.5, 1.0, 1.5, 2.0]
+    report = tmp_path / "eval"
+    _run(["-q", "evaluate", str(run), "--out", str(report), "--no-ridge", "--no-random"])
+    rep = json.loads((report / "report.json").read_text())
+    rows = rep["early"]["methods"]["efficient-clip-mel"]
+    assert [r["delay_s"] for r in rows] == [0.5, 1.0, 1.5, 2.0, 2.5]
+    assert rep["early"]["modes"]["efficient-clip-mel"].startswith("masked")
+    assert rows[-1]["top10"] == rep["methods"]["efficient-clip-mel"]["overall"]["top10"]
+    for r in rows:
+        assert r["top10_ci"][0] <= r["top10"] <= r["top10_ci"][1]
+        assert r["chance_top10"] == pytest.approx(rep["methods"]["efficient-clip-mel"]["overall"]["chance_top10"])
+    assert "Accuracy vs decision delay" in (report / "report.md").read_text()
+    assert (report / "early.png").is_file()
+    onnx_path = tmp_path / "m.onnx"
+    _run(["-q", "export", str(run), "--out", str(onnx_path)])
+    c = read_contract(onnx_path)
+    assert c.supports_early and c.early_decisions["delays_s"] == [0.5, 1.0, 1.5, 2.0]
