@@ -26,8 +26,11 @@ from threadpoolctl import threadpool_limits
 from ..errors import ConfigError, DataFormatError
 from .config import ServeSettings
 from .decoder import Decoder, load_artifacts
+from .jobs import WindowCut, WindowJob
 from .messages import encode_header
-from .pipeline import OnlinePipeline, QualitySettings, WindowCut, WindowJob, check_stream
+from .pipeline import OnlinePipeline
+from .quality import QualitySettings
+from .streamcheck import check_stream
 
 __all__ = [
     "FileMarker",
@@ -177,7 +180,7 @@ def iter_jobs(
 ) -> Iterator[WindowJob]:
     """The windows the live pipeline cuts from a continuous recording, in decision order.
 
-    Yields :class:`~neurospeech.service.pipeline.WindowJob` (``x`` of shape ``(n_channels, n_times)``, or
+    Yields :class:`~neurospeech.service.jobs.WindowJob` (``x`` of shape ``(n_channels, n_times)``, or
     None for a flagged window): every sliding window (one per hop) and, with ``markers``, every word-locked
     window. Parameters as in :func:`decode_raw` (``contract``: the model's contract).
     """
