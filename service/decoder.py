@@ -13,8 +13,8 @@ import numpy as np
 
 from ..errors import ArtifactError, ConfigError
 from ..scoring import CandidateBank, topk_softmax
+from .jobs import WindowJob
 from .model import EncoderModel
-from .pipeline import WindowJob
 
 __all__ = ["Decoder", "load_artifacts"]
 

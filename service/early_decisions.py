@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from ..early import mask_unseen, n_seen
-from .pipeline import OnlinePipeline, WindowJob, assess_window
+from .jobs import WindowJob
+from .pipeline import OnlinePipeline
+from .quality import assess_window
 
 __all__ = ["EarlyJob", "EarlyTracker", "early_header", "early_job", "locate_partial"]
 
@@ -110,11 +112,15 @@ def early_job(p: OnlinePipeline, start: int, delay: float, anchor: float,
     return EarlyJob("word_early", x, flags, times0, times1, newest, **common)
 
 
-def early_header(header: dict[str, Any], delay: float, window: Any, t_onset: float | None = None
-                 ) -> dict[str, Any]:
+def early_header(header: dict[str, Any], delay: float, window: Any, t_onset: float | None = None,
+                 from_full_window: bool = False) -> dict[str, Any]:
     """A decoder header of an early job with the ``word_early`` fields (``service/schema/word_early.v1.json``):
-    ``kind``, ``delay_s``, ``t_onset`` (default: ``t_window_start - window.tmin``) and ``t_newest_sample`` no
-    later than the onset + delay when the data came from a file (decode-file: the full window)."""
+    ``kind``, ``delay_s``, ``t_onset`` (default: ``t_window_start - window.tmin``).
+
+    ``from_full_window``: the job was masked from a complete window (decode-file), whose ``t_newest_sample``
+    is then clamped to onset + delay (the newest data the decision used, on the file's clock); live, the
+    partial window's own stamp is kept (latency = receipt - it, as for every decision).
+    """
     if t_onset is None:
         t_start = header.get("t_window_start")
         t_onset = None if t_start is None else float(t_start) - float(window.tmin)
@@ -122,7 +128,7 @@ def early_header(header: dict[str, Any], delay: float, window: Any, t_onset: flo
     out["kind"] = "word_early"
     out["delay_s"] = float(delay)
     out["t_onset"] = t_onset
-    if t_onset is not None and header.get("t_newest_sample") is not None:
+    if from_full_window and t_onset is not None and header.get("t_newest_sample") is not None:
         out["t_newest_sample"] = min(float(header["t_newest_sample"]), t_onset + float(delay))
     return out
 

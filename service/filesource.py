@@ -35,8 +35,11 @@ from ..errors import ConfigError, DataFormatError
 from .config import ServeSettings
 from .decoder import Decoder, load_artifacts
 from .early_decisions import early_header
+from .jobs import WindowCut, WindowJob
 from .messages import encode_header
-from .pipeline import OnlinePipeline, QualitySettings, WindowCut, WindowJob, check_stream
+from .pipeline import OnlinePipeline
+from .quality import QualitySettings
+from .streamcheck import check_stream
 
 __all__ = [
     "FileMarker",
@@ -198,7 +201,7 @@ def iter_jobs(
 ) -> Iterator[WindowJob]:
     """The windows the live pipeline cuts from a continuous recording, in decision order.
 
-    Yields :class:`~neurospeech.service.pipeline.WindowJob` (``x`` of shape ``(n_channels, n_times)``, or
+    Yields :class:`~neurospeech.service.jobs.WindowJob` (``x`` of shape ``(n_channels, n_times)``, or
     None for a flagged window): every sliding window (one per hop) and, with ``markers``, every word-locked
     window. Parameters as in :func:`decode_raw` (``contract``: the model's contract).
     """
@@ -307,7 +310,7 @@ class _BatchRunner:
         all_jobs = [j for j, _ in order]
         heads = self.decoder.decide_batch(all_jobs, np.stack([np.asarray(j.x) for j in all_jobs])
                                           if all(j.x is not None for j in all_jobs) else None)
-        return [early_header(h, d, self.window) if d is not None else h
+        return [early_header(h, d, self.window, from_full_window=True) if d is not None else h
                 for h, (_, d) in zip(heads, order, strict=True)]
 
     def submit(self, cuts: list[WindowCut]) -> Iterator[dict[str, Any]]:

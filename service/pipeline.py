@@ -3,368 +3,43 @@
 The continuous part is :class:`neurospeech.preprocessing.StreamPreprocessor` (the same object the offline
 trainer path feeds whole recordings through), the window part
 :func:`neurospeech.preprocessing.preprocess_window` with the subject's
-:class:`~neurospeech.preprocessing.RobustScaler` from the model contract. What this module adds is what a live
-stream needs:
+:class:`~neurospeech.preprocessing.RobustScaler` from the model contract. :class:`OnlinePipeline` adds what a
+live stream needs, from these modules:
 
-- the contract check on connect (:func:`check_stream`): reorder by name, unit conversion, rate, types;
-- a clock model (:class:`ClockModel`): an exponentially-forgetting linear fit of the LSL stamps against the
-  sample count, which dejitters, follows rate drift and detects clock jumps / dropped data;
-- continuous *segments*: a jump, a gap or a reconnection resets the filters and starts a new segment, and no
-  window straddling two segments is ever decoded;
-- bad-sample bookkeeping (non-finite input marks the model-rate samples it touches) and per-window quality
-  checks (non-finite, flat, saturated, huge artefact) with a skip / interpolate policy.
+- :mod:`.streamcheck`: the contract check on connect (:func:`check_stream`): reorder by name, unit
+  conversion, rate, types;
+- :mod:`.clock`: the clock model (:class:`~neurospeech.service.clock.StreamClock`), which dejitters, follows
+  rate drift and detects clock jumps, dropped data, future-dated stamps and a misdeclared rate;
+- continuous *segments* (here): a jump, a gap or a reconnection resets the filters and starts a new segment,
+  and no window straddling two segments is ever decoded;
+- bad-sample bookkeeping (here: non-finite input is held at the last finite value and marks the model-rate
+  samples it touches) and :mod:`.quality`: per-window quality checks (non-finite, flat, saturated, huge
+  artefact) with a skip / interpolate policy;
+- :mod:`.jobs`: the windows handed to the encoder.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ..contract import ChannelMap, ModelContract, match_channels
-from ..errors import ConfigError, ContractMismatchError, DataFormatError
-from ..preprocessing import RobustScaler, StreamPreprocessor, WindowSpec, preprocess_window, window_scaling
+from ..contract import ChannelMap, ModelContract
+from ..errors import DataFormatError
+from ..preprocessing import StreamPreprocessor
+from .clock import ClockModel, StreamClock
+from .jobs import WindowCut, WindowJob
+from .quality import QualitySettings, assess_window
 from .ringbuffer import RingBuffer, RingSpan
 
-__all__ = [
-    "ClockModel",
-    "OnlinePipeline",
-    "QualitySettings",
-    "WindowCut",
-    "WindowJob",
-    "assess_window",
-    "check_stream",
-]
-
-log = logging.getLogger(__name__)
+__all__ = ["OnlinePipeline"]
 
 
-# --------------------------------------------------------------------------------------------- contract
-def check_stream(
-    contract: ModelContract,
-    names: list[str],
-    sfreq: float,
-    units: list[str] | None = None,
-    types: list[str] | None = None,
-    channel_format: str = "float32",
-    strict_rate: bool = False,
-    unit_override: str | None = None,
-) -> ChannelMap:
-    """Check a stream against the model contract and return how to map its channels.
-
-    Parameters
-    ----------
-    contract : ModelContract
-    names, units, types : list of str
-        Channel labels, units and types in stream order (units/types may hold empty strings: unknown). Units
-        are names (``uV``, ``fT``) or mne-lsl's power-of-ten exponents (``-6``); ``units=None`` means the
-        data are SI (a file read by MNE). A stream that declares no unit is assumed SI with a warning.
-    sfreq : float
-        Nominal rate of the stream (0: irregular).
-    channel_format : str
-        LSL channel format (``float32``, ``double64``, ``int16`` ...; ``string`` is refused).
-    strict_rate : bool
-        Require ``sfreq == contract.sfreq_raw``.
-    unit_override : str or None
-        Units to use instead of the stream's (``--units``): ``'uV'`` or ``'mag=fT,grad=fT/cm'``.
-
-    Raises
-    ------
-    ContractMismatchError
-        Saying what differs and how to fix it.
-    """
-    if channel_format == "string":
-        raise ContractMismatchError(
-            "the stream carries strings (a marker stream?); connect to the numeric M/EEG data stream "
-            "(check --stream-name / --stream-type)"
-        )
-    model_rate = contract.window.sfreq
-    if not (sfreq > 0 and math.isfinite(sfreq)):
-        raise ContractMismatchError(
-            f"the stream has an irregular sampling rate ({sfreq!r}); the model needs a regular stream of at "
-            f"least {model_rate:g} Hz (trained at {contract.sfreq_raw:g} Hz)"
-        )
-    if sfreq < model_rate:
-        raise ContractMismatchError(
-            f"stream rate {sfreq:g} Hz is below the model rate {model_rate:g} Hz (trained at "
-            f"{contract.sfreq_raw:g} Hz); stream at {contract.sfreq_raw:g} Hz"
-        )
-    if strict_rate and abs(sfreq - contract.sfreq_raw) > 1e-6 * contract.sfreq_raw:
-        raise ContractMismatchError(
-            f"stream rate {sfreq:g} Hz differs from the model's training rate {contract.sfreq_raw:g} Hz "
-            "(strict_rate is on); stream at the training rate or set strict_rate = false"
-        )
-    try:
-        StreamPreprocessor(sfreq, 1, contract.window, contract.preprocessing)
-    except ConfigError as exc:
-        raise ContractMismatchError(
-            f"stream rate {sfreq:g} Hz cannot be resampled to {model_rate:g} Hz ({exc}); "
-            f"stream at {contract.sfreq_raw:g} Hz"
-        ) from exc
-    cmap = match_channels(contract, list(names), units=units, types=types, unit_override=unit_override)
-    if cmap.assumed_units:
-        log.warning(
-            "UNITS UNKNOWN: the stream declares no unit for %d of the model's %d channels (first: %s); assuming "
-            "the model's SI units (%s). If the amplifier sends uV, fT ... every window is scaled wrongly: give "
-            "the unit with --units (e.g. --units uV, or --units mag=fT,grad=fT/cm) or fix the outlet's metadata",
-            len(cmap.assumed_units), len(contract.channels), cmap.assumed_units[:5],
-            ", ".join(sorted({c.unit for c in contract.channels})),
-        )
-    if cmap.overridden_units:
-        declared = sorted({u for u in (units or []) if u})
-        log.warning(
-            "units of %d channels set by the override %r%s", len(cmap.overridden_units), unit_override,
-            f" instead of the stream's {declared[:5]}" if declared else "",
-        )
-    return cmap
-
-
-# --------------------------------------------------------------------------------------------- clock
-class ClockModel:
-    """Linear model ``t(j) = t_ref + j / nominal + a + b * j`` of the stamps of raw sample ``j``.
-
-    Fitted by weighted least squares over chunk means with exponential forgetting (half-time in samples).
-    Before the data spans ``min_span`` samples the slope correction ``b`` stays 0 (nominal rate).
-    """
-
-    def __init__(self, nominal: float, halftime_samples: float, min_span: float | None = None) -> None:
-        self.nominal = float(nominal)
-        self.halftime = float(halftime_samples)
-        self.min_span = float(min_span if min_span is not None else 2.0 * nominal)
-        self.max_slope = 0.05 / self.nominal  # +-5 % of the period
-        self.reset()
-
-    def reset(self) -> None:
-        self.t_ref: float | None = None
-        self.a = 0.0
-        self.b = 0.0
-        self.fitted = False  # the slope has been estimated from enough data
-        self._s = np.zeros(5)  # w, j, r, jj, jr
-
-    def predict(self, j: float | NDArray[np.float64]) -> Any:
-        if self.t_ref is None:
-            raise RuntimeError("clock model has no data yet")
-        return self.t_ref + (j / self.nominal + self.a) + self.b * j
-
-    def residual(self, j: float, t: float) -> float:
-        """Observed minus predicted stamp (0 before any data)."""
-        if self.t_ref is None:
-            return 0.0
-        return float(t - self.predict(j))
-
-    def update(self, j: float, t: float, n: int) -> None:
-        """Add the point (mean sample index ``j``, mean stamp ``t``) of a chunk of ``n`` samples."""
-        if self.t_ref is None:
-            self.t_ref = float(t - j / self.nominal)
-        r = t - self.t_ref - j / self.nominal
-        self._s *= 0.5 ** (n / self.halftime)
-        self._s += (1.0, j, r, j * j, j * r)
-        w, sj, sr, sjj, sjr = self._s
-        mj, mr = sj / w, sr / w
-        var = sjj / w - mj * mj
-        if var > self.min_span**2 / 12 and w > 2.5:
-            b = (sjr / w - mj * mr) / var
-            self.b = float(np.clip(b, -self.max_slope, self.max_slope))
-            self.fitted = True
-        else:
-            self.b = 0.0
-        self.a = float(mr - self.b * mj)
-
-    @property
-    def rate_ratio(self) -> float:
-        """Estimated true rate / nominal rate."""
-        return float(1.0 / (1.0 + self.b * self.nominal))
-
-
-# --------------------------------------------------------------------------------------------- quality
-@dataclass(frozen=True)
-class QualitySettings:
-    """Window quality thresholds and policy (see :class:`neurospeech.service.config.ServeSettings`)."""
-
-    policy: str = "skip"
-    flat_rel: float = 1e-3
-    artefact_threshold: float = 100.0
-    saturation_fraction: float = 0.2
-    max_bad_fraction: float = 0.25
-    n_neighbours: int = 4
-
-    @classmethod
-    def from_settings(cls, s: Any) -> QualitySettings:
-        return cls(
-            s.bad_channel_policy,
-            s.flat_rel,
-            s.artefact_threshold,
-            s.saturation_fraction,
-            s.max_bad_fraction,
-            s.n_neighbours,
-        )
-
-
-def assess_window(
-    raw_window: NDArray[np.floating[Any]],
-    window: WindowSpec,
-    scaler: RobustScaler,
-    clamp: float,
-    quality: QualitySettings,
-    names: list[str],
-    positions: NDArray[np.float64] | None = None,
-    bad_input: NDArray[np.bool_] | None = None,
-    stuck_fraction: NDArray[np.float64] | None = None,
-    out: NDArray[np.float32] | None = None,
-) -> tuple[NDArray[np.float32] | None, list[str], dict[str, list[str]]]:
-    """Check and prepare one window for the model.
-
-    Parameters
-    ----------
-    raw_window : array, shape (n_channels, n_window)
-        Model-rate data (not baselined), model channel order.
-    window, scaler, clamp
-        As in :func:`neurospeech.preprocessing.preprocess_window`.
-    quality : QualitySettings
-    names : list of str
-        Channel names (for flags).
-    positions : array, shape (n_channels, 2), or None
-        2-D layout positions for interpolation (None: bad channels set to 0, the scaled median).
-    bad_input : array of bool, shape (n_channels,), or None
-        Channels whose samples were computed from non-finite input.
-    stuck_fraction : array, shape (n_channels,), or None
-        Fraction of the window's samples whose raw sample repeated its predecessor exactly (clipping).
-    out : array, shape (n_channels, n_times) float32, or None
-        Where to write the model input (e.g. a row of the encoder's batch).
-
-    Returns
-    -------
-    x : array, shape (n_channels, n_times) float32, or None
-        What the model sees (None: the window must be skipped).
-    flags : list of str
-        ``nonfinite:<ch,..>``, ``flat:..``, ``saturated:..``, ``artefact:..``, ``interpolated:..``,
-        ``skipped``.
-    bad : dict
-        Channel name -> reasons, for the channels found bad.
-    """
-    w = np.asarray(raw_window, dtype=np.float32)
-    n_ch = w.shape[0]
-    lag = window.n_lag
-
-    def extremes(w: NDArray[np.float32]) -> tuple[Any, Any, Any, Any]:
-        # of the model part (what the model sees) and of the whole window (the flat check), in 2 passes
-        hi_m, lo_m = w[:, lag:].max(axis=1), w[:, lag:].min(axis=1)
-        if lag:
-            return hi_m, lo_m, np.maximum(hi_m, w[:, :lag].max(axis=1)), np.minimum(lo_m, w[:, :lag].min(axis=1))
-        return hi_m, lo_m, hi_m, lo_m
-
-    hi_m, lo_m, hi, lo = extremes(w)
-    # max/min are NaN (or +-inf) for a row holding any non-finite value: no extra pass over the window
-    nonfinite: NDArray[np.bool_] = ~(np.isfinite(hi) & np.isfinite(lo))
-    if bad_input is not None:
-        nonfinite |= bad_input
-    if nonfinite.any():
-        w = np.where(nonfinite[:, None] | ~np.isfinite(w), 0.0, w).astype(np.float32)
-        hi_m, lo_m, hi, lo = extremes(w)
-    ptp = hi.astype(np.float64) - lo
-    flat = (ptp <= quality.flat_rel * scaler.scale) & ~nonfinite
-    if stuck_fraction is None:
-        saturated = np.zeros(n_ch, dtype=bool)
-    else:
-        saturated = (stuck_fraction >= quality.saturation_fraction) & ~flat & ~nonfinite
-    # the largest |scaled value| before the clamp, from the raw extremes: scaling is monotonic per channel and
-    # done in the same float32 steps as preprocess_window, so this equals max |x| of the unclamped window
-    off, gain = window_scaling(w, window, scaler.center, scaler.scale)
-    peak = np.maximum(np.abs((hi_m[:, None] - off) * gain), np.abs((lo_m[:, None] - off) * gain))[:, 0]
-    artefact = (peak > quality.artefact_threshold) & ~nonfinite & ~flat
-    # the clamp is a no-op (and its pass over the window skipped) when no scaled extreme exceeds it (NaN: clamp)
-    needs_clamp = not bool(peak.max() <= clamp)
-    x = preprocess_window(
-        w, window, scaler.center, scaler.scale, clamp=clamp if needs_clamp else np.inf, out=out, scaling=(off, gain)
-    )
-    bad_mask = nonfinite | flat | saturated | artefact
-    if not bad_mask.any():
-        return x, [], {}
-    flags: list[str] = []
-    bad: dict[str, list[str]] = {}
-    for reason, mask in (
-        ("nonfinite", nonfinite),
-        ("flat", flat),
-        ("saturated", saturated),
-        ("artefact", artefact),
-    ):
-        idx = np.flatnonzero(mask)
-        if idx.size:
-            flags.append(
-                f"{reason}:" + ",".join(names[i] for i in idx[:20]) + ("..." if idx.size > 20 else "")
-            )
-            for i in idx:
-                bad.setdefault(names[i], []).append(reason)
-    n_bad = int(bad_mask.sum())
-    if quality.policy == "skip" or n_bad > quality.max_bad_fraction * n_ch:
-        flags.append("skipped")
-        return None, flags, bad
-    good = np.flatnonzero(~bad_mask)
-    for i in np.flatnonzero(bad_mask):
-        if positions is not None and np.all(np.isfinite(positions)):
-            d = np.linalg.norm(positions[good] - positions[i], axis=1)
-            nb = good[np.argsort(d, kind="stable")[: quality.n_neighbours]]
-            x[i] = x[nb].mean(axis=0)
-        else:
-            x[i] = 0.0
-    flags.append("interpolated:" + ",".join(names[i] for i in np.flatnonzero(bad_mask)[:20]))
-    return x, flags, bad
-
-
-# --------------------------------------------------------------------------------------------- jobs
-@dataclass
-class WindowJob:
-    """One window ready for the encoder (or flagged and skipped).
-
-    Attributes
-    ----------
-    kind : str
-        ``sliding`` or ``word``.
-    x : array, shape (n_channels, n_times) float32, or None
-        Model input (None: not decodable, see ``flags``).
-    flags : list of str
-    t_window_start, t_window_end : float
-        LSL times of the first and last model-rate sample of the window (including the baseline part).
-    t_newest_sample : float
-        LSL stamp of the newest raw sample consumed when the window became complete.
-    truth : dict or None
-        ``{"segment_id", "word", ...}`` from a word marker.
-    start : int
-        Global ring index of the window's first sample.
-    t_created : float
-        ``time.perf_counter()`` when the window was cut (processing time starts here).
-    """
-
-    kind: str
-    x: NDArray[np.float32] | None
-    flags: list[str]
-    t_window_start: float
-    t_window_end: float
-    t_newest_sample: float
-    truth: dict[str, Any] | None = None
-    start: int = 0
-    t_created: float = field(default_factory=time.perf_counter)
-
-
-@dataclass
-class WindowCut:
-    """A window copied out of the ring, not yet checked or scaled (see :meth:`OnlinePipeline.cut`)."""
-
-    kind: str
-    span: RingSpan
-    truth: dict[str, Any] | None
-    start: int
-    t_created: float
-
-
-# --------------------------------------------------------------------------------------------- pipeline
 class OnlinePipeline:
     """Stream chunks in (any rate, stream channel order, stream units), quality-checked windows out.
 
@@ -372,7 +47,7 @@ class OnlinePipeline:
     ----------
     contract : ModelContract
     channel_map : ChannelMap
-        From :func:`check_stream`.
+        From :func:`~neurospeech.service.streamcheck.check_stream`.
     sfreq : float
         Nominal stream rate in Hz.
     subject : str
@@ -431,9 +106,6 @@ class OnlinePipeline:
         stop_tolerance: float = 0.05,
     ) -> None:
         self.contract = contract
-        self.rate_tolerance = float(rate_tolerance)
-        self.stop_tolerance = float(stop_tolerance)
-        self.future_tolerance = float(future_tolerance)
         self.window = contract.window
         self.spec = contract.preprocessing
         self.names = contract.channel_names
@@ -452,11 +124,13 @@ class OnlinePipeline:
         self.scaler = contract.scaler(subject)
         self.subject = subject
         self.quality = quality or QualitySettings()
-        self.jump_threshold = float(jump_threshold)
+        self.stamps = StreamClock(
+            self.sfreq, jump_threshold, clock_halftime, rate_tolerance, future_tolerance, stop_tolerance
+        )
+        self.clock: ClockModel = self.stamps.model
         self.pre = StreamPreprocessor(self.sfreq, self.n_channels, self.window, self.spec)
         rs = self.pre.resampler
         self._up, self._down, self._delay_up, self._k = rs.up, rs.down, rs.delay_up, rs.k_taps
-        self.clock = ClockModel(self.sfreq, clock_halftime * self.sfreq)
         n_ring = max(round(ring_seconds * self.window.sfreq), 2 * self.window.n_window)
         self.ring = RingBuffer(n_ring, self.n_channels, np.float32)
         self.hop_n = max(1, round(hop * self.window.sfreq))
@@ -464,13 +138,7 @@ class OnlinePipeline:
         # counters (written by the acquisition thread, read by the status loop)
         self.samples_received = 0
         self.dropped_samples = 0
-        self.timestamp_issues: dict[str, Any] = {
-            "non_monotonic": 0, "duplicated": 0, "clock_jumps": 0, "future_stamps": 0, "max_ahead_s": 0.0,
-            "rate_mismatch": None,
-        }
-        self._seg_pts: deque[tuple[float, float]] = deque(maxlen=4096)  # (mean sample index, mean stamp)
-        self._mm_pts: deque[tuple[float, float]] = deque(maxlen=8192)  # while mismatched: (samples, stamp)
-        self._next_rate_check = -math.inf
+        self.timestamp_issues = self.stamps.timestamp_issues  # the same dict (read by the status)
         self.gaps: deque[dict[str, float]] = deque(maxlen=50)
         self.n_gaps = 0
         self.seg = -1
@@ -478,8 +146,6 @@ class OnlinePipeline:
         self.seg_n_out = 0
         self.seg_n_raw = 0
         self.t_newest_raw = float("nan")
-        self._t_last_stamp = float("nan")
-        self._last_rate_ratio = 1.0
         self.last_quality: dict[str, list[str]] = {}  # channel -> reasons, of the last assessed window
         self._ones_cache = np.ones(0, dtype=np.float32)
         self.new_segment()
@@ -490,15 +156,10 @@ class OnlinePipeline:
 
         A call from outside (a reconnection) also clears a rate mismatch (``jump``: called for a clock jump).
         """
-        self._seg_pts.clear()
-        if not jump and self.timestamp_issues["rate_mismatch"] is not None:
-            log.info("stream reconnected: checking its rate again")
-            self.timestamp_issues["rate_mismatch"] = None
+        self.stamps.new_segment(jump)
         with self.lock:
-            if self.clock.fitted:
-                self._last_rate_ratio = self.clock.rate_ratio
+            self.stamps.reset_model()
             self.pre.reset()
-            self.clock.reset()
             self.seg += 1
             self.seg_start = self.ring.count
             self.seg_n_out = 0
@@ -518,23 +179,9 @@ class OnlinePipeline:
     @property
     def rate_ratio(self) -> float:
         """Estimated true / nominal stream rate (the last fitted estimate when the segment is too short)."""
-        return self.clock.rate_ratio if self.clock.fitted else self._last_rate_ratio
+        return self.stamps.rate_ratio
 
     # ------------------------------------------------------------------ input
-    def _check_stamps(self, stamps: NDArray[np.float64]) -> None:
-        d = np.diff(stamps)
-        if len(stamps) and math.isfinite(self._t_last_stamp):
-            first = stamps[0] - self._t_last_stamp
-            d = np.concatenate(([first], d))
-        if d.size:
-            # clock-sync corrections move stamps by tens of microseconds: only count real reversals
-            dup = int(np.count_nonzero(d == 0))
-            back = int(np.count_nonzero(d < -0.5 / self.sfreq))
-            if dup:
-                self.timestamp_issues["duplicated"] += dup
-            if back:
-                self.timestamp_issues["non_monotonic"] += back
-        self._t_last_stamp = float(stamps[-1])
 
     def process_chunk(
         self, raw: NDArray[Any], stamps: NDArray[np.float64], t_received: float | None = None
@@ -575,53 +222,31 @@ class OnlinePipeline:
             x = np.asarray(raw)[:, self.index].astype(np.float64)
             x *= self.scale
         self.samples_received += n
-        self._check_stamps(stamps)
-        newest_honest = float(stamps[-1])
-        ahead = 0.0
-        if t_received is not None and math.isfinite(newest_honest):
-            ahead = newest_honest - float(t_received)
-            if ahead > self.future_tolerance:
-                self._count_future(stamps, float(t_received), ahead)
-                newest_honest = float(t_received)
-            else:
-                ahead = 0.0
+        st = self.stamps
+        st.check_stamps(stamps)
+        ahead, newest_honest = st.check_future(stamps, t_received)
         t_mean = float(stamps.mean()) if np.isfinite(stamps).all() else float("nan")
         mm = self.timestamp_issues["rate_mismatch"]
-        if mm is not None and mm["decoding_stopped"]:
-            self._follow_mismatch(n, stamps)
+        if st.decoding_stopped:
+            if math.isfinite(stamps[-1]):
+                self.t_newest_raw = float(stamps[-1])
+            if st.follow_mismatch(self.samples_received, stamps):
+                self.new_segment(jump=True)  # back at the declared rate: resume
             return 0  # decoding stopped: windows from this stream would be stretched
         if math.isfinite(t_mean):
             j_mean = self.seg_n_raw + (n - 1) / 2.0
-            resid = self.clock.residual(j_mean, t_mean)
-            if abs(resid) > self.jump_threshold:
-                # beyond what the clock model follows (+-5 %)
-                if self._rate_mismatch(j_mean, t_mean, n, stamps, 1.0, max(self.rate_tolerance, 0.05)):
-                    return 0
-                self.timestamp_issues["clock_jumps"] += 1
-                log.warning("stream stamps jumped by %+.3f s (clock jump or lost data): new segment", resid)
+            verdict, resid = st.check_jump(j_mean, t_mean, n, stamps)
+            if verdict == "stop":
+                self.t_newest_raw = float(stamps[-1])
+                return 0
+            if verdict == "jump":
                 if resid > 0 and ahead <= 0:  # stamps ahead of the local clock are a clock jump, never lost data
                     self.report_gap(self.t_newest_raw, resid)
                 self.new_segment(jump=True)
                 j_mean = (n - 1) / 2.0
-            self.clock.update(j_mean, t_mean, n)
-            if not self._seg_pts or t_mean - self._seg_pts[-1][1] >= 0.005:  # <= 200 points/s: 20 s kept
-                self._seg_pts.append((j_mean, t_mean))
             self.t_newest_raw = float(stamps[-1])
-            if t_mean >= self._next_rate_check:  # least-squares fits at most once per second of stamps
-                self._next_rate_check = t_mean + 1.0
-                # a gross mismatch (beyond what the clock model follows) from 3 s of stamps, before the first
-                # window is complete; a milder one from 8 s
-                if self._rate_mismatch(None, None, n, stamps, 3.0, self.stop_tolerance):
-                    return 0
-                if (
-                    self.clock.fitted
-                    and abs(self.clock.rate_ratio - 1.0) > self.rate_tolerance
-                    and self._rate_mismatch(None, None, n, stamps, min_span=8.0)
-                ):
-                    return 0
-            if mm is not None and self.clock.fitted and abs(self.clock.rate_ratio - 1.0) <= self.rate_tolerance / 2:
-                log.warning("the stream's stamps advance at its declared %g Hz again", self.sfreq)
-                self.timestamp_issues["rate_mismatch"] = None
+            if st.add(j_mean, t_mean, n, stamps, mm):
+                return 0
         elif self.clock.t_ref is None:
             return 0  # cannot place samples in time without a single finite stamp
         with self.lock:
@@ -667,122 +292,6 @@ class OnlinePipeline:
             self.ring.write(y.T, times, self.seg, bad, newest=newest, stuck=stuck, ahead=ahead)
             self.seg_n_out = m1
             return m1 - m0
-
-    def _count_future(self, stamps: NDArray[np.float64], t_received: float, ahead: float) -> None:
-        ti = self.timestamp_issues
-        first = ti["future_stamps"] == 0
-        ti["future_stamps"] += int(np.count_nonzero(stamps > t_received + self.future_tolerance))
-        if ahead > ti["max_ahead_s"]:
-            ti["max_ahead_s"] = float(ahead)
-        if first:
-            log.warning(
-                "stream stamps are ahead of the local clock (by %.3f s at receipt): the outlet stamps samples "
-                "before they exist (e.g. mne-lsl's PlayerLSL stamps a chunk one chunk ahead) or its clock is "
-                "wrong; windows holding them are flagged future_stamps and their t_newest_sample is the receipt "
-                "time", ahead,
-            )
-
-    @staticmethod
-    def _fit_rate(jj: NDArray[np.float64], tt: NDArray[np.float64]) -> tuple[float, float]:
-        """Rate (samples per second of stamps) of a least-squares line through the points, and its largest
-        residual (s); rate 0 when the stamps do not advance."""
-        slope, icpt = np.polyfit(jj - jj[0], tt - tt[0], 1)
-        if not slope > 0:
-            return 0.0, math.inf
-        resid = np.abs(tt - tt[0] - (icpt + slope * (jj - jj[0])))
-        return float(1.0 / slope), float(resid.max())
-
-    def _rate_mismatch(
-        self, j: float | None, t: float | None, n: int, stamps: NDArray[np.float64], min_span: float = 1.0,
-        tolerance: float | None = None,
-    ) -> bool:
-        """True (and decoding stopped) when the segment's stamps show a rate other than the declared one.
-
-        ``j, t``: the chunk that the clock model would call a jump (added to the fit), or None. ``min_span``:
-        seconds of stamps the fit needs. The stamps must fit one straight line (largest residual below a fifth
-        of ``jump_threshold``: a step is a jump or a gap; for a would-be jump, the line must explain the earlier
-        points at least twice as well as the declared rate) and both halves of the span must show the same
-        mismatch: push-time stamps of a producer that falls behind on a loaded machine and then catches up
-        are not a rate mismatch.
-        """
-        tol = self.rate_tolerance if tolerance is None else tolerance
-        pts = list(self._seg_pts)
-        if j is not None and t is not None:
-            pts.append((j, t))
-        if len(pts) < 10:
-            return False
-        jj = np.array([p[0] for p in pts])
-        tt = np.array([p[1] for p in pts])
-        span = float(tt[-1] - tt[0])
-        if span < min_span:
-            return False
-        measured, worst = self._fit_rate(jj, tt)
-        off = measured / self.sfreq - 1.0
-        if abs(off) <= tol:
-            return False  # a rate within tolerance
-        if j is not None:
-            # a would-be jump: a line at another rate must explain the earlier points much better than the
-            # declared rate does (a real jump or gap leaves them on the declared rate, the new point off it)
-            old_j, old_t = jj[:-1] - jj[0], tt[:-1] - tt[0]
-            slope = 1.0 / measured
-            line = old_t - slope * old_j
-            nominal = old_t - old_j / self.sfreq
-            if np.std(line) >= 0.5 * np.std(nominal):
-                return False
-        elif worst > 0.2 * self.jump_threshold:
-            return False  # not one straight line: steps (jumps, gaps) or a producer that stalls
-        half = int(np.searchsorted(tt, tt[0] + span / 2))
-        for sl in (slice(0, half), slice(half, None)):
-            if len(tt[sl]) < 4:
-                return False
-            r, _ = self._fit_rate(jj[sl], tt[sl])
-            if not (r / self.sfreq - 1.0) * np.sign(off) > tol:
-                return False  # not sustained
-        stop = abs(off) > self.stop_tolerance
-        before = self.timestamp_issues["rate_mismatch"]
-        self.timestamp_issues["rate_mismatch"] = {
-            "declared": self.sfreq, "measured": float(measured), "decoding_stopped": stop,
-            "detected_after_s": span if before is None else before["detected_after_s"],  # s of stamps it took
-        }
-        if not stop:
-            if before is None:
-                log.error(
-                    "the stream declares %g Hz but its stamps advance at %.1f Hz (%+.1f %%, over %.1f s): windows "
-                    "are stretched by that much and flagged rate_mismatch. Fix: set the outlet's nominal_srate to "
-                    "the rate it really sends (or the amplifier to the declared rate)",
-                    self.sfreq, measured, 100 * off, span,
-                )
-            return False
-        self._mm_pts.clear()
-        log.error(
-            "the stream declares %g Hz but its stamps advance at %.1f Hz (%+.1f %%, over %.1f s): decoding stopped "
-            "(windows would be stretched). Fix: set the outlet's nominal_srate to the rate it really sends (or "
-            "the amplifier to the declared rate) and restart it; this is not counted as lost data",
-            self.sfreq, measured, 100 * off, span,
-        )
-        self.t_newest_raw = float(stamps[-1])
-        return True
-
-    def _follow_mismatch(self, n: int, stamps: NDArray[np.float64]) -> None:
-        """While decoding is stopped for a rate mismatch: keep the measured rate current (over the last 10 s of
-        stamps) and resume (new segment) if the stamps come back to the declared rate."""
-        if not np.isfinite(stamps[-1]):
-            return
-        self.t_newest_raw = float(stamps[-1])
-        self._mm_pts.append((float(self.samples_received), float(stamps[-1])))
-        while len(self._mm_pts) > 2 and self._mm_pts[-1][1] - self._mm_pts[1][1] >= 10.0:
-            self._mm_pts.popleft()
-        if len(self._mm_pts) < 10 or self._mm_pts[-1][1] - self._mm_pts[0][1] < 5.0:
-            return
-        jj = np.array([p[0] for p in self._mm_pts])
-        tt = np.array([p[1] for p in self._mm_pts])
-        measured, _ = self._fit_rate(jj, tt)
-        mm = self.timestamp_issues["rate_mismatch"]
-        mm["measured"] = measured
-        if abs(measured / self.sfreq - 1.0) <= self.rate_tolerance / 2:
-            log.warning("the stream's stamps advance at its declared %g Hz again: decoding resumed", self.sfreq)
-            self.timestamp_issues["rate_mismatch"] = None
-            self.new_segment(jump=True)
 
     def _ones(self, n: int) -> NDArray[np.float32]:
         if len(self._ones_cache) < n:

@@ -2,16 +2,20 @@
 
 Threads
 -------
-- **acquisition** (``neurospeech-acq``): pulls chunks from the inlet (``min_samples=1`` into a preallocated
-  buffer), runs the online preprocessing into the model-rate ring, pulls word markers, detects loss (no
-  samples for ``loss_timeout``, or liblsl's LostError) and re-resolves the stream (by ``source_id``) until
-  it returns.
-- **control** (``neurospeech-control``): woken by every chunk; cuts the newest complete sliding window every
-  hop of data and the word-locked windows whose markers are complete, hands them to the worker, and
+- **acquisition** (``neurospeech-acq``, in :mod:`._acquisition_loop`): pulls chunks from the inlet
+  (``min_samples=1`` into a preallocated buffer), runs the online preprocessing into the model-rate ring, pulls
+  word markers, detects loss (no samples for ``loss_timeout``, or liblsl's LostError) and re-resolves the
+  stream (by ``source_id``) until it returns.
+- **control** (``neurospeech-control``): woken by every chunk; asks the :mod:`.scheduler` to cut the newest
+  complete sliding window every hop of data and the word-locked windows whose markers are complete, and
   publishes the status heartbeat (every ``status_interval``, and at once on a state change).
-- **worker** (``neurospeech-infer``): encoder + scoring + publish. It holds at most one pending sliding window
-  (a newer one replaces it: the older is counted as a skipped decision) and a short queue of word windows, so
-  an encoder slower than the hop skips decisions instead of queueing without bound.
+- **worker** (``neurospeech-infer``): encoder + scoring + publish of the jobs the scheduler hands over. It holds
+  at most one pending sliding window (a newer one replaces it: the older is counted as a skipped decision) and
+  a short queue of word windows, so an encoder slower than the hop skips decisions instead of queueing without
+  bound.
+
+This module holds the lifecycle (start, stop, join, signals, thread guards), the control and worker loops
+and the status.
 
 A crash in any thread stops the service with a logged traceback and a non-zero exit code. SIGINT/SIGTERM stop
 it within a second (``run()`` installs the handlers when called from the main thread).
@@ -38,22 +42,23 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ..errors import ConfigError, ContractMismatchError, NeurospeechError, TransportError
+from ..early import delays_of
+from ..errors import ConfigError, NeurospeechError, TransportError
+from ._acquisition_loop import AcquisitionLoop
 from ._systemd import SystemdNotifier
-from .acquisition import DataInlet, Marker, MarkerInlet, StreamDescription, _pylsl, resolve_stream
+from .acquisition import DataInlet, MarkerInlet, StreamDescription, _pylsl, resolve_stream
 from .config import ServeSettings
 from .decoder import Decoder, load_artifacts
-from .pipeline import OnlinePipeline, QualitySettings, WindowJob, check_stream
+from .early_decisions import EarlyJob, early_header
+from .pipeline import OnlinePipeline
+from .quality import QualitySettings
+from .scheduler import Scheduler
 
 __all__ = ["Server"]
 
 log = logging.getLogger(__name__)
 
-_MAX_PENDING_MARKERS = 1000
-_MAX_WORD_QUEUE = 64
-
-
-class Server:
+class Server(AcquisitionLoop):
     """The ``serve`` runtime.
 
     Parameters
@@ -102,14 +107,11 @@ class Server:
         self._done = threading.Event()
         self._status_now = threading.Event()
         self._data_cond = threading.Condition()
-        self._work_cond = threading.Condition()
+        # early word decisions when the model declares them (neurospeech.early; word_early messages)
+        self.scheduler = Scheduler(settings.ring_seconds, delays_of(self.contract))
         self._threads: list[threading.Thread] = []
         self._fatal: BaseException | None = None
         self._fatal_tb = ""
-        self._markers_in: deque[Marker] = deque(maxlen=_MAX_PENDING_MARKERS)
-        self._pending: list[Marker] = []
-        self._word_queue: deque[WindowJob] = deque()
-        self._sliding_slot: WindowJob | None = None
         self._t_start = time.monotonic()
         self._last_data = time.monotonic()
         self._lost_stamp = math.nan
@@ -117,10 +119,8 @@ class Server:
         self._started = False
         # counters
         self.overruns = 0
-        self.skipped_decisions = 0
-        self.decisions = {"sliding": 0, "word": 0}
+        self.decisions = {"sliding": 0, "word": 0, **({"word_early": 0} if delays_of(self.contract) else {})}
         self.flagged_windows = 0
-        self.markers = {"received": 0, "decoded": 0, "dropped": 0}
         self.reconnects = 0
         self.losses = 0
         self._proc_ms: deque[float] = deque(maxlen=2000)
@@ -208,8 +208,7 @@ class Server:
         self._stop.set()
         with self._data_cond:
             self._data_cond.notify_all()
-        with self._work_cond:
-            self._work_cond.notify_all()
+        self.scheduler.wake()
 
     def join(self, timeout: float = 1.0) -> None:
         """Wait for the threads (up to ``timeout`` in all), publish the final status, close everything."""
@@ -289,189 +288,12 @@ class Server:
             self.stop()
 
     # ------------------------------------------------------------------ connection
-    def _open(self, info: Any, first: bool, open_timeout: float = 2.0) -> None:
-        s = self.settings
-        inlet = DataInlet(info, s.max_buflen, s.clocksync, s.dejitter, s.chunk_samples, open_timeout)
-        d = inlet.description
-        try:
-            cmap = check_stream(
-                self.contract, d.labels, d.sfreq, d.units, d.types, d.channel_format, s.strict_rate, s.units
-            )
-        except ContractMismatchError:
-            inlet.close()
-            raise
-        if first:
-            self.pipeline = OnlinePipeline(
-                self.contract,
-                cmap,
-                d.sfreq,
-                self.subject,
-                s.ring_seconds,
-                s.hop,
-                self.quality,
-                s.jump_threshold,
-                s.clock_halftime,
-            )
-        else:
-            p = self.pipeline
-            assert p is not None
-            was = self.description
-            diffs = []
-            if d.sfreq != p.sfreq:
-                diffs.append(f"rate {d.sfreq:g} Hz, was {p.sfreq:g} Hz")
-            if was is not None and d.labels != was.labels:
-                diffs.append(
-                    f"{d.n_channels} channels, was {was.n_channels}" if d.n_channels != was.n_channels
-                    else "the same channels in another order" if sorted(d.labels) == sorted(was.labels)
-                    else "other channel names"
-                )
-            if not np.array_equal(cmap.index, p.index) and not diffs:
-                diffs.append("another channel mapping")
-            if not np.allclose(cmap.scale, p.scale):
-                diffs.append("other channel units")
-            if diffs:
-                inlet.close()
-                raise ContractMismatchError(
-                    f"the stream {d.name!r} came back after a loss with another layout ({'; '.join(diffs)}); the "
-                    "decoder cannot switch layouts mid-run: restart the service (it checks the new layout at "
-                    "start-up)"
-                )
-            p.new_segment()
-        if cmap.extra:
-            log.info(
-                "ignoring %d stream channels the model does not use (first: %s)",
-                len(cmap.extra),
-                cmap.extra[:5],
-            )
-        self.description = d
-        self._inlet = inlet
-        self._last_data = time.monotonic()
-
-    def _close_inlets(self) -> None:
-        for name in ("_inlet", "_marker_inlet"):
-            inl = getattr(self, name)
-            if inl is not None:
-                setattr(self, name, None)
-                inl.close()
-
-    def _set_state(self, state: str) -> None:
-        if state != self.state:
-            log.info("stream state: %s -> %s", self.state, state)
-            self.state = state
-            self._status_now.set()
-            with self._data_cond:
-                self._data_cond.notify_all()
-
-    def _on_lost(self, why: str) -> None:
-        p = self.pipeline
-        assert p is not None
-        self.losses += 1
-        self._lost_stamp = p.t_newest_raw
-        self._lost_since = time.monotonic()
-        self._lost_uid = self.description.uid if self.description else ""
-        log.warning("stream %s lost (%s)", self.description.name if self.description else "?", why)
-        if self._inlet is not None:
-            inl, self._inlet = self._inlet, None
-            inl.close()
-        p.new_segment()
-        self._set_state("lost")
-
-    def _reconnect(self) -> None:
-        """One attempt to get the stream back (by source_id, else name/type), from a background resolver."""
-        d = self.description
-        assert d is not None
-        if self._data_resolver is None:
-            pylsl = _pylsl()
-            pred = f"source_id='{d.source_id}'" if d.source_id else f"name='{d.name}' and type='{d.type}'"
-            self._data_resolver = pylsl.ContinuousResolver(pred=pred, forget_after=2.0)
-        found = self._data_resolver.results()
-        # a killed outlet lingers in the resolver for a while: try other (new) uids first
-        found = sorted(found, key=lambda i: i.uid() == self._lost_uid)
-        for info in found:
-            if self._stop.is_set():
-                return
-            try:
-                self._open(info, first=False, open_timeout=0.5)
-            except ContractMismatchError:
-                raise
-            except Exception as exc:  # a dead outlet still listed, or it vanished again
-                log.debug("reconnect to %s failed: %s", info.uid(), exc)
-                continue
-            self.reconnects += 1
-            log.info("stream %s found again (uid %s); waiting for samples", d.name, info.uid())
-            return
-        self._stop.wait(self.settings.reconnect_interval)
-
-    # ------------------------------------------------------------------ acquisition thread
-    def _acq_loop(self) -> None:
-        pylsl = _pylsl()
-        lost_error = pylsl.util.LostError
-        s = self.settings
-        p = self.pipeline
-        assert p is not None
-        next_marker_check = 0.0
-        while not self._stop.is_set():
-            now = time.monotonic()
-            if self._marker_resolver is not None and now >= next_marker_check:
-                next_marker_check = now + 0.5
-                self._poll_markers(lost_error)
-            if self._inlet is None:
-                self._reconnect()
-                continue
-            try:
-                data, stamps = self._inlet.pull(0.05)
-            except lost_error:
-                self._on_lost("the outlet closed")
-                continue
-            n = len(stamps)
-            if n == 0:
-                quiet = max(s.loss_timeout, self._inlet.quiet_allowance)  # an outlet sending 10-s chunks
-                if self.state == "running" and time.monotonic() - self._last_data > quiet:
-                    self._on_lost(f"no samples for {quiet:g} s")
-                continue
-            self._last_data = time.monotonic()
-            if self.state != "running":
-                if self.state == "lost" and math.isfinite(self._lost_stamp):
-                    p.report_gap(self._lost_stamp, float(stamps[0]) - self._lost_stamp)
-                self._set_state("running")
-            if n >= self._inlet.max_samples:
-                self.overruns += 1
-            p.process_chunk(data, stamps, self._inlet.t_received)
-            if self._marker_inlet is not None:
-                self._poll_markers(lost_error)
-            with self._data_cond:
-                self._data_cond.notify_all()
-
-    def _poll_markers(self, lost_error: type[BaseException]) -> None:
-        if self._marker_inlet is None:
-            if self._marker_resolver is None:
-                return
-            found = self._marker_resolver.results()
-            if not found:
-                return
-            try:
-                self._marker_inlet = MarkerInlet(found[0], self.settings.clocksync)
-                log.info("word markers from stream %s", found[0].name())
-            except Exception as exc:  # the marker outlet may vanish between resolve and open
-                log.debug("marker inlet failed: %s", exc)
-                return
-        try:
-            got = self._marker_inlet.pull()
-        except lost_error:
-            inl, self._marker_inlet = self._marker_inlet, None
-            inl.close()
-            return
-        if got:
-            self.markers["received"] += len(got)
-            self._markers_in.extend(got)
-
     # ------------------------------------------------------------------ control thread
     def _control_loop(self) -> None:
         p = self.pipeline
         assert p is not None
         interval = self.settings.status_interval
         next_status = time.monotonic() + interval
-        last_key: tuple[int, int] | None = None
         while not self._stop.is_set():
             with self._data_cond:
                 wait = next_status - time.monotonic()
@@ -480,95 +302,32 @@ class Server:
             if self._stop.is_set():
                 break
             if self.state == "running":
-                last_key = self._schedule_sliding(p, last_key)
-                self._schedule_words(p)
+                self.scheduler.schedule_sliding(p)
+                self.scheduler.schedule_words(p)
             now = time.monotonic()
             if now >= next_status or self._status_now.is_set():
                 self._status_now.clear()
                 self._publish_status()
                 next_status = max(next_status + interval, now + 0.5 * interval)
 
-    def _schedule_sliding(
-        self, p: OnlinePipeline, last_key: tuple[int, int] | None
-    ) -> tuple[int, int] | None:
-        due = p.due_sliding(last_key)
-        if not due:
-            return last_key
-        key, start = due[-1]
-        self.skipped_decisions += len(due) - 1
-        job = p.make_job(start, "sliding")
-        if job is None:
-            self.skipped_decisions += 1
-            return key
-        with self._work_cond:
-            if self._sliding_slot is not None:
-                self.skipped_decisions += 1
-            self._sliding_slot = job
-            self._work_cond.notify()
-        return key
-
-    def _schedule_words(self, p: OnlinePipeline) -> None:
-        while self._markers_in:
-            if len(self._pending) >= _MAX_PENDING_MARKERS:
-                self._markers_in.popleft()
-                self.markers["dropped"] += 1
-            else:
-                self._pending.append(self._markers_in.popleft())
-        if not self._pending:
-            return
-        keep: list[Marker] = []
-        newest = p.ring.newest()
-        horizon = self.settings.ring_seconds
-        for m in self._pending:
-            status, where = p.locate_anchor(m.time)
-            if status == "wait":
-                if newest is not None and newest[1] - m.time > horizon:
-                    self.markers["dropped"] += 1
-                else:
-                    keep.append(m)
-                continue
-            if status == "drop":
-                log.debug("word marker %s at %.3f dropped: %s", m.payload.get("segment_id"), m.time, where)
-                self.markers["dropped"] += 1
-                continue
-            truth: dict[str, Any] = {
-                k: m.payload[k]
-                for k in ("segment_id", "word", "sound", "sound_time", "sentence")
-                if k in m.payload
-            }
-            job = p.make_job(int(where), "word", truth)
-            if job is None:
-                self.markers["dropped"] += 1
-                continue
-            with self._work_cond:
-                if len(self._word_queue) >= _MAX_WORD_QUEUE:
-                    self.skipped_decisions += 1
-                else:
-                    self._word_queue.append(job)
-                    self._work_cond.notify()
-        self._pending = keep
-
     # ------------------------------------------------------------------ worker thread
     def _worker_loop(self) -> None:
         with_latent = self.settings.send_latent
         while not self._stop.is_set():
-            with self._work_cond:
-                if not self._word_queue and self._sliding_slot is None:
-                    self._work_cond.wait(0.1)
-                if self._word_queue:
-                    job = self._word_queue.popleft()
-                elif self._sliding_slot is not None:
-                    job, self._sliding_slot = self._sliding_slot, None
-                else:
-                    continue
+            job = self.scheduler.next_job(0.1)
+            if job is None:
+                continue
             if self.state != "running" or self._stop.is_set():
-                self.skipped_decisions += 1  # never publish after a loss / stop from data queued before it
+                self.scheduler.skip()  # never publish after a loss / stop from data queued before it
                 continue
             header, arrays = self.decoder.decide(job, with_latent)
             if self._stop.is_set():
                 break
+            kind = "decode"
+            if isinstance(job, EarlyJob):  # a provisional word decision: its own topic (messages.py)
+                kind, header = "word_early", early_header(header, job.delay_s, self.contract.window, job.t_onset)
             try:
-                self.publisher.publish("decode", header, arrays or None)
+                self.publisher.publish(kind, header, arrays or None)
             except TransportError:
                 if self._stop.is_set():  # closed under us during shutdown
                     break
@@ -578,7 +337,7 @@ class Server:
             if job.x is None:
                 self.flagged_windows += 1
             if job.kind == "word":
-                self.markers["decoded"] += 1
+                self.scheduler.markers["decoded"] += 1
 
     # ------------------------------------------------------------------ status
     def stats(self) -> dict[str, Any]:
@@ -600,7 +359,7 @@ class Server:
             "samples_received": p.samples_received if p is not None else 0,
             "dropped_samples": p.dropped_samples if p is not None else 0,
             "overruns": self.overruns,
-            "skipped_decisions": self.skipped_decisions,
+            "skipped_decisions": self.scheduler.skipped_decisions,
             "messages_sent": pub.get("sent", {}),
             "dropped_messages": pub.get("dropped", {}),
             "slow_subscriber_events": pub.get("slow_subscriber_events", {}),
@@ -613,7 +372,7 @@ class Server:
             "timestamp_issues": issues,
             "decisions": dict(self.decisions),
             "flagged_windows": self.flagged_windows,
-            "markers": {**self.markers, "pending": len(self._pending)},
+            "markers": {**self.scheduler.markers, "pending": self.scheduler.n_pending_markers},
             "processing_ms": None
             if proc is None
             else {

@@ -12,7 +12,8 @@ import logging
 import numpy as np
 import pytest
 from _service_fixtures import SUBJECT, make_contract, make_recording, offline_windows
-from neurospeech.service.pipeline import OnlinePipeline, check_stream
+from neurospeech.service.pipeline import OnlinePipeline
+from neurospeech.service.streamcheck import check_stream
 
 from neurospeech.contract import ChannelSpec, parse_unit, parse_unit_override
 from neurospeech.errors import ContractMismatchError
@@ -148,12 +149,12 @@ def test_unit_of_the_wrong_dimension_is_refused_with_the_fix(rec, model_type, un
 def test_missing_units_warn_loudly_and_the_override_applies(rec, caplog):
     # defect 4: no unit metadata was assumed SI without a word
     _, names, contract = rec
-    with caplog.at_level(logging.WARNING, logger="neurospeech.service.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="neurospeech.service.streamcheck"):
         cmap = check_stream(contract, names, SFREQ, units=[""] * 8)
     assert cmap.assumed_units == names and np.all(cmap.scale == 1)
     assert any("UNITS UNKNOWN" in r.getMessage() and "--units" in r.getMessage() for r in caplog.records)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="neurospeech.service.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="neurospeech.service.streamcheck"):
         cmap = check_stream(contract, names, SFREQ, units=[""] * 8, unit_override="uV")
         assert not any("UNITS UNKNOWN" in r.getMessage() for r in caplog.records)
     assert cmap.assumed_units == [] and cmap.overridden_units == names

@@ -9,8 +9,8 @@ import pytest
 from _service_fixtures import SUBJECT, build_artifacts, offline_windows
 from neurospeech.service.config import ServeSettings, load_settings
 from neurospeech.service.decoder import Decoder, load_artifacts
+from neurospeech.service.jobs import WindowJob
 from neurospeech.service.model import EncoderModel, sidecar_path
-from neurospeech.service.pipeline import WindowJob
 
 from neurospeech.contract import ModelContract
 from neurospeech.errors import ArtifactError, ConfigError

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _service_fixtures import SUBJECT, make_contract, make_recording, offline_windows
-from neurospeech.service.pipeline import OnlinePipeline, QualitySettings, assess_window, check_stream
+from neurospeech.service.pipeline import OnlinePipeline
+from neurospeech.service.quality import QualitySettings, assess_window
+from neurospeech.service.streamcheck import check_stream
 
 from neurospeech.errors import ContractMismatchError
 from neurospeech.preprocessing import (

@@ -163,7 +163,7 @@ def test_units_of_the_wrong_kind_are_refused_by_the_cli(art):
 def test_stream_without_units_is_warned_about_and_the_override_decodes_it(art, caplog):
     p_warn = Player(art.data, art.sfreq, art.names, unit="", markers=word_markers(art))
     p_uv = Player(art.data, art.sfreq, art.names, unit="", scale=1e6, markers=word_markers(art))
-    with caplog.at_level(logging.WARNING, logger="neurospeech.service.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="neurospeech.service.streamcheck"):
         res = run_parallel(
             assumed=lambda: run_session(serve_settings(art, p_warn.start()), lambda m: p_warn.done,
                                         player=p_warn),

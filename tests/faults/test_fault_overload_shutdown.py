@@ -14,7 +14,8 @@ import pytest
 import zmq
 from _service_fixtures import Player, build_artifacts, serve_settings, word_markers
 from neurospeech.service.client import Subscriber
-from neurospeech.service.server import _MAX_WORD_QUEUE, Server
+from neurospeech.service.scheduler import MAX_WORD_QUEUE
+from neurospeech.service.server import Server
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,7 @@ def test_slow_encoder_skips_decisions_and_keeps_the_heartbeat(art):
     peak = {"queue": 0, "calls": 0}
 
     def slow_encode(x, subject_index=0):  # 0.35 s per window: 3.5x the hop
-        peak["queue"] = max(peak["queue"], len(server._word_queue))
+        peak["queue"] = max(peak["queue"], len(server.scheduler.word_queue))
         peak["calls"] += 1
         time.sleep(0.35)
         return encode(x, subject_index)
@@ -60,7 +61,7 @@ def test_slow_encoder_skips_decisions_and_keeps_the_heartbeat(art):
     assert stats["skipped_decisions"] >= 10
     decided = stats["decisions"]["sliding"] + stats["decisions"]["word"]
     assert decided == peak["calls"] or decided == peak["calls"] - 1
-    assert peak["queue"] <= _MAX_WORD_QUEUE
+    assert peak["queue"] <= MAX_WORD_QUEUE
     # every due sliding window was either decided or counted as skipped (nothing queued without bound)
     n_windows = stats["decisions"]["sliding"] + stats["skipped_decisions"]
     assert n_windows >= 0.8 * (7.0 - 3.2) / 0.1
