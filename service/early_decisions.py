@@ -93,9 +93,9 @@ def early_job(p: OnlinePipeline, start: int, delay: float, anchor: float,
     times0 = float(span.times[0])
     times1 = times0 + (w.n_window - 1) / w.sfreq  # where the full window will end
     newest = float(span.newest[-1])
-    common = {"truth": truth, "start": start, "t_created": t0, "delay_s": float(delay), "t_onset": float(anchor)}
     if not span.continuous:
-        return EarlyJob("word_early", None, ["gap", "skipped"], times0, times1, newest, **common)
+        return EarlyJob("word_early", None, ["gap", "skipped"], times0, times1, newest, truth, start, t0,
+                        float(delay), float(anchor))
     seen = span.data.T  # (C, n_avail)
     raw = np.empty((seen.shape[0], w.n_window), dtype=np.float32)
     raw[:, :n_avail] = seen
@@ -109,7 +109,7 @@ def early_job(p: OnlinePipeline, start: int, delay: float, anchor: float,
         x = mask_unseen(x, w, delay)
     if span.ahead > 0:
         flags = [*flags, f"future_stamps:+{span.ahead:.3f}s"]
-    return EarlyJob("word_early", x, flags, times0, times1, newest, **common)
+    return EarlyJob("word_early", x, flags, times0, times1, newest, truth, start, t0, float(delay), float(anchor))
 
 
 def early_header(header: dict[str, Any], delay: float, window: Any, t_onset: float | None = None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from .acquisition import Marker
@@ -133,7 +134,7 @@ class Scheduler:
             self._queue([job])
         self._pending = keep
 
-    def _queue(self, jobs: list[WindowJob]) -> None:
+    def _queue(self, jobs: Sequence[WindowJob]) -> None:
         """Word-queue ``jobs`` for the worker (bounded: beyond ``MAX_WORD_QUEUE`` a job is a skipped decision)."""
         if not jobs:
             return
