@@ -140,3 +140,26 @@ def test_early_tracker_cuts_partial_windows_as_data_arrive(early_art):
             assert j.kind == "word_early" and j.x is not None
             np.testing.assert_allclose(j.x, mask_unseen(fulls[i].x, w, j.delay_s), rtol=1e-6, atol=1e-6)
             assert j.t_window_start == fulls[i].t_window_start
+
+
+def test_early_tracker_drops_a_marker_whose_window_is_not_in_the_ring(early_art):
+    from neurospeech.service.early_decisions import EarlyTracker
+    from neurospeech.service.filesource import _open_pipeline
+
+    art = early_art.art
+    settings = ServeSettings(model=str(art.model), bank=str(art.bank), hop=0.5)
+    pipe = _open_pipeline(art.contract, art.names, art.sfreq, "sim01", settings, None, None, 0.25)
+    tracker = EarlyTracker(DEFAULT_DELAYS)
+    assert tracker.due(pipe) == []  # nothing tracked, nothing in the ring
+    tracker.add(0.1, {"segment_id": "too-early"})  # its window would start 0.4 s before the recording
+    tracker.add(float(art.anchors[0]), {"segment_id": art.ids[0]})
+    assert tracker.due(pipe) == [] and len(tracker.pending) == 2  # no data yet: both wait
+    n = round(4.0 * art.sfreq)
+    pipe.process_chunk(art.data[:, :n].T.astype(np.float32), np.arange(n) / art.sfreq)
+    jobs = tracker.due(pipe)
+    assert [j.truth["segment_id"] for j in jobs] == [art.ids[0]] * 4  # a burst: every delay decided
+    assert tracker.dropped == 4 and tracker.pending == []
+    assert EarlyTracker(()).due(pipe) == []
+    empty = EarlyTracker(())
+    empty.add(1.0, None)
+    assert empty.pending == []  # a model without early decisions tracks nothing
