@@ -31,8 +31,8 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
 from pydantic import Field, field_validator, model_validator
+from torch import nn
 from tqdm import tqdm
 
 from .._settings import PathStr, Settings, read_toml

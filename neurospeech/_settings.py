@@ -201,7 +201,7 @@ def _kind(schema: dict[str, Any], node: dict[str, Any]) -> str:
     return " or ".join(kinds) if kinds else "a valid value"
 
 
-def _num(v: float) -> str:
+def _num(v: Any) -> str:
     return str(v) if isinstance(v, int) else f"{v:g}"
 
 
@@ -280,15 +280,15 @@ def describe_errors(exc: ValidationError, model: type[BaseModel], *, source: str
             lines.append(text if (not name or name in text) else f"{key}{in_section}: {text}")
         else:
             node = _node_at(schema, loc) or {}
-            allowed = _kind(schema, node)
+            use = _kind(schema, node)
             desc = node.get("description")
             about = f" -- {desc}" if desc else ""
             msg = str(cause) if isinstance(cause, Exception) else str(err["msg"]).rstrip(".")
             if err["type"] == "missing":
-                lines.append(f"{key}{in_section}{where} is required: set it to {allowed}{about}")
+                lines.append(f"{key}{in_section}{where} is required: set it to {use}{about}")
             else:
                 lines.append(f"{key} = {_value(err['input'])}{in_section}{where} is not allowed ({msg}): "
-                             f"use {allowed}{about}")
+                             f"use {use}{about}")
     if len(lines) == 1:
         return lines[0]
     if where:
