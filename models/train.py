@@ -626,8 +626,15 @@ def _positions(channels: list[Any]) -> np.ndarray:
     pos = np.array([c.pos if c.pos is not None else (np.nan, np.nan) for c in channels], dtype=np.float64)
     if not np.isfinite(pos).any():
         # no layout at all: spread sensors on a circle so the attention can still tell them apart
+        log.warning("none of the %d channels has a sensor position: the spatial attention places them on an "
+                    "arbitrary circle (no spatial prior); give the recordings a montage or sensor locations",
+                    len(channels))
         ang = np.linspace(0, 2 * np.pi, len(channels), endpoint=False)
         pos = np.stack([np.cos(ang), np.sin(ang)], axis=1)
+    elif not np.isfinite(pos).all():
+        lost = [c.name for c, p in zip(channels, pos, strict=True) if not np.all(np.isfinite(p))]
+        log.warning("%d of %d channels have no sensor position and are left out of the spatial attention: %s",
+                    len(lost), len(channels), ", ".join(lost[:8]) + (" ..." if len(lost) > 8 else ""))
     return normalise_positions(pos)
 
 
