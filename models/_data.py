@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,12 +271,41 @@ class SegmentInfo:
 
 
 def raw_sfreq(rec: Recording) -> float:
-    """Sampling rate of a recording from its BIDS sidecar (0.0 if unknown; informative only)."""
+    """Sampling rate (Hz) of a recording as acquired: the model contract's ``sfreq_raw``.
+
+    Read from the run's BIDS sidecar (``SamplingFrequency``); a corpus without sidecars (nothing is written
+    at its ``bids_path``) is asked through its reader (the raw's ``info['sfreq']``).
+
+    Raises
+    ------
+    DataFormatError
+        The sidecar cannot be read or parsed, has no ``SamplingFrequency``, or the rate is not a positive
+        finite number (the message names the file and the reason). A rate of 0 would make the service refuse
+        every stream ("training rate 0 Hz").
+    """
     side = Path(rec.bids_path.copy().update(extension=".json").fpath)
+    if side.is_file():
+        try:
+            doc = json.loads(side.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise DataFormatError(
+                f"cannot read the sampling rate of {rec.name} from its sidecar {str(side)!r}: {exc}; "
+                "fix the JSON (BIDS: SamplingFrequency in Hz) or regenerate the dataset") from exc
+        value = doc.get("SamplingFrequency") if isinstance(doc, dict) else None
+        where = f"sidecar {str(side)!r}"
+    else:
+        value = rec.load_raw().info["sfreq"]  # DataFormatError names the file when it cannot be read
+        where = f"recording {rec.name} (no sidecar at {str(side)!r})"
+    if value is None:
+        raise DataFormatError(f"the {where} has no SamplingFrequency; add the rate in Hz (BIDS requires it)")
     try:
-        return float(json.loads(side.read_text())["SamplingFrequency"])
-    except (OSError, KeyError, ValueError, TypeError):
-        return 0.0
+        sfreq = float(value)
+    except (TypeError, ValueError):
+        sfreq = math.nan
+    if not (math.isfinite(sfreq) and sfreq > 0):
+        raise DataFormatError(
+            f"the {where} gives SamplingFrequency {value!r}; it must be a positive number of Hz")
+    return sfreq
 
 
 def find_recordings(root: str | Path, subjects: list[str] | None, tasks: list[str] | None,

@@ -19,24 +19,23 @@ Checkpoints are loaded with ``torch.load(weights_only=True)`` only.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
 import math
 import os
 import time
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 from tqdm import tqdm
 
+from .._settings import PathStr, Settings, read_toml
 from ..errors import ArtifactError, ConfigError
 from .encoder import BrainEncoder, EncoderConfig, normalise_positions, preset_config
 from .loss import make_loss
@@ -44,6 +43,7 @@ from .loss import make_loss
 __all__ = [
     "RUN_FORMAT",
     "TrainConfig",
+    "TrainFile",
     "fit",
     "load_run",
     "model_sha256",
@@ -56,8 +56,7 @@ log = logging.getLogger(__name__)
 RUN_FORMAT = 1
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Settings):
     """Settings of ``neurospeech train`` (TOML keys have the same names; see
     deploy/configs/train.example.toml).
 
@@ -136,89 +135,89 @@ class TrainConfig:
         tqdm progress bars.
     """
 
-    data: str = ""
-    data_format: str | None = None
-    out: str = "runs/encoder"
-    subjects: list[str] | None = None
-    tasks: list[str] | None = None
-    preset: str = "efficient"
-    encoder: dict[str, Any] = field(default_factory=dict)
-    loss: str = "clip"
-    features: str = "mel"
-    feature_params: dict[str, Any] = field(default_factory=dict)
-    feature_cache: str | None = None
-    score_dim: int | None = 64
-    time_pool: int = 7
-    lag: float = 0.15
-    resample_phase: str = "linear"
-    step: float = 0.5
-    split_file: str | None = None
-    split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
-    batch_size: int = 256
-    lr: float | None = None
-    mse_lr_grid: list[float] = field(default_factory=lambda: [3e-4, 1e-3, 3e-3, 1e-2])
-    lr_search_epochs: int = 2
-    weight_decay: float = 0.0
-    max_epochs: int = 200
-    batches_per_epoch: int | None = 1200
-    patience: int = 10
-    seed: int = 0
-    device: str = "auto"
-    gather_negatives: bool = True
-    max_train_windows: int | None = None
-    threads: int | None = None
-    resume: bool = True
-    progress: bool = True
+    _what: ClassVar[str] = "training settings"
 
-    def __post_init__(self) -> None:
-        if self.loss not in ("clip", "mse"):
-            raise ConfigError(f"loss must be 'clip' or 'mse', got {self.loss!r}")
-        if self.batch_size < 2:
-            raise ConfigError(
-                f"batch_size must be >= 2 (the CLIP loss needs negatives), got {self.batch_size}")
-        if self.time_pool < 1:
-            raise ConfigError(f"time_pool must be >= 1, got {self.time_pool}")
-        if self.score_dim == 0:
-            self.score_dim = None  # TOML has no null: 0 means "every feature"
-        if self.score_dim is not None and self.score_dim < 1:
-            raise ConfigError(f"score_dim must be None or >= 1, got {self.score_dim}")
+    data: PathStr = Field("", description="dataset root (BIDS or a public corpus's folder)")
+    data_format: str | None = Field(None, description="layout of data (bids, meg-masc, mous, broderick, "
+                                    "brennan, libribrain); default: detected")
+    out: PathStr = Field("runs/encoder", description="run directory")
+    subjects: Annotated[list[str], Field(strict=False)] | None = Field(
+        None, description="subjects to use (default: all)")
+    tasks: Annotated[list[str], Field(strict=False)] | None = Field(
+        None, description="tasks to use (default: all)")
+    preset: str = Field("efficient", description="encoder architecture: paper or efficient")
+    encoder: dict[str, Any] = Field(default_factory=dict, description="overrides of the preset's EncoderConfig")
+    loss: Literal["clip", "mse"] = Field("clip", description="clip (contrastive) or mse (regression base)")
+    features: str = Field("mel", description="speech representation: mel, whisper or wav2vec2")
+    feature_params: dict[str, Any] = Field(default_factory=dict, description="feature extractor settings")
+    feature_cache: PathStr | None = Field(None, description="feature cache folder")
+    score_dim: Annotated[int, Field(ge=0)] | None = Field(
+        64, description="PCA components of the scoring representation (0: all features)")
+    time_pool: int = Field(7, ge=1, description="frames averaged in the scoring representation")
+    lag: float = Field(0.15, ge=-2.0, le=2.0, description="brain-to-speech lag (s)")
+    resample_phase: Literal["linear", "minimum"] = Field("linear", description="anti-aliasing filter phase")
+    step: float = Field(0.5, gt=0, le=60, description="spacing of training anchors (s)")
+    split_file: PathStr | None = Field(None, description="split file (default: splits.json or a hash)")
+    split_fractions: Annotated[list[Annotated[float, Field(strict=True)]],
+                               Field(strict=False, min_length=3, max_length=3)] = Field(
+        default_factory=lambda: [0.7, 0.1, 0.2], description="train/val/test fractions of the hash split")
+    batch_size: int = Field(256, ge=2, description="global batch (>= 2: the CLIP loss needs negatives)")
+    lr: Annotated[float, Field(ge=0)] | None = Field(None, description="Adam learning rate (0 or unset: per loss)")
+    mse_lr_grid: Annotated[list[Annotated[float, Field(strict=True, gt=0)]], Field(strict=False, min_length=1)] = Field(
+        default_factory=lambda: [3e-4, 1e-3, 3e-3, 1e-2], description="learning rates tried for mse")
+    lr_search_epochs: int = Field(2, ge=1, description="epochs of each learning-rate trial")
+    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay")
+    max_epochs: int = Field(200, ge=1, description="upper bound on epochs")
+    batches_per_epoch: Annotated[int, Field(ge=1)] | None = Field(1200, description="cap on batches per epoch")
+    patience: int = Field(10, ge=1, description="early stopping: epochs without a lower validation loss")
+    seed: int = Field(0, ge=0, description="seed of weights, batch order and spatial dropout")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    gather_negatives: bool = Field(True, description="CLIP negatives from every process")
+    max_train_windows: Annotated[int, Field(ge=1)] | None = Field(None, description="random subset of windows")
+    threads: Annotated[int, Field(ge=1)] | None = Field(None, description="torch CPU threads")
+    resume: bool = Field(True, description="continue from out/checkpoint.pt")
+    progress: bool = Field(True, description="tqdm progress bars")
+
+    @field_validator("score_dim", "lr", mode="after")
+    @classmethod
+    def _zero_is_unset(cls, v: Any) -> Any:
+        return None if v == 0 else v  # TOML has no null: 0 means "every feature" / "per loss"
+
+    @field_validator("features", mode="after")
+    @classmethod
+    def _known_features(cls, v: str) -> str:
+        from ..speech.extractors import EXTRACTORS
+
+        if v not in EXTRACTORS:
+            raise ConfigError(f"unknown speech feature kind {v!r} (features); allowed kinds: {sorted(EXTRACTORS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
         from ..data import split_of
 
         split_of("x", tuple(self.split_fractions))  # type: ignore[arg-type]  # validates: ConfigError
-        if self.lr == 0:
-            self.lr = None  # TOML has no null: 0 means "per loss"
-        if self.lr is not None and not self.lr > 0:
-            raise ConfigError(f"lr must be > 0 (or omitted: per loss), got {self.lr}")
-        if not self.mse_lr_grid or any(not lr > 0 for lr in self.mse_lr_grid) or self.lr_search_epochs < 1:
-            raise ConfigError(f"mse_lr_grid must hold positive rates and lr_search_epochs be >= 1, got "
-                              f"{self.mse_lr_grid}, {self.lr_search_epochs}")
-        if self.max_epochs < 1 or self.patience < 1:
-            raise ConfigError(f"max_epochs and patience must be >= 1, got {self.max_epochs}, {self.patience}")
-        preset_config(self.preset, **self.encoder)  # validates preset name and overrides
-        from ..preprocessing import PreprocessingSpec
+        try:
+            preset_config(self.preset, **self.encoder)  # validates preset name and overrides
+        except TypeError as exc:  # an override that is not an EncoderConfig field
+            import dataclasses
 
-        PreprocessingSpec(resample_phase=self.resample_phase)  # validates the filter name
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown training settings {unknown}; known: {sorted(known)}")
-        return cls(**d)
+            allowed = sorted(f.name for f in dataclasses.fields(EncoderConfig))
+            unknown = sorted(set(self.encoder) - set(allowed))
+            raise ConfigError(f"encoder: unknown EncoderConfig key(s) {unknown}; allowed: {allowed}") from exc
+        return self
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
         """Read a TOML file (keys as the attributes; a ``[train]`` table or top level) and apply overrides."""
         p = Path(path)
-        try:
-            d = tomllib.loads(p.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read training config {str(p)!r}: {exc}") from exc
-        d = dict(d.get("train", d))
+        doc = read_toml(p, what="training config", example="deploy/configs/train.example.toml")
+        if "train" in doc:
+            TrainFile.from_dict(doc, source=p)  # no other section, every key known and valid
+            d = dict(doc["train"])
+        else:
+            cls.from_dict(doc, source=p)
+            d = dict(doc)
         d.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(d)
 
@@ -228,6 +227,14 @@ class TrainConfig:
         for k in ("out", "resume", "progress", "threads", "device", "max_epochs", "patience", "data_format"):
             d.pop(k)
         return d
+
+
+class TrainFile(Settings):
+    """A ``train`` config file: one ``[train]`` table of :class:`TrainConfig` keys (its JSON Schema)."""
+
+    _what: ClassVar[str] = "training settings"
+
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -479,8 +486,8 @@ def resolve_lr(cfg: TrainConfig, model: BrainEncoder, train_set: Any, val_set: A
     trials: dict[str, dict[str, float]] = {}
     for lr in cfg.mse_lr_grid:
         trial = copy.deepcopy(model)
-        tcfg = dataclasses.replace(cfg, lr=float(lr), max_epochs=cfg.lr_search_epochs, resume=False,
-                                   patience=cfg.lr_search_epochs + 1, progress=False)
+        tcfg = cfg.replace(lr=float(lr), max_epochs=cfg.lr_search_epochs, resume=False,
+                           patience=cfg.lr_search_epochs + 1, progress=False)
         hist = fit(trial, train_set, val_set, tcfg, None, device)
         last = hist[-1]
         trials[f"{lr:g}"] = {"val_top10": float(last["val_top10"]), "val_loss": float(last["val_loss"])}
@@ -552,7 +559,7 @@ def train(cfg: TrainConfig) -> Path:
                  len(subjects), (rep.out_dim, rep.out_frames(window.n_times)))
     t_fit = time.perf_counter()
     lr_search = resolve_lr(cfg, model, train_set, val_set, run_dir, device) if cfg.lr is None else None
-    fit_cfg = dataclasses.replace(cfg, lr=lr_search["lr"] if lr_search else cfg.lr)
+    fit_cfg = cfg.replace(lr=lr_search["lr"] if lr_search else cfg.lr)
     history = fit(model, train_set, val_set, fit_cfg, run_dir, device)
     fit_s = time.perf_counter() - t_fit
 
@@ -619,8 +626,15 @@ def _positions(channels: list[Any]) -> np.ndarray:
     pos = np.array([c.pos if c.pos is not None else (np.nan, np.nan) for c in channels], dtype=np.float64)
     if not np.isfinite(pos).any():
         # no layout at all: spread sensors on a circle so the attention can still tell them apart
+        log.warning("none of the %d channels has a sensor position: the spatial attention places them on an "
+                    "arbitrary circle (no spatial prior); give the recordings a montage or sensor locations",
+                    len(channels))
         ang = np.linspace(0, 2 * np.pi, len(channels), endpoint=False)
         pos = np.stack([np.cos(ang), np.sin(ang)], axis=1)
+    elif not np.isfinite(pos).all():
+        lost = [c.name for c, p in zip(channels, pos, strict=True) if not np.all(np.isfinite(p))]
+        log.warning("%d of %d channels have no sensor position and are left out of the spatial attention: %s",
+                    len(lost), len(channels), ", ".join(lost[:8]) + (" ..." if len(lost) > 8 else ""))
     return normalise_positions(pos)
 
 
