@@ -33,8 +33,8 @@ from ..contract import ChannelMap, ModelContract
 from ..errors import DataFormatError
 from ..preprocessing import StreamPreprocessor
 from .clock import ClockModel, StreamClock
-from .jobs import WindowCut, WindowJob
 from .interpolation import ChannelInterpolator
+from .jobs import WindowCut, WindowJob
 from .quality import QualitySettings, assess_window
 from .ringbuffer import RingBuffer, RingSpan
 

@@ -12,10 +12,13 @@ non-finite input are left out; segments are kept apart), then fits the scaler wi
 uses (:func:`session_scaler`: windows every 0.5 s, baselined and lag-dropped by
 :func:`~neurospeech.preprocessing.preprocess_window`, at most 200 of them drawn with the trainer's seed, then
 :meth:`RobustScaler.fit <neurospeech.preprocessing.RobustScaler.fit>`) and switches to it. Windows whose last
-sample is older than the switch keep the training scaler and are flagged ``scaler:training``; the switch
-point is a sample index, so a recording decoded by ``decode-file`` switches at the same window as ``serve``.
-A channel flat over the collected data keeps its training statistics. The flat and artefact thresholds
-follow the new scaler (they are relative to it).
+sample is older than the switch keep the training scaler and are flagged ``scaler:training`` (the switch
+point is a sample index: the end of the chunk that completes the N seconds, whichever thread assesses the
+window). The first N seconds are taken exactly however the stream is chunked, so ``serve`` and
+``decode-file`` fit the same scaler on the same data. A channel flat over the collected data keeps its
+training statistics. The flat and artefact thresholds follow the new scaler (they are relative to it).
+Collecting holds N s of model-rate data (``N * 120 * n_channels * 4`` bytes: 8.8 MB for 60 s of 306
+channels); the fit works on 32 channels at a time.
 
 ``--rescale-seconds N`` (``[quality] rescale_seconds``) turns it on; unset, it is on (60 s) for a subject the
 contract marks as adapted (``training.adapted_subjects``, written at export for a subject calibrated by
@@ -170,6 +173,9 @@ class SessionRescaler:
             edges = np.flatnonzero(np.diff(np.concatenate(([False], good, [False])).astype(np.int8)))
             runs = list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
         for a, b in runs:
+            b = min(b, a + self._need - self._n)  # exactly the first N s: the same scaler however chunked
+            if b <= a:
+                break
             if a > 0:
                 self._pieces.append([])
             self._pieces[-1].append(np.array(y[:, a:b], dtype=np.float32))
@@ -183,8 +189,9 @@ class SessionRescaler:
         pieces = [np.concatenate(p, axis=1) for p in self._pieces if p]
         try:
             scaler, info = session_scaler(pieces, self.window, self.training)
-        except ValueError:
-            return  # clean data in stretches shorter than a window so far: keep collecting
+        except ValueError:  # clean data in stretches shorter than a window so far: keep collecting
+            self._need += round(self.window.sfreq)
+            return
         with self._lock:
             self.session, self.info, self.switch_index = scaler, info, count
         self._pieces = [[]]

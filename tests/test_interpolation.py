@@ -71,7 +71,7 @@ def _eeg_channels(with_loc: bool) -> tuple[list[ChannelSpec], np.ndarray]:
     xyz = np.array([ch["loc"][:3] for ch in info["chs"]])
     chans = [
         ChannelSpec(n, "eeg", "V", (float(lay.pos[i, 0]), float(lay.pos[i, 1])),
-                    tuple(float(v) for v in xyz[i]) if with_loc else None)
+                    (float(xyz[i, 0]), float(xyz[i, 1]), float(xyz[i, 2])) if with_loc else None)
         for i, n in enumerate(montage.ch_names)
     ]
     return chans, xyz
@@ -115,7 +115,7 @@ def test_operator_cached_per_bad_set():
     for dead in (["C3"], ["C3"], ["Cz", "P4"], ["C3"], ["O1"], ["Cz", "P4"]):
         ww = w.copy()
         ww[[names.index(d) for d in dead]] = 0.0
-        x, flags, _ = assess_window(ww, WIN, _scaler(len(chans)), 20.0, INTERP, names, interp)
+        _, flags, _ = assess_window(ww, WIN, _scaler(len(chans)), 20.0, INTERP, names, interp)
         assert "interpolated:" + ",".join(sorted(dead, key=names.index)) in flags
     # C3 (miss), C3 (hit), Cz+P4 (miss), C3 (hit), O1 (miss, evicts Cz+P4), Cz+P4 (miss)
     assert interp.misses == 4
