@@ -175,3 +175,27 @@ def test_live_stream_at_three_times_the_gain_switches_to_the_session_scaler(art)
     flagged = [("scaler:training" in m["flags"]) for m in dec]
     assert True in flagged and False in flagged
     assert flagged == sorted(flagged, reverse=True)  # training scaler first, then the session's for good
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("record", ["adaptation", "zero_calibration", None])
+def test_export_marks_adapted_subjects_in_the_contract(record):
+    """The contract says which subject was fitted after training (the service's default for rescaling)."""
+    from neurospeech.models.export import build_contract  # imports torch
+
+    sc = {"center": [0.0, 0.0], "scale": [1.0, 1.0]}
+    meta = {
+        "subjects": ["01", "new"], "scalers": {"01": sc, "new": sc},
+        "training": {"model_sha256": "0" * 64}, "data": "d", "config": {"preset": "p", "loss": "clip"},
+        "encoder": {}, "representation": {"time_pool": 1}, "output_shape": [4, WIN.n_times],
+        "window": WIN.to_dict(), "channels": [{"name": f"c{i}", "type": "eeg", "unit": "V"} for i in range(2)],
+        "sfreq_raw": 600.0, "preprocessing": {}, "speech": {"kind": "mel", "dim": 4},
+    }
+    if record:
+        meta[record] = {"subject": "new"}
+    kind = {"adaptation": "calibration", "zero_calibration": "zero_calibration"}.get(record or "")
+    c = build_contract(meta, subject="new")
+    assert c.training.get("adapted_subjects") == ({"new": {"kind": kind}} if record else None)
+    assert "adapted_subjects" not in build_contract(meta, subject="01").training  # a training subject: not
+    s = ServeSettings(stream_name="x")
+    assert (attach_rescaler(_Pipe(), s, c, "new") is not None) == bool(record)
