@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -105,6 +106,7 @@ class ChannelInterpolator:
         self.n_neighbours = int(n_neighbours)
         self.cache_size = int(cache_size)
         self._cache: OrderedDict[bytes, InterpolationOperator] = OrderedDict()
+        self._lock = threading.Lock()  # decode-file assesses windows in several threads
         self.misses = 0
         eeg = self.kinds == "eeg"
         self.spline = bool(eeg.any() and np.isfinite(self.loc3[eeg]).all())
@@ -132,16 +134,17 @@ class ChannelInterpolator:
     def operator(self, bad: NDArray[np.bool_]) -> InterpolationOperator:
         """The operator for the bad channels ``bad`` (bool, shape ``(n_channels,)``), from the cache if there."""
         key = np.packbits(bad).tobytes()
-        op = self._cache.get(key)
-        if op is not None:
-            self._cache.move_to_end(key)
+        with self._lock:
+            op = self._cache.get(key)
+            if op is not None:
+                self._cache.move_to_end(key)
+                return op
+            op = self._build(np.asarray(bad, dtype=bool))
+            self.misses += 1
+            self._cache[key] = op
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
             return op
-        op = self._build(np.asarray(bad, dtype=bool))
-        self.misses += 1
-        self._cache[key] = op
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return op
 
     def _build(self, bad: NDArray[np.bool_]) -> InterpolationOperator:
         n = len(self.names)
