@@ -125,6 +125,10 @@ class QualitySection(Settings):
     saturation_fraction: float = Field(0.2, gt=0, le=1, description="saturated: this fraction at min or max")
     max_bad_fraction: float = Field(0.25, gt=0, le=1, description="more bad channels than this: skip")
     n_neighbours: int = Field(4, ge=1, le=64, description="neighbours averaged when interpolating")
+    rescale_seconds: float | None = Field(
+        None, ge=0, le=600,
+        description="re-estimate the robust scaler from the first N s of clean live data (0: off; unset: 60 s "
+                    "for a subject adapted by `neurospeech adapt`, off otherwise)")
 
 
 class PublishSection(Settings):
@@ -236,8 +240,9 @@ class ServeSettings(QualitySection, DecodeSection, AcquisitionSection, StreamSec
         Also publish every decision as an LSL string-marker stream of this name (JSON, stamped with
         ``t_newest_sample``) and the status as ``<name>-status`` (see :mod:`neurospeech.service.lsl_outlet`).
     bad_channel_policy : str
-        ``skip`` (bad window not decoded) or ``interpolate`` (bad channels replaced by the mean of their
-        nearest good neighbours, when at most ``max_bad_fraction`` of the channels are bad).
+        ``skip`` (bad window not decoded) or ``interpolate`` (bad channels rebuilt from good channels of the
+        same type, flagged ``interpolated:``; one that cannot be rebuilt is set to 0, flagged ``zeroed:``),
+        when at most ``max_bad_fraction`` of the channels are bad.
     flat_rel : float
         Channel flat when its peak-to-peak over the window is below ``flat_rel`` x its scaler IQR.
     artefact_threshold : float
@@ -247,7 +252,13 @@ class ServeSettings(QualitySection, DecodeSection, AcquisitionSection, StreamSec
     max_bad_fraction : float
         More bad channels than this fraction: the window is skipped whatever the policy.
     n_neighbours : int
-        Neighbours averaged when interpolating.
+        Neighbours averaged when interpolating (same-type channels; EEG with 3-D locations in the contract:
+        MNE's spherical splines instead, see :mod:`neurospeech.service.interpolation`).
+    rescale_seconds : float or None
+        Per-session scaling (:mod:`neurospeech.service.rescale`): re-estimate the subject's robust scaler from
+        the first N seconds of clean data at the model rate and switch to it (status ``scaler``). 0: off;
+        None: 60 s for a subject the contract marks as adapted (``training.adapted_subjects``), else off.
+        At most 600 s; at least one model window.
     publish : dict
         Keyword arguments of ``PublisherSettings`` (endpoint, encoding, sndhwm, state_endpoint, curve keys,
         jsonl_log).

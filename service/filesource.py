@@ -30,6 +30,7 @@ from .jobs import WindowCut, WindowJob
 from .messages import encode_header
 from .pipeline import OnlinePipeline
 from .quality import QualitySettings
+from .rescale import attach_rescaler
 from .streamcheck import check_stream
 
 __all__ = [
@@ -213,6 +214,7 @@ def _open_pipeline(
         settings.clock_halftime,
     )
     pipe.clock.min_span = np.inf  # file times are exact: keep the nominal rate
+    attach_rescaler(pipe, settings, contract, subject)  # per-session scaling (if asked)
     return pipe
 
 

@@ -33,6 +33,7 @@ from ..contract import ChannelMap, ModelContract
 from ..errors import DataFormatError
 from ..preprocessing import StreamPreprocessor
 from .clock import ClockModel, StreamClock
+from .interpolation import ChannelInterpolator
 from .jobs import WindowCut, WindowJob
 from .quality import QualitySettings, assess_window
 from .ringbuffer import RingBuffer, RingSpan
@@ -124,6 +125,8 @@ class OnlinePipeline:
         self.scaler = contract.scaler(subject)
         self.subject = subject
         self.quality = quality or QualitySettings()
+        self.interpolator = ChannelInterpolator(contract.channels, self.quality.n_neighbours)
+        self.rescaler: Any = None  # a SessionRescaler (service/rescale.py attach_rescaler): per-session scaler
         self.stamps = StreamClock(
             self.sfreq, jump_threshold, clock_halftime, rate_tolerance, future_tolerance, stop_tolerance
         )
@@ -290,6 +293,8 @@ class OnlinePipeline:
                 bad = (m >= self._bad_from[None, :]) & (m < self._bad_until[None, :])
             newest = min(self.t_newest_raw, newest_honest) if ahead > 0 else self.t_newest_raw
             self.ring.write(y.T, times, self.seg, bad, newest=newest, stuck=stuck, ahead=ahead)
+            if self.rescaler is not None:
+                self.rescaler.feed(y, bad, self.seg, self.ring.count)
             self.seg_n_out = m1
             return m1 - m0
 
@@ -398,18 +403,21 @@ class OnlinePipeline:
             job = WindowJob(cut.kind, None, ["gap", "skipped"], times0, times1, newest, cut.truth, cut.start,
                             cut.t_created)
             return job, {}
+        scaler, pending = (self.scaler, False) if self.rescaler is None else self.rescaler.scaler_for(cut.start)
         x, flags, bad = assess_window(
             span.data.T,
             self.window,
-            self.scaler,
+            scaler,
             self.spec.clamp,
             self.quality,
             self.names,
-            self.positions,
+            self.interpolator,
             span.bad.any(axis=0) if span.any_bad else None,
             np.count_nonzero(span.stuck, axis=0) / len(span.stuck) if span.any_stuck else None,
             out,
         )
+        if pending:
+            flags = [*flags, "scaler:training"]
         if span.ahead > 0:
             flags = [*flags, f"future_stamps:+{span.ahead:.3f}s"]
         mm = self.timestamp_issues["rate_mismatch"]

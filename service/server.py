@@ -50,6 +50,7 @@ from .config import ServeSettings
 from .decoder import Decoder, load_artifacts
 from .pipeline import OnlinePipeline
 from .quality import QualitySettings
+from .rescale import scaler_status
 from .scheduler import Scheduler
 
 __all__ = ["Server"]
@@ -362,6 +363,7 @@ class Server(AcquisitionLoop):
             "gaps": list(p.gaps)[-20:] if p is not None else [],
             "n_gaps": p.n_gaps if p is not None else 0,
             "channel_quality": p.channel_quality() if p is not None else None,
+            "scaler": scaler_status(p) if p is not None else None,
             "uptime_s": time.monotonic() - self._t_start,
             "timestamp_issues": issues,
             "decisions": dict(self.decisions),
