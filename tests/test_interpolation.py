@@ -144,3 +144,20 @@ def test_contract_channel_loc_is_additive():
     assert "loc" not in c.to_dict()  # contracts without 3-D locations are unchanged (same sha256)
     c3 = ChannelSpec("C3", "eeg", "V", (0.1, 0.2), (0.01, 0.02, 0.03))
     assert ChannelSpec.from_dict(c3.to_dict()) == c3 and ChannelSpec.from_dict(c.to_dict()) == c
+
+
+def test_contract_channel_specs_carry_eeg_locations_so_the_service_can_use_splines():
+    """channel_specs (what export writes into the contract) keeps EEG electrodes' 3-D locations (and only
+    theirs: MEG would also need coil orientations), so a live EEG model interpolates with MNE's splines."""
+    from neurospeech.data.segments import channel_specs
+
+    eeg = mne.create_info(mne.channels.make_standard_montage("biosemi64").ch_names, 200.0, "eeg")
+    eeg.set_montage("biosemi64")
+    specs = channel_specs(eeg)
+    assert all(s.loc is not None for s in specs)
+    np.testing.assert_allclose(specs[5].loc, eeg["chs"][5]["loc"][:3])
+    assert ChannelSpec.from_dict(specs[5].to_dict()).loc == specs[5].loc
+    bare = mne.create_info(["A", "B"], 200.0, "eeg")  # no montage: no location, none invented
+    assert all(s.loc is None for s in channel_specs(bare))
+    meg = mne.create_info(["MEG 0111"], 200.0, "mag")
+    assert channel_specs(meg)[0].loc is None

@@ -153,8 +153,12 @@ def channel_specs(info: mne.Info) -> list[ChannelSpec]:
         pos = {}
     out = []
     missing = []
-    for name, t in zip(info["ch_names"], info.get_channel_types(), strict=True):
-        out.append(ChannelSpec(name=name, type=t, unit=_UNITS.get(t, "V"), pos=pos.get(name)))
+    for ch, name, t in zip(info["chs"], info["ch_names"], info.get_channel_types(), strict=True):
+        # EEG electrodes also keep their 3-D location: the service's bad-channel interpolation then uses MNE's
+        # spherical splines (MEG would need coil orientations too, which the contract does not carry)
+        xyz = np.asarray(ch["loc"][:3], dtype=np.float64)
+        loc = tuple(float(v) for v in xyz) if t == "eeg" and np.isfinite(xyz).all() and xyz.any() else None
+        out.append(ChannelSpec(name=name, type=t, unit=_UNITS.get(t, "V"), pos=pos.get(name), loc=loc))
         if name not in pos and t in _DATA_TYPES:
             missing.append(name)
     if missing:
