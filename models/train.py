@@ -134,6 +134,16 @@ class TrainConfig:
         Continue from ``out/checkpoint.pt`` when present (its config must match).
     progress : bool
         tqdm progress bars.
+    data_cache : str
+        ``on``: preprocess each run once into the memory-mapped cache (``<feature cache>/recordings``) and
+        stream the windows from it, so training memory does not grow with the corpus (models/_stream.py);
+        ``off``: every window in memory (fine for small datasets); ``auto`` (default): ``on`` for the public
+        corpora (``data_format`` other than ``bids``), ``off`` for the project's own BIDS layout.
+    loader_workers : int
+        Streaming: processes that prefetch batches (0: batches are cut in the training process).
+    max_val_windows : int or None
+        Validation windows kept (a fixed random subset). None: all, or 4096 when streaming (the validation
+        top-10 compares every window with every segment, memory quadratic in their number).
     """
 
     data: str = ""
@@ -169,6 +179,9 @@ class TrainConfig:
     threads: int | None = None
     resume: bool = True
     progress: bool = True
+    data_cache: str = "auto"
+    loader_workers: int = 0
+    max_val_windows: int | None = None
 
     def __post_init__(self) -> None:
         if self.loss not in ("clip", "mse"):
@@ -192,6 +205,11 @@ class TrainConfig:
         if not self.mse_lr_grid or any(not lr > 0 for lr in self.mse_lr_grid) or self.lr_search_epochs < 1:
             raise ConfigError(f"mse_lr_grid must hold positive rates and lr_search_epochs be >= 1, got "
                               f"{self.mse_lr_grid}, {self.lr_search_epochs}")
+        if self.data_cache not in ("auto", "on", "off"):
+            raise ConfigError(f"data_cache must be 'auto', 'on' or 'off', got {self.data_cache!r}")
+        if self.loader_workers < 0 or (self.max_val_windows is not None and self.max_val_windows < 2):
+            raise ConfigError(f"loader_workers must be >= 0 and max_val_windows None or >= 2, got "
+                              f"{self.loader_workers}, {self.max_val_windows}")
         if self.max_epochs < 1 or self.patience < 1:
             raise ConfigError(f"max_epochs and patience must be >= 1, got {self.max_epochs}, {self.patience}")
         preset_config(self.preset, **self.encoder)  # validates preset name and overrides
@@ -396,9 +414,11 @@ def fit(model: BrainEncoder, train_set: Any, val_set: Any, cfg: TrainConfig, run
     if start_epoch == 0:
         torch.manual_seed(cfg.seed + 1000 + rank)  # spatial dropout etc.; weights were seeded before
 
-    brain_t = torch.from_numpy(np.ascontiguousarray(train_set.brain))
-    speech_t = torch.from_numpy(np.ascontiguousarray(train_set.speech))
-    subj_t = torch.from_numpy(np.ascontiguousarray(train_set.subject))
+    streamed = hasattr(train_set, "torch_batches")  # windows cut from the memory-mapped cache (_stream.py)
+    if not streamed:
+        brain_t = torch.from_numpy(np.ascontiguousarray(train_set.brain))
+        speech_t = torch.from_numpy(np.ascontiguousarray(train_set.speech))
+        subj_t = torch.from_numpy(np.ascontiguousarray(train_set.subject))
     for epoch in range(start_epoch, cfg.max_epochs):
         if bad >= cfg.patience:
             break
@@ -406,14 +426,16 @@ def fit(model: BrainEncoder, train_set: Any, val_set: Any, cfg: TrainConfig, run
         perm = np.random.default_rng([cfg.seed, epoch]).permutation(n)
         model.train()
         total, count = 0.0, 0
-        bar = tqdm(range(n_batches), desc=f"epoch {epoch}", unit="batch", leave=False,
+        idxs = [perm[b * global_bs + rank * local_bs: b * global_bs + (rank + 1) * local_bs]
+                for b in range(n_batches)]
+        batches = (train_set.torch_batches(idxs, cfg.loader_workers, device.type == "cuda") if streamed else
+                   ((brain_t[i], speech_t[i], subj_t[i]) for i in map(torch.from_numpy, idxs)))
+        bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch}", unit="batch", leave=False,
                    disable=not cfg.progress or rank != 0)
-        for b in bar:
-            idx = torch.from_numpy(perm[b * global_bs + rank * local_bs: b * global_bs + (rank + 1) *
-            local_bs])
-            x = brain_t[idx].to(device, non_blocking=True)
-            y = speech_t[idx].to(device, non_blocking=True)
-            s = subj_t[idx].to(device, non_blocking=True)
+        for xb, yb, sb in bar:
+            x = xb.to(device, non_blocking=True)
+            y = yb.to(device, non_blocking=True)
+            s = sb.to(device, non_blocking=True)
             loss = loss_fn(net(x, s), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -532,11 +554,15 @@ def train(cfg: TrainConfig) -> Path:
     splits = Splits.for_dataset(root, cfg.split_file, cfg.split_fractions)
     targets = _data.make_speech_targets(root, recordings, cfg.features, cfg.feature_params, cfg.score_dim,
                                         cfg.time_pool, cache, progress=progress, splits=splits)
-    train_set, scalers, info_train = _data.segments(
+    # data_cache: windows streamed from memory-mapped preprocessed runs (any corpus size), or all in memory
+    seg_fn, seg_kw = _data.segment_source(cfg.data_cache, root, cfg.data_format, cfg.feature_cache)
+    train_set, scalers, info_train = seg_fn(
         recordings, targets, "train", "regular", subjects, window, spec, step=cfg.step,
-        max_windows=cfg.max_train_windows, seed=cfg.seed, progress=progress, splits=splits)
-    val_set, _, _ = _data.segments(recordings, targets, "val", "regular", subjects, window, spec,
-                                   step=cfg.step, scalers=scalers, progress=progress, splits=splits)
+        max_windows=cfg.max_train_windows, seed=cfg.seed, progress=progress, splits=splits, **seg_kw)
+    val_set, _, _ = seg_fn(recordings, targets, "val", "regular", subjects, window, spec,
+                           step=cfg.step, scalers=scalers, progress=progress, splits=splits, **seg_kw)
+    val_set = _data.cap_windows(val_set, cfg.max_val_windows if cfg.max_val_windows or not seg_kw else 4096,
+                                cfg.seed)
     if rank == 0 and world > 1:
         dist.barrier()
     t_data = time.perf_counter() - t_start
