@@ -45,6 +45,8 @@ __all__ = ["StreamedSet", "TargetCache", "stream_segments"]
 
 log = logging.getLogger(__name__)
 
+_SCALER_BLOCK = 32
+
 
 class TargetCache:
     """Standardised, projected speech features per sound, memory-mapped from ``<cache_dir>/<key>.npy``.
@@ -248,9 +250,16 @@ def _scaler_from_cache(cached: list[CachedRecording], split_fn: Callable[[str], 
     keep = np.arange(len(located))
     if len(located) > max_windows:
         keep = np.sort(np.random.default_rng(0).choice(len(located), max_windows, replace=False))
-    w = np.stack([np.asarray(cached[located[k][0]].data()[:, located[k][1]:located[k][1] + window.n_window])
-                  for k in keep]).astype(np.float32)
-    return RobustScaler.fit(preprocess_window(w, window), max_windows=None)
+    # per block of channels (the scaler is per channel): a few MB at a time whatever the channel count
+    parts: list[RobustScaler] = []
+    n_ch = cached[0].n_channels
+    for c0 in range(0, n_ch, _SCALER_BLOCK):
+        rows = slice(c0, min(c0 + _SCALER_BLOCK, n_ch))
+        w = np.stack([np.asarray(cached[located[k][0]].data()[rows, located[k][1]:located[k][1] + window.n_window])
+                      for k in keep]).astype(np.float32)
+        parts.append(RobustScaler.fit(preprocess_window(w, window), max_windows=None))
+    return RobustScaler(center=np.concatenate([p.center for p in parts]),
+                        scale=np.concatenate([p.scale for p in parts]))
 
 
 def stream_segments(recordings: list[Recording], targets: Any, split: str, anchors: str, subjects: list[str],
