@@ -165,13 +165,20 @@ class StreamedSet:
         for name in what:
             if name == "brain":
                 c = self.cached[0].n_channels if self.cached else 0
-                brain = np.empty((len(idx), c, w.n_times), dtype=np.float32)
-                for j, i in enumerate(idx):
-                    r = int(self.rec[i])
+                raw = np.empty((len(idx), c, w.n_window), dtype=np.float32)
+                for j, i in enumerate(idx):  # copies out of the memory maps
                     s = int(self.start[i])
-                    sc = self.scalers[r]
-                    raw = np.asarray(self.cached[r].data()[:, s:s + w.n_window])
-                    preprocess_window(raw, w, sc.center, sc.scale, clamp=self.clamp, out=brain[j])
+                    raw[j] = self.cached[int(self.rec[i])].data()[:, s:s + w.n_window]
+                brain = np.empty((len(idx), c, w.n_times), dtype=np.float32)
+                # one vectorised call per scaler (subject) in the batch
+                group = np.array([id(self.scalers[int(r)]) for r in self.rec[idx]], dtype=np.int64)
+                for g in np.unique(group):
+                    sc = self.scalers[int(self.rec[idx[np.argmax(group == g)]])]
+                    if len(group) and (group == g).all():
+                        preprocess_window(raw, w, sc.center, sc.scale, clamp=self.clamp, out=brain)
+                    else:
+                        m = group == g
+                        brain[m] = preprocess_window(raw[m], w, sc.center, sc.scale, clamp=self.clamp)
                 out.append(brain)
             elif name == "speech":
                 rows = [speech_window(self.targets.get(self.sounds[int(self.sound[i])]), float(self.sound_time[i]),
