@@ -183,7 +183,7 @@ def dashboard(workdir: Path, out: Path | None, **opts) -> None:
 @click.option("--format", "data_format", default=None, help="Layout of --data (default: detected).")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--batches", type=int, default=10, show_default=True, help="Batches timed (after one warm-up).")
-@click.option("--workers", type=int, default=0, show_default=True, help="Loader processes (TrainConfig.loader_workers).")
+@click.option("--workers", type=int, default=0, show_default=True, help="Loader processes (loader_workers).")
 @click.option("--preset", type=click.Choice(["efficient", "paper"]), default="efficient", show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")

@@ -118,6 +118,17 @@ def recordings(root: Path, subjects: list[str] | None, tasks: list[str] | None) 
     return out
 
 
+def stimuli(root: Path) -> list[str]:
+    """Every run's audio (``Stimuli/Audio/audioR.wav`` for each ``Stimuli/Text/RunR.mat``): the split unit.
+
+    All subjects heard the same runs, so splitting the runs keeps a held-out run unheard in training by
+    every subject (the rule of the other readers: split by stimulus).
+    """
+    runs = sorted({int(m[1]) for p in (root / "Stimuli" / "Text").glob("Run*.mat")
+                   if (m := re.match(r"^Run(\d+)\.mat$", p.name, re.IGNORECASE))})
+    return [resolve_sound(root, f"Stimuli/Audio/audio{r}.wav") for r in runs]
+
+
 LAYOUT = Layout(
     name="broderick",
     title="Broderick et al. 2018 natural speech (BioSemi 128 EEG, .mat per run)",
@@ -125,4 +136,5 @@ LAYOUT = Layout(
               "(wordVec, onset_time, offset_time); audio at Stimuli/Audio/audio*.wav",
     detect=detect,
     recordings=recordings,
+    stimuli=stimuli,
 )
