@@ -9,7 +9,9 @@ Layout (as read by public loaders of the dataset, e.g. the mfn400 project's Brod
       Stimuli/Envelopes/audio1_128Hz.mat     (speech envelopes; not read)
       Stimuli/Audio/audio1.wav ...           (the run's audio; needed for speech features)
 
-19 subjects x 20 runs (~3 min each) of one audiobook. Each run's EEG starts at its audio's first sample, so a
+19 subjects x 20 runs (~3 min each) of one audiobook. The runs are the split unit (:func:`stimuli`; every subject
+heard the same runs): split in hash order in exact proportions (20 runs at 70/10/20: 14/2/4), unless a split file
+says otherwise (:meth:`neurospeech.data.Splits.for_dataset`). Each run's EEG starts at its audio's first sample, so a
 word's time in the wav is its time in the run. The EEG is re-referenced to the mean of the two mastoids
 (the dataset's reference); the mastoids are not data channels.
 """
