@@ -243,7 +243,8 @@ class TrainConfig:
     def identity(self) -> dict[str, Any]:
         """Settings that must not change on resume (everything but out/resume/progress/threads/device)."""
         d = self.to_dict()
-        for k in ("out", "resume", "progress", "threads", "device", "max_epochs", "patience", "data_format"):
+        for k in ("out", "resume", "progress", "threads", "device", "max_epochs", "patience", "data_format",
+                  "data_cache", "loader_workers"):  # same windows streamed or in memory (tested)
             d.pop(k)
         return d
 
