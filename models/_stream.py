@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..data import Recording, Splits, segment_id
-from ..data._cache import CachedRecording, cache_recordings
+from ..data._cache import CachedRecording, cache_recordings, open_memmap
 from ..data.segments import _anchors, speech_window
 from ..errors import DataFormatError
 from ..preprocessing import (
@@ -62,7 +62,7 @@ class TargetCache:
         spec = json.dumps({"speech": targets.speech_spec(), "rep": targets.representation.to_dict()},
                           sort_keys=True, default=str)
         self._base = hashlib.sha256(spec.encode("utf-8")).hexdigest()
-        self._maps: dict[str, NDArray[np.float32]] = {}
+        self._paths: dict[str, Path] = {}
 
     def path(self, sound: str) -> Path:
         wav = Path(self.targets.root) / sound
@@ -84,16 +84,10 @@ class TargetCache:
 
     def get(self, sound: str) -> NDArray[np.float32]:
         """Features ``(F', n_frames)`` of ``sound``, memory-mapped read-only."""
-        mm = self._maps.get(sound)
-        if mm is None:
-            mm = np.load(self.ensure(sound), mmap_mode="r", allow_pickle=False)
-            self._maps[sound] = mm
-        return mm
-
-    def __getstate__(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        d["_maps"] = {}
-        return d
+        p = self._paths.get(sound)
+        if p is None:
+            p = self._paths[sound] = self.ensure(sound)
+        return open_memmap(p)
 
 
 class _Column:

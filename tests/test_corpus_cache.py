@@ -54,7 +54,10 @@ def test_speech_target_fit_from_the_disk_cache_equals_the_in_memory_fit(broderic
 
 
 @pytest.mark.parametrize("max_windows", [None, 7])
-def test_streamed_windows_equal_the_in_memory_windows(broderick, max_windows):
+def test_streamed_windows_equal_the_in_memory_windows(broderick, max_windows, monkeypatch):
+    from neurospeech.data import _cache
+
+    monkeypatch.setattr(_cache, "MAX_OPEN_MAPS", 2)  # 8 runs + 5 sounds through 2 open maps
     root, tmp = broderick
     recs, splits, targets = _targets(root, tmp / "features")
     subjects = sorted({r.subject for r in recs})
@@ -75,6 +78,7 @@ def test_streamed_windows_equal_the_in_memory_windows(broderick, max_windows):
         np.testing.assert_array_equal(sc_st[s].center, sc_mem[s].center)
         np.testing.assert_array_equal(sc_st[s].scale, sc_mem[s].scale)
     np.testing.assert_array_equal(info_st.sound, info_mem.sound)
+    assert len(_cache._OPEN) <= 2
     # validation with the training scalers
     vm, _, _ = _data.segments(recs, targets, "val", "regular", subjects, w, sp, scalers=sc_mem, progress=False,
                               splits=splits)

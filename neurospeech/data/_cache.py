@@ -23,8 +23,9 @@ import json
 import logging
 import os
 import tempfile
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,8 @@ from ..errors import DataFormatError
 from ..preprocessing import PreprocessingSpec, WindowSpec, preprocess_continuous
 from ._dataset import Recording
 
-__all__ = ["CACHE_FORMAT", "CachedRecording", "cache_key", "cache_recording", "cache_recordings",
-           "default_recording_cache_dir"]
+__all__ = ["CACHE_FORMAT", "MAX_OPEN_MAPS", "CachedRecording", "cache_key", "cache_recording", "cache_recordings",
+           "default_recording_cache_dir", "open_memmap"]
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,6 @@ class CachedRecording:
     n_channels: int
     n_samples: int
     channels: list[ChannelSpec]
-    _mm: NDArray[np.float32] | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -137,22 +137,35 @@ class CachedRecording:
 
     def data(self) -> NDArray[np.float32]:
         """The cached signal, memory-mapped read-only, shape ``(n_channels, n_samples)``."""
-        if self._mm is None:
-            mm = np.load(self.path, mmap_mode="r", allow_pickle=False)
-            if mm.shape != (self.n_channels, self.n_samples) or mm.dtype != np.float32:
-                raise DataFormatError(f"cache entry {self.path} has {mm.dtype} {mm.shape}, its sidecar says "
-                                      f"float32 {(self.n_channels, self.n_samples)}; delete it to rebuild")
-            self._mm = mm
-        return self._mm
+        mm = open_memmap(self.path)
+        if mm.shape != (self.n_channels, self.n_samples) or mm.dtype != np.float32:
+            raise DataFormatError(f"cache entry {self.path} has {mm.dtype} {mm.shape}, its sidecar says "
+                                  f"float32 {(self.n_channels, self.n_samples)}; delete it to rebuild")
+        return mm
 
     def times0(self) -> NDArray[np.float64]:
         """A one-element time grid (``times[0]``) for :func:`neurospeech.preprocessing.extract_windows`."""
         return np.array([self.first_time], dtype=np.float64)
 
-    def __getstate__(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        d["_mm"] = None  # a memory map is reopened in the receiving process, never pickled as an array
-        return d
+
+
+#: Memory maps open in this process, least recently used first (each holds a file descriptor: a corpus of
+#: thousands of runs must not exhaust them). Never pickled: a worker process opens its own.
+_OPEN: OrderedDict[Path, NDArray[Any]] = OrderedDict()
+MAX_OPEN_MAPS = 128
+
+
+def open_memmap(path: Path) -> NDArray[Any]:
+    """``np.load(path, mmap_mode='r')``, kept among the :data:`MAX_OPEN_MAPS` most recently used."""
+    mm = _OPEN.get(path)
+    if mm is None:
+        mm = np.load(path, mmap_mode="r", allow_pickle=False)
+        _OPEN[path] = mm
+        while len(_OPEN) > MAX_OPEN_MAPS:
+            _OPEN.popitem(last=False)
+    else:
+        _OPEN.move_to_end(path)
+    return mm
 
 
 def _atomic_write(path: Path, write: Any) -> None:
