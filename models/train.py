@@ -133,6 +133,16 @@ class TrainConfig(Settings):
         Continue from ``out/checkpoint.pt`` when present (its config must match).
     progress : bool
         tqdm progress bars.
+    data_cache : str
+        ``on``: preprocess each run once into the memory-mapped cache (``<feature cache>/recordings``) and
+        stream the windows from it, so training memory does not grow with the corpus (models/_stream.py);
+        ``off``: every window in memory (fine for small datasets); ``auto`` (default): ``on`` for the public
+        corpora (``data_format`` other than ``bids``), ``off`` for the project's own BIDS layout.
+    loader_workers : int
+        Streaming: processes that prefetch batches (0: batches are cut in the training process).
+    max_val_windows : int or None
+        Validation windows kept (a fixed random subset). None: all, or 4096 when streaming (the validation
+        top-10 compares every window with every segment, memory quadratic in their number).
     """
 
     _what: ClassVar[str] = "training settings"
@@ -177,6 +187,11 @@ class TrainConfig(Settings):
     threads: Annotated[int, Field(ge=1)] | None = Field(None, description="torch CPU threads")
     resume: bool = Field(True, description="continue from out/checkpoint.pt")
     progress: bool = Field(True, description="tqdm progress bars")
+    data_cache: Literal["auto", "on", "off"] = Field(
+        "auto", description="memory-mapped cache of preprocessed runs: on, off or auto (on for public corpora)")
+    loader_workers: int = Field(0, ge=0, description="streaming: processes that prefetch batches")
+    max_val_windows: Annotated[int, Field(ge=2)] | None = Field(
+        None, description="validation windows kept (None: all, or 4096 when streaming)")
 
     @field_validator("score_dim", "lr", mode="after")
     @classmethod
@@ -224,7 +239,8 @@ class TrainConfig(Settings):
     def identity(self) -> dict[str, Any]:
         """Settings that must not change on resume (everything but out/resume/progress/threads/device)."""
         d = self.to_dict()
-        for k in ("out", "resume", "progress", "threads", "device", "max_epochs", "patience", "data_format"):
+        for k in ("out", "resume", "progress", "threads", "device", "max_epochs", "patience", "data_format",
+                  "data_cache", "loader_workers"):  # same windows streamed or in memory (tested)
             d.pop(k)
         return d
 
@@ -403,9 +419,11 @@ def fit(model: BrainEncoder, train_set: Any, val_set: Any, cfg: TrainConfig, run
     if start_epoch == 0:
         torch.manual_seed(cfg.seed + 1000 + rank)  # spatial dropout etc.; weights were seeded before
 
-    brain_t = torch.from_numpy(np.ascontiguousarray(train_set.brain))
-    speech_t = torch.from_numpy(np.ascontiguousarray(train_set.speech))
-    subj_t = torch.from_numpy(np.ascontiguousarray(train_set.subject))
+    streamed = hasattr(train_set, "torch_batches")  # windows cut from the memory-mapped cache (_stream.py)
+    if not streamed:
+        brain_t = torch.from_numpy(np.ascontiguousarray(train_set.brain))
+        speech_t = torch.from_numpy(np.ascontiguousarray(train_set.speech))
+        subj_t = torch.from_numpy(np.ascontiguousarray(train_set.subject))
     for epoch in range(start_epoch, cfg.max_epochs):
         if bad >= cfg.patience:
             break
@@ -413,14 +431,16 @@ def fit(model: BrainEncoder, train_set: Any, val_set: Any, cfg: TrainConfig, run
         perm = np.random.default_rng([cfg.seed, epoch]).permutation(n)
         model.train()
         total, count = 0.0, 0
-        bar = tqdm(range(n_batches), desc=f"epoch {epoch}", unit="batch", leave=False,
+        idxs = [perm[b * global_bs + rank * local_bs: b * global_bs + (rank + 1) * local_bs]
+                for b in range(n_batches)]
+        batches = (train_set.torch_batches(idxs, cfg.loader_workers, device.type == "cuda") if streamed else
+                   ((brain_t[i], speech_t[i], subj_t[i]) for i in map(torch.from_numpy, idxs)))
+        bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch}", unit="batch", leave=False,
                    disable=not cfg.progress or rank != 0)
-        for b in bar:
-            idx = torch.from_numpy(perm[b * global_bs + rank * local_bs: b * global_bs + (rank + 1) *
-            local_bs])
-            x = brain_t[idx].to(device, non_blocking=True)
-            y = speech_t[idx].to(device, non_blocking=True)
-            s = subj_t[idx].to(device, non_blocking=True)
+        for xb, yb, sb in bar:
+            x = xb.to(device, non_blocking=True)
+            y = yb.to(device, non_blocking=True)
+            s = sb.to(device, non_blocking=True)
             loss = loss_fn(net(x, s), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -539,11 +559,15 @@ def train(cfg: TrainConfig) -> Path:
     splits = Splits.for_dataset(root, cfg.split_file, cfg.split_fractions)
     targets = _data.make_speech_targets(root, recordings, cfg.features, cfg.feature_params, cfg.score_dim,
                                         cfg.time_pool, cache, progress=progress, splits=splits)
-    train_set, scalers, info_train = _data.segments(
+    # data_cache: windows streamed from memory-mapped preprocessed runs (any corpus size), or all in memory
+    seg_fn, seg_kw = _data.segment_source(cfg.data_cache, root, cfg.data_format, cfg.feature_cache)
+    train_set, scalers, info_train = seg_fn(
         recordings, targets, "train", "regular", subjects, window, spec, step=cfg.step,
-        max_windows=cfg.max_train_windows, seed=cfg.seed, progress=progress, splits=splits)
-    val_set, _, _ = _data.segments(recordings, targets, "val", "regular", subjects, window, spec,
-                                   step=cfg.step, scalers=scalers, progress=progress, splits=splits)
+        max_windows=cfg.max_train_windows, seed=cfg.seed, progress=progress, splits=splits, **seg_kw)
+    val_set, _, _ = seg_fn(recordings, targets, "val", "regular", subjects, window, spec,
+                           step=cfg.step, scalers=scalers, progress=progress, splits=splits, **seg_kw)
+    val_set = _data.cap_windows(val_set, cfg.max_val_windows if cfg.max_val_windows or not seg_kw else 4096,
+                                cfg.seed)
     if rank == 0 and world > 1:
         dist.barrier()
     t_data = time.perf_counter() - t_start
