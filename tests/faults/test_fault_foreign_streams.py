@@ -16,7 +16,7 @@ import uuid
 
 import numpy as np
 import pytest
-from _service_fixtures import Player, build_artifacts, run_parallel, serve_settings, word_markers
+from _service_fixtures import Player, build_artifacts, run_parallel, run_session, serve_settings, word_markers
 from neurospeech.service.client import Subscriber
 from neurospeech.service.server import Server
 
@@ -32,30 +32,6 @@ def art(tmp_path_factory):
 
 def _uid(prefix):
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def run_session(settings, until, timeout=30.0, player=None):
-    """Serve with ``settings`` until ``until(msgs)`` holds (or ``timeout``); returns (messages, stats)."""
-    server = Server(settings)
-    server.start()
-    sub = Subscriber(server.publisher.endpoint)
-    msgs = []
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not until(msgs):
-            m = sub.recv(0.1)
-            if m is not None:
-                msgs.append(m)
-        stats = server.stats()
-        alive = all(t.is_alive() for t in server._threads)
-    finally:
-        sub.close()
-        server.stop()
-        server.join()
-        if player is not None:
-            player.stop()
-    assert alive and server.exit_code == 0, server.error
-    return msgs, stats
 
 
 def _word_hits(msgs):
