@@ -127,8 +127,8 @@ class StreamClock:
     Chunks within ``jump_threshold`` still enter the fit robustly: weighted ``1 / (1 + (r / c)^2)`` with
     ``c = max(3 x jitter, 2 ms)``, so the tail of a late push barely moves the line while a drift (which moves
     every residual, hence the jitter) is followed. A clock jump or a gap thus costs ``hold`` s of latency once;
-    a late push costs the time until the producer is back on schedule, nothing else. A producer that falls behind and never catches up looks exactly like a
-    gap (the stamps cannot tell them apart).
+    a late push costs the time until the producer is back on schedule, nothing else. A producer that falls
+    behind and never catches up looks exactly like a gap (the stamps cannot tell them apart).
     """
 
     def __init__(

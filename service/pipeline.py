@@ -166,6 +166,8 @@ class OnlinePipeline:
         self.seg_n_out = 0
         self.seg_n_raw = 0
         self.t_newest_raw = float("nan")
+        self.t_newest_received = float("nan")  # stamp of the newest sample received, at most its receipt time
+        self.newest_ahead_s = 0.0  # how far that stamp was ahead of its receipt (future-dated stamps)
         self.last_quality: dict[str, list[str]] = {}  # channel -> reasons, of the last assessed window
         self._ones_cache = np.ones(0, dtype=np.float32)
         self._held: list[_Held] = []  # chunks the clock model holds (their stamps left the line)
@@ -251,6 +253,9 @@ class OnlinePipeline:
         st = self.stamps
         st.check_stamps(stamps)
         ahead, newest_honest = st.check_future(stamps, t_received)
+        if math.isfinite(newest_honest):  # the newest sample received, capped at its receipt (for the status lag)
+            capped = newest_honest if t_received is None else min(newest_honest, float(t_received))
+            self.t_newest_received, self.newest_ahead_s = capped, ahead
         t_mean = float(stamps.mean()) if np.isfinite(stamps).all() else float("nan")
         mm = self.timestamp_issues["rate_mismatch"]
         if st.decoding_stopped:
