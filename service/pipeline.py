@@ -108,6 +108,12 @@ class OnlinePipeline:
     declared rate again over 5-10 s; below, decoding goes on and every decision is flagged
     ``rate_mismatch:<+-x.x>%`` (a producer starved on a loaded machine looks the same for a while).
     Nothing is counted as a jump, a gap or a drop.
+
+    *Stamps off the clock line* (a late push of a starved producer, or the start of a jump or gap): the chunk is
+    held (copied, not yet written to the ring) with the chunks after it until
+    :class:`~neurospeech.service.clock.StreamClock` decides: back on the line (late chunks, written where their
+    sample count places them, in the same segment) or a new offset (a new segment from the first held chunk).
+    A reconnection writes chunks still held into a segment of their own first.
     """
 
     def __init__(
