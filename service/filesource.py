@@ -118,8 +118,12 @@ def decode_raw(
     artifacts: tuple[Any, Any, str] | None = None,
     batch_size: int = 16,
     workers: int = 2,
+    encoder_stats: dict[str, Any] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield decode headers for a continuous recording.
+
+    ``encoder_stats``: a dict filled at the end with the decoder's batching state (``batching``,
+    ``batch_failures``, ``last_batch_error``; see :meth:`~neurospeech.service.decoder.Decoder.stats`).
 
     Parameters
     ----------
@@ -164,6 +168,8 @@ def decode_raw(
         yield from runner.finish()
     finally:
         runner.close()
+        if encoder_stats is not None:
+            encoder_stats.update(runner.decoder.stats())
 
 
 def iter_jobs(
@@ -398,6 +404,7 @@ def decode_file(
     own = not hasattr(out, "write")
     target = Path(out) if own else None  # type: ignore[arg-type]
     counts = {"sliding": 0, "word": 0, "flagged": 0}
+    encoder_stats: dict[str, Any] = {}
     top1 = top10 = n_words = 0
     t0 = time.perf_counter()
     tmp: tuple[Path, IO[str]] | None = None
@@ -415,7 +422,7 @@ def decode_file(
             for seq, h in enumerate(
                 decode_raw(
                     data, sfreq, names, settings, markers, types, None, chunk_seconds, 0.0, (model, bank, subject),
-                    workers=workers,
+                    workers=workers, encoder_stats=encoder_stats,
                 )
             ):
                 h = {
@@ -463,6 +470,7 @@ def decode_file(
         "wall_s": wall,
         "realtime_factor": duration / wall if wall > 0 else None,
         "decisions": counts,
+        "encoder": encoder_stats,  # batching, batch_failures, last_batch_error
         "markers": len(markers),
         # segment identification at word-locked decisions (not word identity): chance k / len(bank)
         "word_locked": n_words,

@@ -339,9 +339,17 @@ class Server(AcquisitionLoop):
         """The status header fields (see ``service/schema/status.v1.json``) plus extra counters."""
         p = self.pipeline
         pub = self.publisher.stats() if self.publisher is not None else {"sent": {}, "dropped": {}}
+        # lag: local clock - stamp of the newest sample received, never negative: a future-dated stamp counts from
+        # its receipt, and the status says by how much it was ahead (stamps_ahead_s > 0, with
+        # timestamp_issues.future_stamps)
         lag = None
-        if p is not None and math.isfinite(p.t_newest_raw):
-            lag = float(_pylsl().local_clock() - p.t_newest_raw)
+        ahead = 0.0
+        if p is not None and math.isfinite(p.t_newest_received):
+            lag = float(_pylsl().local_clock() - p.t_newest_received)
+            ahead = p.newest_ahead_s
+            if lag < 0:  # not reachable with a receipt time; clamped (and flagged) for any other source
+                ahead = max(ahead, -lag)
+                lag = 0.0
         proc = np.array(self._proc_ms) if self._proc_ms else None
         issues: dict[str, Any] = dict(p.timestamp_issues) if p is not None else {}
         if p is not None:
@@ -351,6 +359,7 @@ class Server(AcquisitionLoop):
             "stream": self.description.summary() if self.description else None,
             "buffer_fill": p.ring.fill if p is not None else 0.0,
             "lag_s": lag,
+            "stamps_ahead_s": ahead,
             "samples_received": p.samples_received if p is not None else 0,
             "dropped_samples": p.dropped_samples if p is not None else 0,
             "overruns": self.overruns,
