@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,7 +26,8 @@ from ..errors import ConfigError, DataFormatError
 from ..preprocessing import PreprocessingSpec, RobustScaler, WindowSpec
 from .represent import ScoringRepresentation, fit_pca_projection
 
-__all__ = ["SpeechTargets", "TensorSet", "dataset_sounds", "make_speech_targets", "raw_sfreq", "segments"]
+__all__ = ["SpeechTargets", "TensorSet", "cap_windows", "dataset_sounds", "make_speech_targets", "raw_sfreq",
+           "segment_source", "segments"]
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +103,7 @@ class SpeechTargets:
 
 
 def _raw_features(root: Path, sound: str, extractor: Any,
-    cache_dir: Path | None) -> NDArray[np.float32]:
+    cache_dir: Path | None, fc: Any = None) -> NDArray[np.float32]:
     path = Path(root) / sound
     if not path.is_file():
         raise DataFormatError(
@@ -108,9 +111,30 @@ def _raw_features(root: Path, sound: str, extractor: Any,
     if cache_dir is not None:
         from ..speech import FeatureCache
 
-        return np.asarray(FeatureCache(cache_dir).get(extractor, path), dtype=np.float32)
+        return np.asarray((fc or FeatureCache(cache_dir)).get(extractor, path), dtype=np.float32)
     wav, sr = read_wav(path)
     return np.asarray(extractor(wav, sr), dtype=np.float32)
+
+
+class _Lazy(Sequence[Any]):
+    """A read-only sequence whose items are computed on access (nothing kept)."""
+
+    def __init__(self, keys: list[Any], load: Callable[[Any], Any]) -> None:
+        self._keys, self._load = keys, load
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Any]: ...
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [self._load(k) for k in self._keys[i]]
+        return self._load(self._keys[i])
 
 
 def dataset_sounds(recordings: list[Recording]) -> list[str]:
@@ -141,15 +165,27 @@ def make_speech_targets(root: str | Path, recordings: list[Recording], kind: str
     if not train_sounds:
         raise DataFormatError(
             f"no training sounds in {root}: every stimulus fell in val/test; add more sounds")
-    feats = [_raw_features(root, s, extractor, cache)
-             for s in tqdm(train_sounds, desc=f"{kind} features", unit="wav", disable=not progress)]
+    feats: Sequence[NDArray[np.float32]]
+    if cache is None:
+        feats = [_raw_features(root, s, extractor, cache)
+                 for s in tqdm(train_sounds, desc=f"{kind} features", unit="wav", disable=not progress)]
+    else:
+        # with a disk cache, one sound's features are in memory at a time (the fits below accumulate sums):
+        # the memory of fitting does not grow with the hours of audio
+        from ..speech import FeatureCache
+
+        fc = FeatureCache(cache)
+        for s in tqdm(train_sounds, desc=f"{kind} features", unit="wav", disable=not progress):
+            _raw_features(root, s, extractor, cache, fc)
+        feats = _Lazy(train_sounds, lambda s: _raw_features(root, s, extractor, cache, fc))
     mean32, std32 = fit_standardizer(feats)
     mean = np.asarray(mean32, dtype=np.float64)
     std = np.asarray(std32, dtype=np.float64)
     std = np.where(std > 0, std, 1.0)
     dim = int(feats[0].shape[0])
     if score_dim is not None and score_dim < dim:
-        z: list[NDArray[np.floating[Any]]] = [((f - mean[:, None]) / std[:, None]) for f in feats]
+        z: Sequence[NDArray[np.floating[Any]]] = _Lazy(
+            list(range(len(feats))), lambda i: (feats[i] - mean[:, None]) / std[:, None])
         proj, explained = fit_pca_projection(z, score_dim)
         rep = ScoringRepresentation(in_dim=dim, projection=proj, time_pool=time_pool,
                                     explained_variance=explained)
@@ -269,13 +305,72 @@ class SegmentInfo:
     sound_time: NDArray[np.float64]
 
 
+def segment_source(data_cache: str, root: str | Path, data_format: str | None,
+                   feature_cache: str | Path | None) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """Where training windows come from: :func:`segments` (all in memory) or
+    :func:`neurospeech.models._stream.stream_segments` (memory-mapped cache), and its extra arguments.
+
+    ``data_cache``: ``on``, ``off`` or ``auto`` (``on`` for a public corpus, ``off`` for the project's BIDS).
+    The cache lives in ``<feature cache>/recordings`` (``$NEUROSPEECH_CACHE`` or ``~/.cache/neurospeech``,
+    never the dataset folder unless ``feature_cache`` is put there).
+    """
+    from ..data._cache import default_recording_cache_dir
+    from ..data.formats import BIDS, detect_format
+
+    if data_cache not in ("auto", "on", "off"):
+        raise ConfigError(f"data_cache must be 'auto', 'on' or 'off', got {data_cache!r}")
+    on = data_cache == "on" or (data_cache == "auto" and (data_format or detect_format(root)) != BIDS)
+    if not on:
+        return segments, {}
+    from ._stream import stream_segments
+
+    return stream_segments, {"cache_dir": default_recording_cache_dir(feature_cache)}
+
+
+def cap_windows(windows: Any, max_windows: int | None, seed: int = 0) -> Any:
+    """A fixed random subset of at most ``max_windows`` rows (in their order) of a TensorSet or StreamedSet."""
+    if max_windows is None or len(windows) <= max_windows:
+        return windows
+    keep = np.sort(np.random.default_rng([seed, 0x5EED]).choice(len(windows), max_windows, replace=False))
+    return windows.select(keep)
+
+
 def raw_sfreq(rec: Recording) -> float:
-    """Sampling rate of a recording from its BIDS sidecar (0.0 if unknown; informative only)."""
+    """Sampling rate (Hz) of a recording as acquired: the model contract's ``sfreq_raw``.
+
+    Read from the run's BIDS sidecar (``SamplingFrequency``); a corpus without sidecars (nothing is written
+    at its ``bids_path``) is asked through its reader (the raw's ``info['sfreq']``).
+
+    Raises
+    ------
+    DataFormatError
+        The sidecar cannot be read or parsed, has no ``SamplingFrequency``, or the rate is not a positive
+        finite number (the message names the file and the reason). A rate of 0 would make the service refuse
+        every stream ("training rate 0 Hz").
+    """
     side = Path(rec.bids_path.copy().update(extension=".json").fpath)
+    if side.is_file():
+        try:
+            doc = json.loads(side.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise DataFormatError(
+                f"cannot read the sampling rate of {rec.name} from its sidecar {str(side)!r}: {exc}; "
+                "fix the JSON (BIDS: SamplingFrequency in Hz) or regenerate the dataset") from exc
+        value = doc.get("SamplingFrequency") if isinstance(doc, dict) else None
+        where = f"sidecar {str(side)!r}"
+    else:
+        value = rec.load_raw().info["sfreq"]  # DataFormatError names the file when it cannot be read
+        where = f"recording {rec.name} (no sidecar at {str(side)!r})"
+    if value is None:
+        raise DataFormatError(f"the {where} has no SamplingFrequency; add the rate in Hz (BIDS requires it)")
     try:
-        return float(json.loads(side.read_text())["SamplingFrequency"])
-    except (OSError, KeyError, ValueError, TypeError):
-        return 0.0
+        sfreq = float(value)
+    except (TypeError, ValueError):
+        sfreq = math.nan
+    if not (math.isfinite(sfreq) and sfreq > 0):
+        raise DataFormatError(
+            f"the {where} gives SamplingFrequency {value!r}; it must be a positive number of Hz")
+    return sfreq
 
 
 def find_recordings(root: str | Path, subjects: list[str] | None, tasks: list[str] | None,

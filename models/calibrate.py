@@ -29,7 +29,8 @@ def run_calibration(root: str | Path, subjects: list[str] | None = None, max_tra
                     tmin: float = -0.2, tmax: float = 0.8, feature_cache: str | Path | None = None,
                     decoder: dict[str, Any] | None = None, seed: int = 0, n_boot: int = 1000,
                     chance_draws: int = 200, progress: bool = False, split_file: str | Path | None = None,
-                    split_fractions: tuple[float, float, float] | None = None) -> dict[str, Any]:
+                    split_fractions: tuple[float, float, float] | None = None,
+                    data_format: str | None = None) -> dict[str, Any]:
     """Tuned-ridge calibration of a dataset (see the module docstring).
 
     Parameters
@@ -50,6 +51,8 @@ def run_calibration(root: str | Path, subjects: list[str] | None = None, max_tra
         Extra :class:`neurospeech.models.ridge.RidgeDecoder` settings.
     split_file, split_fractions
         The split (None: the dataset's ``splits.json`` when present, else the 0.7/0.1/0.2 hash split).
+    data_format : str or None
+        Layout of ``root`` (:mod:`neurospeech.data.formats`; None: detected).
 
     Returns
     -------
@@ -63,7 +66,7 @@ def run_calibration(root: str | Path, subjects: list[str] | None = None, max_tra
 
     t0 = time.perf_counter()
     root = Path(root)
-    recs = _data.find_recordings(root, subjects, None)
+    recs = _data.find_recordings(root, subjects, None, data_format)
     subj = sorted({r.subject for r in recs})
     window, spec = WindowSpec(lag=lag), PreprocessingSpec()
     splits = Splits.for_dataset(root, split_file, split_fractions)

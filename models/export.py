@@ -137,6 +137,12 @@ def build_contract(meta: dict[str, Any], subject: str | None = None, metrics: di
     training = dict(meta["training"])
     training.update({"data": meta["data"], "config": meta["config"], "encoder": meta["encoder"],
                      "history_val_loss": [h["val_loss"] for h in meta.get("history", [])]})
+    # subjects fitted after training (neurospeech adapt / the zero-calibration mean subject): the service
+    # re-estimates their robust scaler on the live session by default (neurospeech.service.rescale)
+    adapted = {str(r["subject"]): {"kind": kind} for kind, r in (
+        ("calibration", meta.get("adaptation")), ("zero_calibration", meta.get("zero_calibration"))) if r}
+    if any(s in keep for s in adapted):
+        training["adapted_subjects"] = {s: v for s, v in adapted.items() if s in keep}
     rep = meta["representation"]
     output = {
         "name": OUTPUT,

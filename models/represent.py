@@ -18,6 +18,7 @@ paper's full representation. The contract carries this object (``output["speech_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,13 +113,13 @@ class ScoringRepresentation:
                 f"scoring representation is malformed ({exc!r}); re-export the model") from exc
 
 
-def fit_pca_projection(features: list[NDArray[np.floating[Any]]], n_components: int) -> tuple[NDArray, float]:
+def fit_pca_projection(features: Sequence[NDArray[np.floating[Any]]], n_components: int) -> tuple[NDArray, float]:
     """Principal axes of standardised features (frames pooled over files).
 
     Parameters
     ----------
-    features : list of arrays, shape (F, n_frames)
-        Standardised features of the training sounds.
+    features : sequence of arrays, shape (F, n_frames)
+        Standardised features of the training sounds (read once each, in order: a lazy sequence works).
     n_components : int
         Rows of the projection (clipped to F).
 

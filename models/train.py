@@ -19,24 +19,23 @@ Checkpoints are loaded with ``torch.load(weights_only=True)`` only.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
 import math
 import os
 import time
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 from tqdm import tqdm
 
+from .._settings import PathStr, Settings, read_toml
 from ..errors import ArtifactError, ConfigError
 from .encoder import BrainEncoder, EncoderConfig, normalise_positions, preset_config, truncate_batch
 from .loss import make_loss
@@ -45,6 +44,7 @@ __all__ = [
     "RUN_FORMAT",
     "EarlyPlan",
     "TrainConfig",
+    "TrainFile",
     "early_plan",
     "fit",
     "load_run",
@@ -58,8 +58,7 @@ log = logging.getLogger(__name__)
 RUN_FORMAT = 1
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Settings):
     """Settings of ``neurospeech train`` (TOML keys have the same names; see
     deploy/configs/train.example.toml).
 
@@ -136,6 +135,16 @@ class TrainConfig:
         Continue from ``out/checkpoint.pt`` when present (its config must match).
     progress : bool
         tqdm progress bars.
+    data_cache : str
+        ``on``: preprocess each run once into the memory-mapped cache (``<feature cache>/recordings``) and
+        stream the windows from it, so training memory does not grow with the corpus (models/_stream.py);
+        ``off``: every window in memory (fine for small datasets); ``auto`` (default): ``on`` for the public
+        corpora (``data_format`` other than ``bids``), ``off`` for the project's own BIDS layout.
+    loader_workers : int
+        Streaming: processes that prefetch batches (0: batches are cut in the training process).
+    max_val_windows : int or None
+        Validation windows kept (a fixed random subset). None: all, or 4096 when streaming (the validation
+        top-10 compares every window with every segment, memory quadratic in their number).
     early_decisions : bool
         Train for early word decisions (:mod:`neurospeech.early`): the encoder gets a learned "unseen" vector
         and each training window is, with probability ``early_prob``, cut at ``onset + delay`` for a delay drawn
@@ -147,101 +156,117 @@ class TrainConfig:
         Probability that a training window is truncated (0 < p < 1; the rest stay whole).
     """
 
-    data: str = ""
-    data_format: str | None = None
-    out: str = "runs/encoder"
-    subjects: list[str] | None = None
-    tasks: list[str] | None = None
-    preset: str = "efficient"
-    encoder: dict[str, Any] = field(default_factory=dict)
-    loss: str = "clip"
-    features: str = "mel"
-    feature_params: dict[str, Any] = field(default_factory=dict)
-    feature_cache: str | None = None
-    score_dim: int | None = 64
-    time_pool: int = 7
-    lag: float = 0.15
-    resample_phase: str = "linear"
-    step: float = 0.5
-    split_file: str | None = None
-    split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
-    batch_size: int = 256
-    lr: float | None = None
-    mse_lr_grid: list[float] = field(default_factory=lambda: [3e-4, 1e-3, 3e-3, 1e-2])
-    lr_search_epochs: int = 2
-    weight_decay: float = 0.0
-    max_epochs: int = 200
-    batches_per_epoch: int | None = 1200
-    patience: int = 10
-    seed: int = 0
-    device: str = "auto"
-    gather_negatives: bool = True
-    max_train_windows: int | None = None
-    threads: int | None = None
-    resume: bool = True
-    progress: bool = True
-    early_decisions: bool = False
-    early_delays: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])
-    early_prob: float = 0.5
+    _what: ClassVar[str] = "training settings"
 
-    def __post_init__(self) -> None:
-        if self.loss not in ("clip", "mse"):
-            raise ConfigError(f"loss must be 'clip' or 'mse', got {self.loss!r}")
-        if self.batch_size < 2:
-            raise ConfigError(
-                f"batch_size must be >= 2 (the CLIP loss needs negatives), got {self.batch_size}")
-        if self.time_pool < 1:
-            raise ConfigError(f"time_pool must be >= 1, got {self.time_pool}")
-        if self.score_dim == 0:
-            self.score_dim = None  # TOML has no null: 0 means "every feature"
-        if self.score_dim is not None and self.score_dim < 1:
-            raise ConfigError(f"score_dim must be None or >= 1, got {self.score_dim}")
+    data: PathStr = Field("", description="dataset root (BIDS or a public corpus's folder)")
+    data_format: str | None = Field(None, description="layout of data (bids, meg-masc, mous, broderick, "
+                                    "brennan, libribrain); default: detected")
+    out: PathStr = Field("runs/encoder", description="run directory")
+    subjects: Annotated[list[str], Field(strict=False)] | None = Field(
+        None, description="subjects to use (default: all)")
+    tasks: Annotated[list[str], Field(strict=False)] | None = Field(
+        None, description="tasks to use (default: all)")
+    preset: str = Field("efficient", description="encoder architecture: paper or efficient")
+    encoder: dict[str, Any] = Field(default_factory=dict, description="overrides of the preset's EncoderConfig")
+    loss: Literal["clip", "mse"] = Field("clip", description="clip (contrastive) or mse (regression base)")
+    features: str = Field("mel", description="speech representation: mel, whisper or wav2vec2")
+    feature_params: dict[str, Any] = Field(default_factory=dict, description="feature extractor settings")
+    feature_cache: PathStr | None = Field(None, description="feature cache folder")
+    score_dim: Annotated[int, Field(ge=0)] | None = Field(
+        64, description="PCA components of the scoring representation (0: all features)")
+    time_pool: int = Field(7, ge=1, description="frames averaged in the scoring representation")
+    lag: float = Field(0.15, ge=-2.0, le=2.0, description="brain-to-speech lag (s)")
+    resample_phase: Literal["linear", "minimum"] = Field("linear", description="anti-aliasing filter phase")
+    step: float = Field(0.5, gt=0, le=60, description="spacing of training anchors (s)")
+    split_file: PathStr | None = Field(None, description="split file (default: splits.json or a hash)")
+    split_fractions: Annotated[list[Annotated[float, Field(strict=True)]],
+                               Field(strict=False, min_length=3, max_length=3)] = Field(
+        default_factory=lambda: [0.7, 0.1, 0.2], description="train/val/test fractions of the hash split")
+    batch_size: int = Field(256, ge=2, description="global batch (>= 2: the CLIP loss needs negatives)")
+    lr: Annotated[float, Field(ge=0)] | None = Field(None, description="Adam learning rate (0 or unset: per loss)")
+    mse_lr_grid: Annotated[list[Annotated[float, Field(strict=True, gt=0)]], Field(strict=False, min_length=1)] = Field(
+        default_factory=lambda: [3e-4, 1e-3, 3e-3, 1e-2], description="learning rates tried for mse")
+    lr_search_epochs: int = Field(2, ge=1, description="epochs of each learning-rate trial")
+    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay")
+    max_epochs: int = Field(200, ge=1, description="upper bound on epochs")
+    batches_per_epoch: Annotated[int, Field(ge=1)] | None = Field(1200, description="cap on batches per epoch")
+    patience: int = Field(10, ge=1, description="early stopping: epochs without a lower validation loss")
+    seed: int = Field(0, ge=0, description="seed of weights, batch order and spatial dropout")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    gather_negatives: bool = Field(True, description="CLIP negatives from every process")
+    max_train_windows: Annotated[int, Field(ge=1)] | None = Field(None, description="random subset of windows")
+    threads: Annotated[int, Field(ge=1)] | None = Field(None, description="torch CPU threads")
+    resume: bool = Field(True, description="continue from out/checkpoint.pt")
+    progress: bool = Field(True, description="tqdm progress bars")
+    data_cache: Literal["auto", "on", "off"] = Field(
+        "auto", description="memory-mapped cache of preprocessed runs: on, off or auto (on for public corpora)")
+    loader_workers: int = Field(0, ge=0, description="streaming: processes that prefetch batches")
+    max_val_windows: Annotated[int, Field(ge=2)] | None = Field(
+        None, description="validation windows kept (None: all, or 4096 when streaming)")
+    early_decisions: bool = Field(False, description="train for early word decisions (neurospeech.early)")
+    early_delays: Annotated[list[Annotated[float, Field(strict=False, gt=0)]],
+                            Field(strict=False, min_length=1)] = Field(
+        default_factory=lambda: [0.5, 1.0, 1.5, 2.0], description="early decisions: delays after the onset (s)")
+    early_prob: float = Field(0.5, gt=0, lt=1, description="early decisions: share of training windows cut")
+
+    @field_validator("score_dim", "lr", mode="after")
+    @classmethod
+    def _zero_is_unset(cls, v: Any) -> Any:
+        return None if v == 0 else v  # TOML has no null: 0 means "every feature" / "per loss"
+
+    @field_validator("features", mode="after")
+    @classmethod
+    def _known_features(cls, v: str) -> str:
+        from ..speech.extractors import EXTRACTORS
+
+        if v not in EXTRACTORS:
+            raise ConfigError(f"unknown speech feature kind {v!r} (features); allowed kinds: {sorted(EXTRACTORS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
         from ..data import split_of
 
         split_of("x", tuple(self.split_fractions))  # type: ignore[arg-type]  # validates: ConfigError
-        if self.lr == 0:
-            self.lr = None  # TOML has no null: 0 means "per loss"
-        if self.lr is not None and not self.lr > 0:
-            raise ConfigError(f"lr must be > 0 (or omitted: per loss), got {self.lr}")
-        if not self.mse_lr_grid or any(not lr > 0 for lr in self.mse_lr_grid) or self.lr_search_epochs < 1:
-            raise ConfigError(f"mse_lr_grid must hold positive rates and lr_search_epochs be >= 1, got "
-                              f"{self.mse_lr_grid}, {self.lr_search_epochs}")
-        if self.max_epochs < 1 or self.patience < 1:
-            raise ConfigError(f"max_epochs and patience must be >= 1, got {self.max_epochs}, {self.patience}")
-        preset_config(self.preset, **self.encoder)  # validates preset name and overrides
-        from ..preprocessing import PreprocessingSpec
+        try:
+            preset_config(self.preset, **self.encoder)  # validates preset name and overrides
+        except TypeError as exc:  # an override that is not an EncoderConfig field
+            import dataclasses
 
-        PreprocessingSpec(resample_phase=self.resample_phase)  # validates the filter name
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown training settings {unknown}; known: {sorted(known)}")
-        return cls(**d)
+            allowed = sorted(f.name for f in dataclasses.fields(EncoderConfig))
+            unknown = sorted(set(self.encoder) - set(allowed))
+            raise ConfigError(f"encoder: unknown EncoderConfig key(s) {unknown}; allowed: {allowed}") from exc
+        return self
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
         """Read a TOML file (keys as the attributes; a ``[train]`` table or top level) and apply overrides."""
         p = Path(path)
-        try:
-            d = tomllib.loads(p.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read training config {str(p)!r}: {exc}") from exc
-        d = dict(d.get("train", d))
+        doc = read_toml(p, what="training config", example="deploy/configs/train.example.toml")
+        if "train" in doc:
+            TrainFile.from_dict(doc, source=p)  # no other section, every key known and valid
+            d = dict(doc["train"])
+        else:
+            cls.from_dict(doc, source=p)
+            d = dict(doc)
         d.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(d)
 
     def identity(self) -> dict[str, Any]:
         """Settings that must not change on resume (everything but out/resume/progress/threads/device)."""
         d = self.to_dict()
-        for k in ("out", "resume", "progress", "threads", "device", "max_epochs", "patience", "data_format"):
+        for k in ("out", "resume", "progress", "threads", "device", "max_epochs", "patience", "data_format",
+                  "data_cache", "loader_workers"):  # same windows streamed or in memory (tested)
             d.pop(k)
         return d
+
+
+class TrainFile(Settings):
+    """A ``train`` config file: one ``[train]`` table of :class:`TrainConfig` keys (its JSON Schema)."""
+
+    _what: ClassVar[str] = "training settings"
+
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -378,7 +403,7 @@ def fit(model: BrainEncoder, train_set: Any, val_set: Any, cfg: TrainConfig, run
     if cfg.batches_per_epoch is not None:
         n_batches = min(n_batches, cfg.batches_per_epoch)
     global_bs = local_bs * world
-    early = early_plan(cfg, int(train_set.brain.shape[-1])) if cfg.early_decisions else None
+    early = early_plan(cfg) if cfg.early_decisions else None
     if early is not None and getattr(model, "unseen", None) is None:
         raise ConfigError("early_decisions needs an encoder built with EncoderConfig(early_decisions=True); "
                           "train() builds it so")
@@ -414,9 +439,11 @@ def fit(model: BrainEncoder, train_set: Any, val_set: Any, cfg: TrainConfig, run
     if start_epoch == 0:
         torch.manual_seed(cfg.seed + 1000 + rank)  # spatial dropout etc.; weights were seeded before
 
-    brain_t = torch.from_numpy(np.ascontiguousarray(train_set.brain))
-    speech_t = torch.from_numpy(np.ascontiguousarray(train_set.speech))
-    subj_t = torch.from_numpy(np.ascontiguousarray(train_set.subject))
+    streamed = hasattr(train_set, "torch_batches")  # windows cut from the memory-mapped cache (_stream.py)
+    if not streamed:
+        brain_t = torch.from_numpy(np.ascontiguousarray(train_set.brain))
+        speech_t = torch.from_numpy(np.ascontiguousarray(train_set.speech))
+        subj_t = torch.from_numpy(np.ascontiguousarray(train_set.subject))
     for epoch in range(start_epoch, cfg.max_epochs):
         if bad >= cfg.patience:
             break
@@ -425,17 +452,22 @@ def fit(model: BrainEncoder, train_set: Any, val_set: Any, cfg: TrainConfig, run
         cut_rng = np.random.default_rng([cfg.seed, epoch, 18])  # early decisions: which windows are cut where
         model.train()
         total, count = 0.0, 0
-        bar = tqdm(range(n_batches), desc=f"epoch {epoch}", unit="batch", leave=False,
+        idxs = [perm[b * global_bs + rank * local_bs: b * global_bs + (rank + 1) * local_bs]
+                for b in range(n_batches)]
+        batches = (train_set.torch_batches(idxs, cfg.loader_workers, device.type == "cuda") if streamed else
+                   ((brain_t[i], speech_t[i], subj_t[i]) for i in map(torch.from_numpy, idxs)))
+        bar = tqdm(batches, total=n_batches, desc=f"epoch {epoch}", unit="batch", leave=False,
                    disable=not cfg.progress or rank != 0)
-        for b in bar:
-            idx = torch.from_numpy(perm[b * global_bs + rank * local_bs: b * global_bs + (rank + 1) *
-            local_bs])
-            x = brain_t[idx].to(device, non_blocking=True)
-            y = speech_t[idx].to(device, non_blocking=True)
-            s = subj_t[idx].to(device, non_blocking=True)
+        for xb, yb, sb in bar:
+            x = xb.to(device, non_blocking=True)
+            y = yb.to(device, non_blocking=True)
+            s = sb.to(device, non_blocking=True)
             if early is not None:
+                if x.shape[-1] != early.n_times:
+                    raise ConfigError(f"early decisions: training windows have {x.shape[-1]} samples, the "
+                                      f"window spec {early.n_times}; the trainer's window and data disagree")
                 keep = early.draw(cut_rng, global_bs)[rank * local_bs:(rank + 1) * local_bs]
-                x = truncate_batch(x, torch.from_numpy(keep))
+                x = truncate_batch(x, torch.from_numpy(keep[:len(x)]))
             loss = loss_fn(net(x, s), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -478,7 +510,6 @@ def fit(model: BrainEncoder, train_set: Any, val_set: Any, cfg: TrainConfig, run
     return history
 
 
-@dataclass(frozen=True)
 class EarlyPlan:
     """How training windows are cut for early decisions (see ``TrainConfig.early_decisions``).
 
@@ -494,10 +525,8 @@ class EarlyPlan:
         Probability that a window is cut.
     """
 
-    delays: tuple[float, ...]
-    keep: tuple[int, ...]
-    n_times: int
-    prob: float
+    def __init__(self, delays: tuple[float, ...], keep: tuple[int, ...], n_times: int, prob: float) -> None:
+        self.delays, self.keep, self.n_times, self.prob = delays, keep, n_times, prob
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """Samples to keep for ``n`` windows, ``(n,)`` int64: ``n_times`` (whole) or one delay's count."""
@@ -506,13 +535,13 @@ class EarlyPlan:
         return np.where(cut, np.asarray(self.keep)[which], self.n_times).astype(np.int64)
 
 
-def early_plan(cfg: TrainConfig, n_times: int) -> EarlyPlan:
-    """The :class:`EarlyPlan` of ``cfg`` for windows of ``n_times`` samples (``ConfigError`` if invalid)."""
+def early_plan(cfg: TrainConfig, n_times: int | None = None) -> EarlyPlan:
+    """The :class:`EarlyPlan` of ``cfg`` (``ConfigError`` if invalid; ``n_times``: the data's window length)."""
     from ..early import check_delays, n_seen
     from ..preprocessing import WindowSpec
 
     window = WindowSpec(lag=cfg.lag)
-    if window.n_times != n_times:
+    if n_times is not None and window.n_times != n_times:
         raise ConfigError(f"early decisions: training windows have {n_times} samples, the window spec "
                           f"{window.n_times}; the trainer's window and data disagree")
     if not 0 < float(cfg.early_prob) < 1:
@@ -521,7 +550,7 @@ def early_plan(cfg: TrainConfig, n_times: int) -> EarlyPlan:
     if not cfg.early_delays:
         raise ConfigError("early_delays is empty; give the decision delays, e.g. --set early_delays=[0.5,1.0]")
     delays = check_delays(cfg.early_delays, window)
-    return EarlyPlan(delays, tuple(n_seen(window, d) for d in delays), n_times, float(cfg.early_prob))
+    return EarlyPlan(delays, tuple(n_seen(window, d) for d in delays), window.n_times, float(cfg.early_prob))
 
 
 def resolve_lr(cfg: TrainConfig, model: BrainEncoder, train_set: Any, val_set: Any, run_dir: Path | None,
@@ -547,8 +576,8 @@ def resolve_lr(cfg: TrainConfig, model: BrainEncoder, train_set: Any, val_set: A
     trials: dict[str, dict[str, float]] = {}
     for lr in cfg.mse_lr_grid:
         trial = copy.deepcopy(model)
-        tcfg = dataclasses.replace(cfg, lr=float(lr), max_epochs=cfg.lr_search_epochs, resume=False,
-                                   patience=cfg.lr_search_epochs + 1, progress=False)
+        tcfg = cfg.replace(lr=float(lr), max_epochs=cfg.lr_search_epochs, resume=False,
+                           patience=cfg.lr_search_epochs + 1, progress=False)
         hist = fit(trial, train_set, val_set, tcfg, None, device)
         last = hist[-1]
         trials[f"{lr:g}"] = {"val_top10": float(last["val_top10"]), "val_loss": float(last["val_loss"])}
@@ -600,19 +629,25 @@ def train(cfg: TrainConfig) -> Path:
     splits = Splits.for_dataset(root, cfg.split_file, cfg.split_fractions)
     targets = _data.make_speech_targets(root, recordings, cfg.features, cfg.feature_params, cfg.score_dim,
                                         cfg.time_pool, cache, progress=progress, splits=splits)
-    train_set, scalers, info_train = _data.segments(
+    # data_cache: windows streamed from memory-mapped preprocessed runs (any corpus size), or all in memory
+    seg_fn, seg_kw = _data.segment_source(cfg.data_cache, root, cfg.data_format, cfg.feature_cache)
+    train_set, scalers, info_train = seg_fn(
         recordings, targets, "train", "regular", subjects, window, spec, step=cfg.step,
-        max_windows=cfg.max_train_windows, seed=cfg.seed, progress=progress, splits=splits)
-    val_set, _, _ = _data.segments(recordings, targets, "val", "regular", subjects, window, spec,
-                                   step=cfg.step, scalers=scalers, progress=progress, splits=splits)
+        max_windows=cfg.max_train_windows, seed=cfg.seed, progress=progress, splits=splits, **seg_kw)
+    val_set, _, _ = seg_fn(recordings, targets, "val", "regular", subjects, window, spec,
+                           step=cfg.step, scalers=scalers, progress=progress, splits=splits, **seg_kw)
+    val_set = _data.cap_windows(val_set, cfg.max_val_windows if cfg.max_val_windows or not seg_kw else 4096,
+                                cfg.seed)
     if rank == 0 and world > 1:
         dist.barrier()
     t_data = time.perf_counter() - t_start
 
     enc_cfg = preset_config(cfg.preset, **cfg.encoder)
     if cfg.early_decisions:
-        early_plan(cfg, window.n_times)  # a bad setting fails now, not after the data are loaded
-        enc_cfg = dataclasses.replace(enc_cfg, early_decisions=True)
+        from dataclasses import replace
+
+        early_plan(cfg, window.n_times)  # a bad setting fails now
+        enc_cfg = replace(enc_cfg, early_decisions=True)
     positions = _positions(info_train.channels)
     torch.manual_seed(cfg.seed)
     rep = targets.representation
@@ -623,7 +658,7 @@ def train(cfg: TrainConfig) -> Path:
                  len(subjects), (rep.out_dim, rep.out_frames(window.n_times)))
     t_fit = time.perf_counter()
     lr_search = resolve_lr(cfg, model, train_set, val_set, run_dir, device) if cfg.lr is None else None
-    fit_cfg = dataclasses.replace(cfg, lr=lr_search["lr"] if lr_search else cfg.lr)
+    fit_cfg = cfg.replace(lr=lr_search["lr"] if lr_search else cfg.lr)
     history = fit(model, train_set, val_set, fit_cfg, run_dir, device)
     fit_s = time.perf_counter() - t_fit
 
@@ -690,8 +725,15 @@ def _positions(channels: list[Any]) -> np.ndarray:
     pos = np.array([c.pos if c.pos is not None else (np.nan, np.nan) for c in channels], dtype=np.float64)
     if not np.isfinite(pos).any():
         # no layout at all: spread sensors on a circle so the attention can still tell them apart
+        log.warning("none of the %d channels has a sensor position: the spatial attention places them on an "
+                    "arbitrary circle (no spatial prior); give the recordings a montage or sensor locations",
+                    len(channels))
         ang = np.linspace(0, 2 * np.pi, len(channels), endpoint=False)
         pos = np.stack([np.cos(ang), np.sin(ang)], axis=1)
+    elif not np.isfinite(pos).all():
+        lost = [c.name for c, p in zip(channels, pos, strict=True) if not np.all(np.isfinite(p))]
+        log.warning("%d of %d channels have no sensor position and are left out of the spatial attention: %s",
+                    len(lost), len(channels), ", ".join(lost[:8]) + (" ..." if len(lost) > 8 else ""))
     return normalise_positions(pos)
 
 

@@ -53,6 +53,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("neurospeech.tools.bench._cli:bench", "Benchmarks (latency, throughput, soak)."),
     "analyze": ("neurospeech.cli:analyze", "Analyses: noise limits of decoders, representational geometry."),
     "wm-rnn": ("neurospeech.models.wm_rnn._cli:wm_rnn", "Working-memory RNN (Piwek et al.)."),
+    "config-schema": ("neurospeech.cli:config_schema", "JSON Schema of a config file (serve, train, ...)."),
+}
+
+# config file kind -> "module:attribute" of its settings model (neurospeech._settings)
+CONFIG_MODELS: dict[str, str] = {
+    "serve": "neurospeech.service.config:ServeFile",
+    "train": "neurospeech.models.train:TrainFile",
+    "wm-rnn": "neurospeech.models.wm_rnn._cli:WmRnnFile",
+    "noise-limits": "neurospeech.tools.analyses._noise_cli:NoiseLimitsFile",
 }
 
 ANALYZE_COMMANDS: dict[str, tuple[str, str]] = {
@@ -147,6 +156,27 @@ def sys_info() -> None:
             except Exception as exc:
                 extra = f" (import failed: {exc})"
         click.echo(f"{dist:<12}{v}{extra}")
+
+
+@click.command("config-schema")
+@click.argument("kind", type=click.Choice(sorted(CONFIG_MODELS)))
+@click.option("-o", "--out", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the schema to this file (default: standard output).")
+def config_schema(kind: str, out: str | None) -> None:
+    """Print the JSON Schema of a KIND config file (deploy/configs/KIND.example.toml parsed as JSON).
+
+    Editors and `check-jsonschema` validate a TOML file with it; `train` needs the train extra (torch).
+    """
+    import json
+
+    from ._settings import json_schema
+
+    text = json.dumps(json_schema(_load(CONFIG_MODELS[kind])), indent=1) + "\n"  # type: ignore[arg-type]
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(text)
 
 
 #: commands that take SIGTERM/SIGHUP from the start (before their own handlers are installed): a signal while

@@ -179,21 +179,32 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 @dataclass(frozen=True)
 class ChannelSpec:
-    """One input channel: name, MNE type (``eeg``, ``mag``, ``grad``), SI unit and 2-D layout position."""
+    """One input channel: name, MNE type (``eeg``, ``mag``, ``grad``), SI unit and 2-D layout position.
+
+    ``loc`` (optional, additive): the sensor's 3-D location in metres (head or device frame, MNE's
+    ``info["chs"][i]["loc"][:3]``); the service's bad-channel interpolation uses MNE's spherical splines for
+    EEG when every EEG channel has one. Written to the contract only when set.
+    """
 
     name: str
     type: str
     unit: str
     pos: tuple[float, float] | None = None
+    loc: tuple[float, float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type, "unit": self.unit,
-                "pos": None if self.pos is None else [float(self.pos[0]), float(self.pos[1])]}
+        d: dict[str, Any] = {"name": self.name, "type": self.type, "unit": self.unit,
+                             "pos": None if self.pos is None else [float(self.pos[0]), float(self.pos[1])]}
+        if self.loc is not None:
+            d["loc"] = [float(v) for v in self.loc]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ChannelSpec:
         pos = d.get("pos")
-        return cls(d["name"], d["type"], d["unit"], None if pos is None else (float(pos[0]), float(pos[1])))
+        loc = d.get("loc")
+        return cls(d["name"], d["type"], d["unit"], None if pos is None else (float(pos[0]), float(pos[1])),
+                   None if loc is None else (float(loc[0]), float(loc[1]), float(loc[2])))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from .acquisition import DataInlet, MarkerInlet, StreamDescription, _pylsl
 from .config import ServeSettings
 from .pipeline import OnlinePipeline
 from .quality import QualitySettings
+from .rescale import attach_rescaler
 from .scheduler import Scheduler
 from .streamcheck import check_stream
 
@@ -83,6 +84,7 @@ class AcquisitionLoop:
                 s.jump_threshold,
                 s.clock_halftime,
             )
+            attach_rescaler(self.pipeline, s, self.contract, self.subject)  # per-session scaling (if asked)
         else:
             p = self.pipeline
             assert p is not None

@@ -61,6 +61,13 @@ def _common(f: Any) -> Any:
         click.option(
             "--blas-threads", type=int, default=None, help="numpy BLAS threads (resampler, scoring) [1]."
         ),
+        click.option(
+            "--rescale-seconds",
+            type=float,
+            default=None,
+            help="Re-estimate the robust scaler from the first N s of clean data (0: off) "
+            "[60 for a subject adapted by `adapt`, else off].",
+        ),
     ]
     for o in reversed(opts):
         f = o(f)

@@ -24,6 +24,8 @@ __all__ = ["ClockModel", "StreamClock"]
 
 log = logging.getLogger(__name__)
 
+_MIN_JITTER_SCALE = 2e-3  # s: residuals below this always count fully in the clock fit
+
 
 class ClockModel:
     """Linear model ``t(j) = t_ref + j / nominal + a + b * j`` of the stamps of raw sample ``j``.
@@ -57,13 +59,14 @@ class ClockModel:
             return 0.0
         return float(t - self.predict(j))
 
-    def update(self, j: float, t: float, n: int) -> None:
-        """Add the point (mean sample index ``j``, mean stamp ``t``) of a chunk of ``n`` samples."""
+    def update(self, j: float, t: float, n: int, weight: float = 1.0) -> None:
+        """Add the point (mean sample index ``j``, mean stamp ``t``) of a chunk of ``n`` samples, with a weight
+        in (0, 1] (robust fitting: a point far off the line counts less)."""
         if self.t_ref is None:
             self.t_ref = float(t - j / self.nominal)
         r = t - self.t_ref - j / self.nominal
         self._s *= 0.5 ** (n / self.halftime)
-        self._s += (1.0, j, r, j * j, j * r)
+        self._s += weight * np.array((1.0, j, r, j * j, j * r))
         w, sj, sr, sjj, sjr = self._s
         mj, mr = sj / w, sr / w
         var = sjj / w - mj * mj
@@ -94,6 +97,38 @@ class StreamClock:
         Forgetting half-time of the clock model (s).
     rate_tolerance, stop_tolerance, future_tolerance : float
         As in :class:`~neurospeech.service.pipeline.OnlinePipeline`.
+    hold : float
+        Seconds of samples a new offset of the stamps must persist (steady within the producer's jitter) before
+        it is taken as a clock jump or a gap.
+    max_hold : float
+        Seconds of samples after which stamps that neither come back to the line nor settle on a new offset
+        are taken as a jump anyway.
+
+    Notes
+    -----
+    Many producers stamp a chunk with ``local_clock()`` when they push it (pylsl's ``SendData`` example, much
+    acquisition software), not when its samples were acquired. Starved by CPU load, such a producer pushes a
+    chunk late (its stamps sit above the line that the sample count predicts) and then catches up in a burst of
+    chunks stamped almost at once (each one chunk-duration closer to the line) until it is back on schedule.
+    The sample count was never broken, so this is neither a jump nor lost data. A chunk whose residual exceeds
+    ``jump_threshold`` is therefore only a *candidate*: it is held (with the chunks after it; the pipeline
+    buffers their data, they are not yet decoded) and judged by what follows:
+
+    - the stamps come back within ``jump_threshold`` of the line: the held chunks were late (or early)
+      pushes; they are placed on the line (dejittered, never added to the fit) and counted in
+      ``timestamp_issues.late_chunks`` (``max_late_s``: the largest excursion);
+    - the residuals settle on a new offset (their spread over the last ``hold`` s of samples stays within
+      ``max(jump_threshold / 5, 4 x jitter)``, at most ``jump_threshold / 2``; ``jitter`` is the median absolute
+      residual of the last 128 accepted chunks, in ``timestamp_issues.jitter_s``): a clock jump (forward: a gap
+      of that offset, counted as lost data unless the stamps are ahead of the local clock; backward: never lost
+      data), a new segment from the first held chunk;
+    - neither within ``max_hold`` s of samples: a jump too (a stream that cannot be placed in time).
+
+    Chunks within ``jump_threshold`` still enter the fit robustly: weighted ``1 / (1 + (r / c)^2)`` with
+    ``c = max(3 x jitter, 2 ms)``, so the tail of a late push barely moves the line while a drift (which moves
+    every residual, hence the jitter) is followed. A clock jump or a gap thus costs ``hold`` s of latency once;
+    a late push costs the time until the producer is back on schedule, nothing else. A producer that falls
+    behind and never catches up looks exactly like a gap (the stamps cannot tell them apart).
     """
 
     def __init__(
@@ -104,6 +139,8 @@ class StreamClock:
         rate_tolerance: float,
         future_tolerance: float,
         stop_tolerance: float,
+        hold: float = 0.5,
+        max_hold: float = 3.0,
     ) -> None:
         self.sfreq = float(sfreq)
         self.jump_threshold = float(jump_threshold)
@@ -113,8 +150,13 @@ class StreamClock:
         self.model = ClockModel(self.sfreq, clock_halftime * self.sfreq)
         self.timestamp_issues: dict[str, Any] = {
             "non_monotonic": 0, "duplicated": 0, "clock_jumps": 0, "future_stamps": 0, "max_ahead_s": 0.0,
-            "rate_mismatch": None,
+            "rate_mismatch": None, "late_chunks": 0, "max_late_s": 0.0, "jitter_s": 0.0,
         }
+        self.hold = float(hold)
+        self.max_hold = float(max(max_hold, hold))
+        self.jitter = 0.0  # median absolute residual of the last accepted chunks (s)
+        self._abs_resid: deque[float] = deque(maxlen=128)
+        self._pending: list[tuple[float, float, int, float]] = []  # held candidates: (j, t, n, residual)
         self._seg_pts: deque[tuple[float, float]] = deque(maxlen=4096)  # (mean sample index, mean stamp)
         self._mm_pts: deque[tuple[float, float]] = deque(maxlen=8192)  # while mismatched: (samples, stamp)
         self._next_rate_check = -math.inf
@@ -125,6 +167,7 @@ class StreamClock:
     def new_segment(self, jump: bool) -> None:
         """Forget the clock model (a new segment); a reconnection (``jump`` False) also clears a rate mismatch."""
         self._seg_pts.clear()
+        self._pending.clear()
         if not jump and self.timestamp_issues["rate_mismatch"] is not None:
             log.info("stream reconnected: checking its rate again")
             self.timestamp_issues["rate_mismatch"] = None
@@ -177,31 +220,89 @@ class StreamClock:
                 ahead = 0.0
         return ahead, newest_honest
 
-    def check_jump(self, j_mean: float, t_mean: float, n: int, stamps: NDArray[np.float64]) -> tuple[str, float]:
+    @property
+    def holding(self) -> bool:
+        """Chunks are held: their stamps left the line and it is not yet known why."""
+        return bool(self._pending)
+
+    def judge(self, j_mean: float, t_mean: float, n: int, stamps: NDArray[np.float64]) -> tuple[str, float]:
         """Judge a chunk (mean sample index ``j_mean`` in the segment, mean stamp ``t_mean``) before it is added.
+
+        ``j_mean`` counts the samples of held chunks too (see the class Notes).
 
         Returns
         -------
-        ('ok', 0.0) | ('jump', residual) | ('stop', 0.0)
-            ``jump``: a clock jump or a gap (the caller starts a new segment; counted here); ``stop``: the
-            stamps show a gross rate mismatch and decoding stopped.
+        verdict : str
+            ``ok``: on the line (the caller adds it with :meth:`add`); ``hold``: off the line, the caller holds
+            it; ``release``: back on the line, the held chunks were late pushes (the caller writes them where
+            the model places them, then adds this one); ``jump``: the held chunks and this one start a new
+            segment (counted here); ``stop``: a gross rate mismatch, decoding stopped (held chunks dropped).
+        residual : float
+            For ``jump``: the offset of the stamps (s; > 0: forward).
         """
         resid = self.model.residual(j_mean, t_mean)
-        if abs(resid) <= self.jump_threshold:
-            return "ok", 0.0
+        thr = self.jump_threshold
+        if abs(resid) <= thr:
+            if not self._pending:
+                self._note_jitter(resid)
+                return "ok", 0.0
+            # back on the line: the held chunks were pushed late (or early); the sample count is unbroken
+            worst = max((p[3] for p in self._pending), key=abs)
+            ti = self.timestamp_issues
+            if ti["late_chunks"] == 0:
+                log.warning(
+                    "stream stamps left the clock model's line by %+.3f s and came back: the outlet stamps chunks "
+                    "when it pushes them and was late (starved of CPU?); such chunks are placed by the sample "
+                    "count and counted in timestamp_issues.late_chunks", worst,
+                )
+            ti["late_chunks"] += len(self._pending)
+            ti["max_late_s"] = max(ti["max_late_s"], abs(worst))
+            self._pending.clear()
+            self._note_jitter(resid)
+            return "release", 0.0
         # beyond what the clock model follows (+-5 %)
         if self._rate_mismatch(j_mean, t_mean, n, stamps, 1.0, max(self.rate_tolerance, 0.05)):
+            self._pending.clear()
             return "stop", 0.0
+        self._pending.append((j_mean, t_mean, n, resid))
+        offset = self._settled()
+        if offset is None:
+            return "hold", 0.0
+        self._pending.clear()
         self.timestamp_issues["clock_jumps"] += 1
-        log.warning("stream stamps jumped by %+.3f s (clock jump or lost data): new segment", resid)
-        return "jump", resid
+        log.warning("stream stamps jumped by %+.3f s (clock jump or lost data): new segment", offset)
+        return "jump", offset
+
+    def _settled(self) -> float | None:
+        """The new offset when the held residuals have settled on one (or ``max_hold`` is reached), else None."""
+        pend = self._pending
+        j_end = pend[-1][0] + pend[-1][2] / 2
+        span = (j_end - (pend[0][0] - pend[0][2] / 2)) / self.sfreq
+        if span < self.hold or len(pend) < 2:
+            return None
+        tail = [p[3] for p in pend if (j_end - (p[0] - p[2] / 2)) / self.sfreq <= self.hold + 1e-9] or [pend[-1][3]]
+        if len(tail) < 2 and len(pend) >= 2:
+            tail = [pend[-2][3], pend[-1][3]]
+        tol = min(max(0.2 * self.jump_threshold, 4.0 * self.jitter), 0.5 * self.jump_threshold)
+        if max(tail) - min(tail) <= tol or span >= self.max_hold:
+            return float(np.median(tail))
+        return None
+
+    def _note_jitter(self, resid: float) -> None:
+        """Update the producer's measured jitter with an accepted chunk's residual."""
+        self._abs_resid.append(abs(resid))
+        self.jitter = float(np.median(self._abs_resid))
+        self.timestamp_issues["jitter_s"] = self.jitter
 
     def add(self, j_mean: float, t_mean: float, n: int, stamps: NDArray[np.float64], mm: Any) -> bool:
         """Add a chunk's point to the clock model and check the rate; True when decoding must stop.
 
         ``mm``: the rate mismatch as it was before this chunk (None: none).
         """
-        self.model.update(j_mean, t_mean, n)
+        # robust: a chunk off the line by more than the producer's usual jitter (e.g. the tail of a late push
+        # that is within jump_threshold) barely moves the fit (Cauchy weight on the residual)
+        r = self.model.residual(j_mean, t_mean) / max(3.0 * self.jitter, _MIN_JITTER_SCALE)
+        self.model.update(j_mean, t_mean, n, 1.0 / (1.0 + r * r))
         if not self._seg_pts or t_mean - self._seg_pts[-1][1] >= 0.005:  # <= 200 points/s: 20 s kept
             self._seg_pts.append((j_mean, t_mean))
         if t_mean >= self._next_rate_check:  # least-squares fits at most once per second of stamps

@@ -6,6 +6,7 @@ Used by the live server and by ``decode-file`` alike: both make the same decisio
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -146,7 +147,16 @@ class Decoder:
         self._words = bank.words.astype(str)
         self._sounds = bank.sounds.astype(str)
         self._times = np.asarray(bank.sound_times, dtype=np.float64)
-        self._batch_ok = True
+        # batching (decode-file): off for good for a model exported with a fixed batch of 1; after a failed batch
+        # call, windows are encoded one by one and batching is retried after 1, 2, 4 ... 256 batches
+        self._batch_ok = _batch_dim(model) != 1
+        self._batch_retry_in = 0
+        self._batch_backoff = 1
+        self._batch_lock = threading.Lock()  # decode-file's workers share the decoder
+        self.batch_failures = 0
+        self.last_batch_error: str | None = None
+        if not self._batch_ok:
+            log.info("the model takes one window at a time (fixed batch of 1): windows are encoded one by one")
 
     def decide(
         self, job: WindowJob, with_latent: bool = False
@@ -188,12 +198,34 @@ class Decoder:
             if not xs:
                 return None
             xb = np.stack(xs)
-        if self._batch_ok:
+        with self._batch_lock:
+            try_batch = self._batch_ok and self._batch_retry_in <= 0
+            if self._batch_ok and not try_batch:
+                self._batch_retry_in -= 1
+        if try_batch:
             try:
-                return self.model.encode(xb, self.subject_index)
-            except Exception:  # a model exported with a fixed batch of 1
-                self._batch_ok = False
+                z = self.model.encode(xb, self.subject_index)
+            except Exception as exc:  # e.g. memory for a large batch; a real error fails one by one too
+                with self._batch_lock:
+                    self.batch_failures += 1
+                    self.last_batch_error = f"{type(exc).__name__}: {exc}"[:500]
+                    self._batch_retry_in = backoff = self._batch_backoff
+                    self._batch_backoff = min(2 * backoff, 256)
+                log.warning(
+                    "encoding a batch of %d windows failed (%s); encoding them one by one, batching again after "
+                    "%d batch(es)", len(xb), self.last_batch_error, backoff,
+                )
+            else:
+                with self._batch_lock:
+                    self._batch_backoff = 1
+                return z
         return np.stack([self.model.encode(x, self.subject_index) for x in xb])
+
+    def stats(self) -> dict[str, Any]:
+        """Batching state (decode-file): ``batching`` (False: one window per encoder call for good),
+        ``batch_failures`` and ``last_batch_error``."""
+        return {"batching": self._batch_ok, "batch_failures": self.batch_failures,
+                "last_batch_error": self.last_batch_error}
 
     def _score_batch(self, jobs: list[WindowJob], z: Any, t0: float) -> list[dict[str, Any]]:
         """Scoring part of :meth:`decide_batch`, given :meth:`_encode_batch`'s latents (``t0``: start time)."""
@@ -250,3 +282,12 @@ class Decoder:
             "flags": flags,
         }
         return header, arrays
+
+
+def _batch_dim(model: EncoderModel) -> Any:
+    """The brain input's batch dimension as the ONNX graph declares it (an int when fixed, else a name/None)."""
+    try:
+        shape = next(i.shape for i in model.session.get_inputs() if i.name == model.brain_input)
+    except (AttributeError, StopIteration):
+        return None
+    return shape[0] if shape else None

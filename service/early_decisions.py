@@ -3,7 +3,7 @@
 For a model whose contract declares ``early_decisions`` (:mod:`neurospeech.early`), every word marker gets, at
 word onset + each declared delay (0.5, 1.0, 1.5, 2.0 s), a decision from the data the ring holds at that moment:
 :class:`EarlyTracker` finds the markers whose data through ``onset + delay`` have arrived, :func:`early_job`
-copies that partial window out of the ring, checks and scales it exactly as a full window (its unseen tail
+copies that partial window out of the ring, checks and scales it with the full windows' code (its unseen tail
 edge-padded for the checks, so no new extreme or flat span appears), and sets the unseen samples to NaN
 (:func:`neurospeech.early.mask_unseen`), which the model masks. The seen samples are the ones the full window
 will hold (every step after the causal resampler is per sample and the baseline lies before the onset), so an
@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from ..early import mask_unseen, n_seen
-from .jobs import WindowJob
+from .jobs import WindowCut, WindowJob
 from .pipeline import OnlinePipeline
-from .quality import assess_window
+from .ringbuffer import RingSpan
 
 __all__ = ["EarlyJob", "EarlyTracker", "early_header", "early_job", "locate_partial"]
 
@@ -79,9 +79,11 @@ def early_job(p: OnlinePipeline, start: int, delay: float, anchor: float,
               truth: dict[str, Any] | None) -> EarlyJob | None:
     """Cut, check and scale the partial window from global index ``start`` seen through ``anchor + delay``.
 
-    Returns None when the samples left the ring. The job's ``x`` has the full window shape
-    ``(n_channels, n_times)`` with the unseen samples NaN; ``x`` is None (flags ``gap``, ``skipped``) for a span
-    with a gap, or as :func:`assess_window` decides.
+    The partial span is edge-padded to the full window length (the checks see no new extreme, no new flat
+    stretch) and goes through :meth:`OnlinePipeline.assess` -- the very code of every full window (scaler,
+    bad-channel policy, flags) -- then the unseen samples are set to NaN. Returns None when the samples left
+    the ring. The job's ``x`` has the full window shape ``(n_channels, n_times)``, or is None (flags ``gap``,
+    ``skipped``) for a span with a gap or as the quality checks decide.
     """
     t0 = time.perf_counter()
     w = p.window
@@ -90,26 +92,26 @@ def early_job(p: OnlinePipeline, start: int, delay: float, anchor: float,
         span = p.ring.read(start, n_avail)
     except IndexError:
         return None
-    times0 = float(span.times[0])
-    times1 = times0 + (w.n_window - 1) / w.sfreq  # where the full window will end
-    newest = float(span.newest[-1])
-    if not span.continuous:
-        return EarlyJob("word_early", None, ["gap", "skipped"], times0, times1, newest, truth, start, t0,
-                        float(delay), float(anchor))
-    seen = span.data.T  # (C, n_avail)
-    raw = np.empty((seen.shape[0], w.n_window), dtype=np.float32)
-    raw[:, :n_avail] = seen
-    raw[:, n_avail:] = seen[:, -1:]  # edge padding: the checks see no new extreme, no new flat stretch
-    x, flags, _ = assess_window(
-        raw, w, p.scaler, p.spec.clamp, p.quality, p.names, p.positions,
-        span.bad.any(axis=0) if span.any_bad else None,
-        np.count_nonzero(span.stuck, axis=0) / len(span.stuck) if span.any_stuck else None,
+    pad = w.n_window - n_avail
+    times = np.concatenate([span.times, span.times[-1] + np.arange(1, pad + 1) / w.sfreq])
+    seen = np.asarray(span.data.T)  # (C, n_avail)
+    full = np.empty((seen.shape[0], w.n_window), dtype=seen.dtype)
+    full[:, :n_avail] = seen
+    full[:, n_avail:] = seen[:, -1:]
+
+    def padded(a: Any, fill: Any) -> Any:
+        a = np.asarray(a)
+        return np.concatenate([a, np.full((pad, *a.shape[1:]), fill, dtype=a.dtype)])
+
+    padded_span = RingSpan(
+        start, full.T, times, padded(span.seg, span.seg[-1]), padded(span.bad, False),
+        padded(span.newest, span.newest[-1]), None if span.stuck is None else padded(span.stuck, False),
+        span.any_bad, span.any_stuck, span.ahead,
     )
-    if x is not None:
-        x = mask_unseen(x, w, delay)
-    if span.ahead > 0:
-        flags = [*flags, f"future_stamps:+{span.ahead:.3f}s"]
-    return EarlyJob("word_early", x, flags, times0, times1, newest, truth, start, t0, float(delay), float(anchor))
+    job, _ = p.assess(WindowCut("word_early", padded_span, truth, start, t0))
+    x = None if job.x is None else mask_unseen(job.x, w, delay)
+    return EarlyJob("word_early", x, job.flags, job.t_window_start, job.t_window_end, float(span.newest[-1]),
+                    truth, start, t0, float(delay), float(anchor))
 
 
 def early_header(header: dict[str, Any], delay: float, window: Any, t_onset: float | None = None,

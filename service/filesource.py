@@ -39,6 +39,7 @@ from .jobs import WindowCut, WindowJob
 from .messages import encode_header
 from .pipeline import OnlinePipeline
 from .quality import QualitySettings
+from .rescale import attach_rescaler
 from .streamcheck import check_stream
 
 __all__ = [
@@ -128,9 +129,13 @@ def decode_raw(
     artifacts: tuple[Any, Any, str] | None = None,
     batch_size: int = 16,
     workers: int = 2,
+    encoder_stats: dict[str, Any] | None = None,
     early: bool | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield decode headers for a continuous recording.
+
+    ``encoder_stats``: a dict filled at the end with the decoder's batching state (``batching``,
+    ``batch_failures``, ``last_batch_error``; see :meth:`~neurospeech.service.decoder.Decoder.stats`).
 
     Parameters
     ----------
@@ -184,6 +189,8 @@ def decode_raw(
         yield from runner.finish()
     finally:
         runner.close()
+        if encoder_stats is not None:
+            encoder_stats.update(runner.decoder.stats())
 
 
 def iter_jobs(
@@ -234,6 +241,7 @@ def _open_pipeline(
         settings.clock_halftime,
     )
     pipe.clock.min_span = np.inf  # file times are exact: keep the nominal rate
+    attach_rescaler(pipe, settings, contract, subject)  # per-session scaling (if asked)
     return pipe
 
 
@@ -483,6 +491,7 @@ def decode_file(
     own = not hasattr(out, "write")
     target = Path(out) if own else None  # type: ignore[arg-type]
     counts = {"sliding": 0, "word": 0, "flagged": 0}
+    encoder_stats: dict[str, Any] = {}
     top1 = top10 = n_words = 0
     delays = delays_of(model.contract)
     if delays:
@@ -507,7 +516,7 @@ def decode_file(
             for seq, h in enumerate(
                 decode_raw(
                     data, sfreq, names, settings, markers, types, None, chunk_seconds, 0.0, (model, bank, subject),
-                    workers=workers,
+                    workers=workers, encoder_stats=encoder_stats,
                 )
             ):
                 h = {
@@ -564,6 +573,7 @@ def decode_file(
         "wall_s": wall,
         "realtime_factor": duration / wall if wall > 0 else None,
         "decisions": counts,
+        "encoder": encoder_stats,  # batching, batch_failures, last_batch_error
         "markers": len(markers),
         # segment identification at word-locked decisions (not word identity): chance k / len(bank)
         "word_locked": n_words,

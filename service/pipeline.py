@@ -24,6 +24,7 @@ import math
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,11 +34,31 @@ from ..contract import ChannelMap, ModelContract
 from ..errors import DataFormatError
 from ..preprocessing import StreamPreprocessor
 from .clock import ClockModel, StreamClock
+from .interpolation import ChannelInterpolator
 from .jobs import WindowCut, WindowJob
 from .quality import QualitySettings, assess_window
 from .ringbuffer import RingBuffer, RingSpan
 
 __all__ = ["OnlinePipeline"]
+
+
+@dataclass
+class _Held:
+    """A chunk held while the clock model decides whether its stamps are late or a jump."""
+
+    x: NDArray[Any]
+    stamps: NDArray[np.float64]
+    t_mean: float
+    ahead: float
+    newest_honest: float
+
+    @property
+    def n(self) -> int:
+        return len(self.x)
+
+    @property
+    def newest(self) -> float:
+        return float(self.stamps[-1])
 
 
 class OnlinePipeline:
@@ -88,6 +109,12 @@ class OnlinePipeline:
     declared rate again over 5-10 s; below, decoding goes on and every decision is flagged
     ``rate_mismatch:<+-x.x>%`` (a producer starved on a loaded machine looks the same for a while).
     Nothing is counted as a jump, a gap or a drop.
+
+    *Stamps off the clock line* (a late push of a starved producer, or the start of a jump or gap): the chunk is
+    held (copied, not yet written to the ring) with the chunks after it until
+    :class:`~neurospeech.service.clock.StreamClock` decides: back on the line (late chunks, written where their
+    sample count places them, in the same segment) or a new offset (a new segment from the first held chunk).
+    A reconnection writes chunks still held into a segment of their own first.
     """
 
     def __init__(
@@ -124,6 +151,8 @@ class OnlinePipeline:
         self.scaler = contract.scaler(subject)
         self.subject = subject
         self.quality = quality or QualitySettings()
+        self.interpolator = ChannelInterpolator(contract.channels, self.quality.n_neighbours)
+        self.rescaler: Any = None  # a SessionRescaler (service/rescale.py attach_rescaler): per-session scaler
         self.stamps = StreamClock(
             self.sfreq, jump_threshold, clock_halftime, rate_tolerance, future_tolerance, stop_tolerance
         )
@@ -146,16 +175,24 @@ class OnlinePipeline:
         self.seg_n_out = 0
         self.seg_n_raw = 0
         self.t_newest_raw = float("nan")
+        self.t_newest_received = float("nan")  # stamp of the newest sample received, at most its receipt time
+        self.newest_ahead_s = 0.0  # how far that stamp was ahead of its receipt (future-dated stamps)
         self.last_quality: dict[str, list[str]] = {}  # channel -> reasons, of the last assessed window
         self._ones_cache = np.ones(0, dtype=np.float32)
+        self._held: list[_Held] = []  # chunks the clock model holds (their stamps left the line)
+        self._held_n = 0
         self.new_segment()
 
     # ------------------------------------------------------------------ segments
     def new_segment(self, jump: bool = False) -> None:
         """Forget filter state and the clock model: the next samples start a new continuous segment.
 
-        A call from outside (a reconnection) also clears a rate mismatch (``jump``: called for a clock jump).
+        A call from outside (a reconnection) also clears a rate mismatch (``jump``: called for a clock jump), and
+        first writes the chunks the clock model still holds into a segment of their own.
         """
+        if not jump and self._held:
+            held, self._held, self._held_n = self._held, [], 0
+            self._segment_from(held, self.timestamp_issues["rate_mismatch"])
         self.stamps.new_segment(jump)
         with self.lock:
             self.stamps.reset_model()
@@ -225,6 +262,9 @@ class OnlinePipeline:
         st = self.stamps
         st.check_stamps(stamps)
         ahead, newest_honest = st.check_future(stamps, t_received)
+        if math.isfinite(newest_honest):  # the newest sample received, capped at its receipt (for the status lag)
+            capped = newest_honest if t_received is None else min(newest_honest, float(t_received))
+            self.t_newest_received, self.newest_ahead_s = capped, ahead
         t_mean = float(stamps.mean()) if np.isfinite(stamps).all() else float("nan")
         mm = self.timestamp_issues["rate_mismatch"]
         if st.decoding_stopped:
@@ -233,22 +273,68 @@ class OnlinePipeline:
             if st.follow_mismatch(self.samples_received, stamps):
                 self.new_segment(jump=True)  # back at the declared rate: resume
             return 0  # decoding stopped: windows from this stream would be stretched
-        if math.isfinite(t_mean):
-            j_mean = self.seg_n_raw + (n - 1) / 2.0
-            verdict, resid = st.check_jump(j_mean, t_mean, n, stamps)
-            if verdict == "stop":
-                self.t_newest_raw = float(stamps[-1])
+        if not math.isfinite(t_mean):
+            if self._held:  # judged with the held chunks around it
+                self._hold(x, raw, stamps, t_mean, ahead, newest_honest)
                 return 0
-            if verdict == "jump":
-                if resid > 0 and ahead <= 0:  # stamps ahead of the local clock are a clock jump, never lost data
-                    self.report_gap(self.t_newest_raw, resid)
-                self.new_segment(jump=True)
-                j_mean = (n - 1) / 2.0
+            if self.clock.t_ref is None:
+                return 0  # cannot place samples in time without a single finite stamp
+            return self._write(x, raw, ahead, newest_honest)
+        j_mean = self.seg_n_raw + self._held_n + (n - 1) / 2.0
+        verdict, resid = st.judge(j_mean, t_mean, n, stamps)
+        if verdict == "hold":
+            self._hold(x, raw, stamps, t_mean, ahead, newest_honest)
+            return 0
+        held, self._held, self._held_n = self._held, [], 0
+        if verdict == "stop":
             self.t_newest_raw = float(stamps[-1])
-            if st.add(j_mean, t_mean, n, stamps, mm):
-                return 0
-        elif self.clock.t_ref is None:
-            return 0  # cannot place samples in time without a single finite stamp
+            return 0
+        out = 0
+        if verdict == "release":  # late pushes: placed on the line by their sample count, not added to the fit
+            self.t_newest_raw = max(float(stamps[-1]), max(h.newest for h in held))
+            for h in held:
+                out += self._write(h.x, None, h.ahead, h.newest_honest)
+        elif verdict == "jump":  # a new segment from the first held chunk on
+            first_ahead = held[0].ahead if held else ahead
+            if resid > 0 and first_ahead <= 0:  # stamps ahead of the local clock are a clock jump, never lost data
+                self.report_gap(self.t_newest_raw, resid)
+            out, stopped = self._segment_from(held, mm)
+            if stopped:
+                return out
+            j_mean = self.seg_n_raw + (n - 1) / 2.0
+        self.t_newest_raw = float(stamps[-1])
+        if st.add(j_mean, t_mean, n, stamps, mm):
+            return out
+        return out + self._write(x, raw, ahead, newest_honest)
+
+    def _segment_from(self, held: list[_Held], mm: Any) -> tuple[int, bool]:
+        """Start a new segment with the held chunks; (model-rate samples written, decoding stopped)."""
+        self.new_segment(jump=True)
+        out = 0
+        for h in held:
+            self.t_newest_raw = h.newest
+            if math.isfinite(h.t_mean):
+                if self.stamps.add(self.seg_n_raw + (h.n - 1) / 2.0, h.t_mean, h.n, h.stamps, mm):
+                    return out, True
+            elif self.clock.t_ref is None:
+                continue
+            out += self._write(h.x, None, h.ahead, h.newest_honest)
+        return out, False
+
+    def _hold(
+        self, x: NDArray[Any], raw: NDArray[Any], stamps: NDArray[np.float64], t_mean: float, ahead: float,
+        newest_honest: float,
+    ) -> None:
+        """Keep a chunk (a copy: the caller may reuse its buffer) until the clock model knows where it belongs."""
+        x = np.array(x, copy=True)
+        self._held.append(_Held(x, stamps.copy(), t_mean, ahead, newest_honest))
+        self._held_n += len(x)
+
+    def _write(
+        self, x: NDArray[Any], raw: NDArray[Any] | None, ahead: float, newest_honest: float
+    ) -> int:
+        """Preprocess a chunk (``x``: model channels, SI) into the ring at the times the clock model gives."""
+        n = len(x)
         with self.lock:
             # a finite sum means every sample is finite (NaN/Inf propagate); one pass, no mask allocated. Summed
             # per channel by BLAS (a matrix-vector product, twice numpy's sum); an overflow to inf only sends the
@@ -256,7 +342,7 @@ class OnlinePipeline:
             total = float((x.T @ self._ones(n)).sum()) if x.dtype == np.float32 else float(x.sum())
             finite = None if math.isfinite(total) else np.isfinite(x)
             if finite is not None and not finite.all():
-                if self._identity and np.shares_memory(x, raw):
+                if self._identity and raw is not None and np.shares_memory(x, raw):
                     x = x.copy()  # never modify the caller's chunk
                 self._mark_nonfinite(x, finite)
             prev_last = self._last_raw
@@ -290,6 +376,8 @@ class OnlinePipeline:
                 bad = (m >= self._bad_from[None, :]) & (m < self._bad_until[None, :])
             newest = min(self.t_newest_raw, newest_honest) if ahead > 0 else self.t_newest_raw
             self.ring.write(y.T, times, self.seg, bad, newest=newest, stuck=stuck, ahead=ahead)
+            if self.rescaler is not None:
+                self.rescaler.feed(y, bad, self.seg, self.ring.count)
             self.seg_n_out = m1
             return m1 - m0
 
@@ -398,18 +486,21 @@ class OnlinePipeline:
             job = WindowJob(cut.kind, None, ["gap", "skipped"], times0, times1, newest, cut.truth, cut.start,
                             cut.t_created)
             return job, {}
+        scaler, pending = (self.scaler, False) if self.rescaler is None else self.rescaler.scaler_for(cut.start)
         x, flags, bad = assess_window(
             span.data.T,
             self.window,
-            self.scaler,
+            scaler,
             self.spec.clamp,
             self.quality,
             self.names,
-            self.positions,
+            self.interpolator,
             span.bad.any(axis=0) if span.any_bad else None,
             np.count_nonzero(span.stuck, axis=0) / len(span.stuck) if span.any_stuck else None,
             out,
         )
+        if pending:
+            flags = [*flags, "scaler:training"]
         if span.ahead > 0:
             flags = [*flags, f"future_stamps:+{span.ahead:.3f}s"]
         mm = self.timestamp_issues["rate_mismatch"]

@@ -3,7 +3,9 @@
 :func:`assess_window` checks one model-rate window (non-finite input, flat, saturated/stuck, huge artefact per
 channel), scales it with the subject's :class:`~neurospeech.preprocessing.RobustScaler` exactly as
 :func:`neurospeech.preprocessing.preprocess_window` does, and applies the bad-channel policy of
-:class:`QualitySettings` (``skip`` the window, or ``interpolate`` its bad channels from their neighbours).
+:class:`QualitySettings` (``skip`` the window, or ``interpolate`` its bad channels from good channels of the
+same type, :class:`~neurospeech.service.interpolation.ChannelInterpolator`; a bad channel that cannot be
+rebuilt is set to 0 and flagged ``zeroed:``, not ``interpolated:``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..preprocessing import RobustScaler, WindowSpec, preprocess_window, window_scaling
+from .interpolation import ChannelInterpolator
 
 __all__ = ["QualitySettings", "assess_window"]
 
@@ -49,7 +52,7 @@ def assess_window(
     clamp: float,
     quality: QualitySettings,
     names: list[str],
-    positions: NDArray[np.float64] | None = None,
+    interpolator: ChannelInterpolator | None = None,
     bad_input: NDArray[np.bool_] | None = None,
     stuck_fraction: NDArray[np.float64] | None = None,
     out: NDArray[np.float32] | None = None,
@@ -65,8 +68,9 @@ def assess_window(
     quality : QualitySettings
     names : list of str
         Channel names (for flags).
-    positions : array, shape (n_channels, 2), or None
-        2-D layout positions for interpolation (None: bad channels set to 0, the scaled median).
+    interpolator : ChannelInterpolator or None
+        Rebuilds bad channels from good channels of the same type (None: bad channels set to 0, the scaled
+        median, and flagged ``zeroed:``).
     bad_input : array of bool, shape (n_channels,), or None
         Channels whose samples were computed from non-finite input.
     stuck_fraction : array, shape (n_channels,), or None
@@ -79,8 +83,9 @@ def assess_window(
     x : array, shape (n_channels, n_times) float32, or None
         What the model sees (None: the window must be skipped).
     flags : list of str
-        ``nonfinite:<ch,..>``, ``flat:..``, ``saturated:..``, ``artefact:..``, ``interpolated:..``,
-        ``skipped``.
+        ``nonfinite:<ch,..>``, ``flat:..``, ``saturated:..``, ``artefact:..``, ``interpolated:..`` (rebuilt
+        from same-type channels), ``zeroed:..`` (could not be rebuilt: no position or no good channel of its
+        type; set to 0), ``skipped``.
     bad : dict
         Channel name -> reasons, for the channels found bad.
     """
@@ -141,14 +146,15 @@ def assess_window(
     if quality.policy == "skip" or n_bad > quality.max_bad_fraction * n_ch:
         flags.append("skipped")
         return None, flags, bad
-    good = np.flatnonzero(~bad_mask)
-    for i in np.flatnonzero(bad_mask):
-        if positions is not None and np.all(np.isfinite(positions)):
-            d = np.linalg.norm(positions[good] - positions[i], axis=1)
-            nb = good[np.argsort(d, kind="stable")[: quality.n_neighbours]]
-            x[i] = x[nb].mean(axis=0)
-        else:
-            x[i] = 0.0
-    flags.append("interpolated:" + ",".join(names[i] for i in np.flatnonzero(bad_mask)[:20]))
+    if interpolator is None:
+        rows: NDArray[np.intp] = np.zeros(0, dtype=np.intp)
+        zeroed = np.flatnonzero(bad_mask)
+        x[zeroed] = 0.0
+    else:
+        op = interpolator.operator(bad_mask)
+        op.apply(x)
+        rows, zeroed = op.rows, op.zeroed
+    for reason, idx in (("interpolated", rows), ("zeroed", zeroed)):
+        if len(idx):
+            flags.append(f"{reason}:" + ",".join(names[i] for i in idx[:20]) + ("..." if len(idx) > 20 else ""))
     return x, flags, bad
-

@@ -52,6 +52,7 @@ from .decoder import Decoder, load_artifacts
 from .early_decisions import EarlyJob, early_header
 from .pipeline import OnlinePipeline
 from .quality import QualitySettings
+from .rescale import scaler_status
 from .scheduler import Scheduler
 
 __all__ = ["Server"]
@@ -344,9 +345,17 @@ class Server(AcquisitionLoop):
         """The status header fields (see ``service/schema/status.v1.json``) plus extra counters."""
         p = self.pipeline
         pub = self.publisher.stats() if self.publisher is not None else {"sent": {}, "dropped": {}}
+        # lag: local clock - stamp of the newest sample received, never negative: a future-dated stamp counts from
+        # its receipt, and the status says by how much it was ahead (stamps_ahead_s > 0, with
+        # timestamp_issues.future_stamps)
         lag = None
-        if p is not None and math.isfinite(p.t_newest_raw):
-            lag = float(_pylsl().local_clock() - p.t_newest_raw)
+        ahead = 0.0
+        if p is not None and math.isfinite(p.t_newest_received):
+            lag = float(_pylsl().local_clock() - p.t_newest_received)
+            ahead = p.newest_ahead_s
+            if lag < 0:  # not reachable with a receipt time; clamped (and flagged) for any other source
+                ahead = max(ahead, -lag)
+                lag = 0.0
         proc = np.array(self._proc_ms) if self._proc_ms else None
         issues: dict[str, Any] = dict(p.timestamp_issues) if p is not None else {}
         if p is not None:
@@ -356,6 +365,7 @@ class Server(AcquisitionLoop):
             "stream": self.description.summary() if self.description else None,
             "buffer_fill": p.ring.fill if p is not None else 0.0,
             "lag_s": lag,
+            "stamps_ahead_s": ahead,
             "samples_received": p.samples_received if p is not None else 0,
             "dropped_samples": p.dropped_samples if p is not None else 0,
             "overruns": self.overruns,
@@ -368,6 +378,7 @@ class Server(AcquisitionLoop):
             "gaps": list(p.gaps)[-20:] if p is not None else [],
             "n_gaps": p.n_gaps if p is not None else 0,
             "channel_quality": p.channel_quality() if p is not None else None,
+            "scaler": scaler_status(p) if p is not None else None,
             "uptime_s": time.monotonic() - self._t_start,
             "timestamp_issues": issues,
             "decisions": dict(self.decisions),

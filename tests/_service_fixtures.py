@@ -9,8 +9,13 @@ online window equals the offline one -- which is what the end-to-end tests asser
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,9 +199,11 @@ class Player:
     (stamps shifted from that data time on), ``rate_factor`` (true rate = nominal * factor),
     ``unit``/``scale`` (e.g. 'uV', 1e6), ``order`` (channel permutation), ``stop_at`` (data time at which the
     outlet is destroyed;
-    ``restart_after`` seconds later a new outlet with the same source_id continues). ``stamp_on_schedule``:
-    stamp each chunk with its scheduled time instead (as an amplifier stamps at acquisition), so a push that a
-    loaded machine delays does not look like a clock jump.
+    ``restart_after`` seconds later a new outlet with the same source_id continues). ``stalls``: data time ->
+    seconds the producer sleeps before pushing the chunk that reaches that time (a producer starved of CPU,
+    made deterministic: it then catches up in a burst of chunks, each stamped when pushed). ``stamp_on_schedule``:
+    stamp each chunk with its scheduled time instead (as an amplifier stamps at acquisition): exact stamps for
+    the tests that need them.
     """
 
     def __init__(
@@ -223,6 +230,7 @@ class Player:
         wait_consumers=True,
         kill=True,
         stamp_on_schedule=False,
+        stalls=None,
     ):
         import threading
         import uuid
@@ -250,6 +258,7 @@ class Player:
         self.wait_consumers = wait_consumers
         self.kill = kill
         self.stamp_on_schedule = stamp_on_schedule
+        self.stalls = sorted((stalls or {}).items())
         self.pushed = 0
         self.t_first = None
         self.stopped_at = None
@@ -301,6 +310,7 @@ class Player:
                     if not self.loop:
                         break
                     i = 0
+                    shift += n / rate  # the next pass continues the schedule (and the stamps)
                 j = min(i + self.chunk, n)
                 due = t0 + shift + j / rate
                 while not self._halt.is_set():
@@ -308,6 +318,8 @@ class Player:
                     if left <= 0:
                         break
                     time.sleep(min(left, 0.005))
+                while self.stalls and self.stalls[0][0] * self.sfreq <= j:
+                    self._halt.wait(self.stalls.pop(0)[1])
                 stamp = pylsl.local_clock()
                 if self.t_first is None:
                     self.t_first = stamp - (j - 1) / rate
@@ -409,3 +421,75 @@ def run_parallel(timeout: float = 120.0, **jobs: Callable[[], Any]) -> dict[str,
             raise AssertionError(name) from out[name]
         assert name in out, f"{name} did not finish"
     return out
+
+
+def run_session(settings, until: Callable[[list], bool] | None = None, timeout: float = 60.0, player=None):
+    """Serve with ``settings`` until ``until(msgs)`` holds (default: until ``player`` is done) or ``timeout`` s
+    pass (a deadline for a loaded machine, not a pace check); returns (messages, final server stats).
+
+    Fails the test when a service thread died, the service did not stop with exit code 0, or the player
+    reported an error.
+    """
+    from neurospeech.service.client import Subscriber
+    from neurospeech.service.server import Server
+
+    if until is None:
+        if player is None:
+            raise ValueError("run_session needs `until` or a `player` to wait for")
+        until = lambda msgs: player.done  # noqa: E731
+    server = Server(settings)
+    server.start()
+    sub = Subscriber(server.publisher.endpoint)
+    msgs: list = []
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not until(msgs):
+            m = sub.recv(0.1)
+            if m is not None:
+                msgs.append(m)
+        stats = server.stats()
+        alive = all(t.is_alive() for t in server._threads)
+    finally:
+        sub.close()
+        server.stop()
+        server.join()
+        if player is not None:
+            player.stop()
+    assert alive and server.exit_code == 0, server.error
+    assert player is None or player.error is None, player.error
+    return msgs, stats
+
+
+@contextlib.contextmanager
+def busy_cores(n: int | None = None):
+    """Occupy ``n`` cores (default: all) with busy-loop subprocesses for the duration of the block."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n or os.cpu_count() or 2)
+    ]
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+
+
+def push_time_chunks(n: int, sfreq: float, chunk: int, stalls: dict[float, float] | None = None,
+                     t0: float = 1000.0, eps: float = 2e-4):
+    """Chunks of a producer that stamps each chunk with ``local_clock()`` when it pushes it (pylsl's SendData).
+
+    It pushes chunk ``[i, j)`` when its last sample is due (``t0 + j / sfreq``) or, after a stall
+    (``stalls``: data time -> seconds the producer sleeps before the chunk reaching it), as soon as it can:
+    the chunks after a stall go out ``eps`` s apart until it is back on schedule. liblsl deduces the earlier
+    samples' stamps from the last one at the nominal rate. Yields ``(i, j, stamps, t_push)``.
+    """
+    pending = sorted((stalls or {}).items())
+    t_free = t0
+    for i in range(0, n, chunk):
+        j = min(i + chunk, n)
+        t = max(t0 + j / sfreq, t_free)
+        while pending and pending[0][0] * sfreq <= j:
+            t += pending.pop(0)[1]
+        t_free = t + eps
+        yield i, j, t - np.arange(j - i)[::-1] / sfreq, t

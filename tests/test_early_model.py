@@ -107,8 +107,8 @@ def test_truncated_training_plan():
     assert torch.isnan(xt[1, :, 100:]).all() and torch.equal(xt[1, :, :100], x[1, :, :100])
     assert torch.isnan(xt[2, :, 5:]).all()
     for bad, match in ((dict(early_prob=1.0), "early_prob"), (dict(early_delays=[3.0]), "3.0"),
-                       (dict(early_delays=[]), "empty"), (dict(early_delays=["soon"]), "soon")):
-        with pytest.raises(ConfigError, match=match):
+                       (dict(early_delays=[]), "early_delays"), (dict(early_delays=["soon"]), "early_delays")):
+        with pytest.raises(ConfigError, match=match):  # refused by the settings model or by the plan
             early_plan(TrainConfig(data="x", early_decisions=True, **bad), T)
 
 

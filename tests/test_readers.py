@@ -400,6 +400,9 @@ def test_libribrain_without_audio_table_says_what_to_provide(tmp_path):
 def test_train_one_epoch_on_broderick(broderick, tmp_path):
     meta = _train_one_epoch(broderick[0], "broderick", tmp_path / "run")
     assert meta["subjects"] == ["01", "02"] and len(meta["channels"]) == 128
+    split = meta["data"]["split"]  # the runs split in exact proportions (tests/test_corpus_split_cli.py)
+    assert split["source"].startswith("broderick") and sorted(meta["data"]["train_sounds"]) == sorted(
+        s for s, v in split["assigned"].items() if v == "train")
 
 
 @pytest.mark.torch

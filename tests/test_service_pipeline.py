@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _service_fixtures import SUBJECT, make_contract, make_recording, offline_windows
+from _service_fixtures import SUBJECT, make_contract, make_recording, offline_windows, push_time_chunks
 from neurospeech.service.pipeline import OnlinePipeline
 from neurospeech.service.quality import QualitySettings, assess_window
 from neurospeech.service.streamcheck import check_stream
@@ -203,3 +203,62 @@ def test_assess_window_scales_and_clamps_like_preprocess_window(excursion):
     assert not flags
     np.testing.assert_array_equal(x, ref)
     assert (np.abs(x).max() == 20.0) == (excursion > 20)
+
+
+def _push_time_run(stalls, gap=None, jump=None, chunk=12, seconds=30.0):
+    """A 600-Hz producer that stamps chunks at push time (pylsl's SendData), starved at ``stalls``; ``gap``:
+    (data time, s) of samples that never arrive; ``jump``: (data time, s) a clock jump from then on."""
+    sfreq = 600.0
+    data, names = make_recording(4, sfreq, seconds, seed=4)
+    contract = _contract(data, sfreq, names)
+    pipe = OnlinePipeline(contract, check_stream(contract, names, sfreq), sfreq, SUBJECT, ring_seconds=40)
+    x = data.T.astype(np.float32)
+    windows, last = [], None
+    for i, j, stamps, t_push in push_time_chunks(len(x), sfreq, chunk, stalls):
+        if gap and gap[0] * sfreq <= i < (gap[0] + gap[1]) * sfreq:
+            continue
+        if jump and i >= jump[0] * sfreq:
+            stamps, t_push = stamps + jump[1], t_push + jump[1]
+        pipe.process_chunk(x[i:j], stamps, t_received=t_push + 0.001)
+        for key, start in pipe.due_sliding(last):
+            last = key
+            windows.append(pipe.make_job(start, "sliding"))
+    return pipe, windows
+
+
+STALLS = {3.0: 0.4, 5.0: 0.9, 8.0: 0.3, 15.0: 0.5, 24.0: 0.6}
+
+
+def test_late_pushes_of_a_starved_producer_are_absorbed_not_jumps():
+    # issue 14: push-time stamps of a producer starved for 0.3-0.9 s (then catching up in a burst) made the
+    # clock model see a jump (and lost data) at each stall and a backward jump after it: a new segment each time
+    pipe, windows = _push_time_run(STALLS)
+    ti = pipe.timestamp_issues
+    assert ti["clock_jumps"] == 0 and pipe.seg == 0 and pipe.n_gaps == 0 and pipe.dropped_samples == 0
+    assert ti["late_chunks"] >= len(STALLS) and ti["max_late_s"] == pytest.approx(0.9, abs=0.05)
+    assert ti["rate_mismatch"] is None
+    # every sliding window of the unbroken stream is decoded, placed on the sample count's line
+    _, exact = _push_time_run({})
+    assert len(windows) == len(exact) > 100
+    starts = np.array([w.t_window_start for w in windows])
+    exact_starts = np.array([w.t_window_start for w in exact])
+    assert np.abs(starts - exact_starts).max() < 0.02
+    assert all(w.x is not None and "gap" not in w.flags for w in windows)
+
+
+@pytest.mark.parametrize(("gap", "jump"), [((11.0, 0.5), None), (None, (19.0, -0.8)), (None, (19.0, 1.0))])
+def test_real_gaps_and_clock_jumps_are_still_found_among_late_pushes(gap, jump):
+    pipe, windows = _push_time_run(STALLS, gap=gap, jump=jump)
+    ti = pipe.timestamp_issues
+    assert ti["clock_jumps"] == 1 and pipe.seg == 1 and ti["late_chunks"] >= len(STALLS)
+    if gap:  # lost samples: a gap of their duration, counted as dropped
+        assert len(pipe.gaps) == 1 and pipe.gaps[0]["duration"] == pytest.approx(0.5, abs=0.03)
+        assert pipe.dropped_samples == pytest.approx(300, abs=20)
+    elif jump[1] < 0:  # backward: never lost data
+        assert pipe.n_gaps == 0 and pipe.dropped_samples == 0
+    else:  # forward: indistinguishable from lost data by the stamps alone
+        assert len(pipe.gaps) == 1 and pipe.gaps[0]["duration"] == pytest.approx(1.0, abs=0.03)
+    # no window spans the discontinuity: each covers its 3 s of data
+    spans = np.array([w.t_window_end - w.t_window_start for w in windows])
+    assert np.allclose(spans, spans[0], atol=0.01)
+    assert len({w.start >= pipe.seg_start for w in windows}) == 2

@@ -44,6 +44,7 @@ IMPORT_TO_DIST = {
     "threadpoolctl": "threadpoolctl",
     "tqdm": "tqdm",
     "psutil": "psutil",
+    "pydantic": "pydantic",
 }
 
 

@@ -4,37 +4,97 @@ from __future__ import annotations
 
 import json
 import logging
-import tomllib
+import math
 from pathlib import Path
+from typing import Annotated, Any, ClassVar
 
 import click
+from pydantic import Field
 
+from neurospeech._settings import Settings, read_toml
 from neurospeech.errors import ConfigError
 
-__all__ = ["load_config", "wm_rnn"]
+__all__ = ["RunSection", "TaskSection", "TrainSection", "WmRnnFile", "load_config", "wm_rnn"]
 
 log = logging.getLogger(__name__)
 
+_EXAMPLE = "deploy/configs/wm-rnn.example.toml"
+
+
+# The file's model. The keys and defaults are those of the dataclasses that run the training
+# (.task.TaskConfig, .train.TrainConfig; tests/test_settings.py checks that they agree); the bounds are
+# declared here, so a bad file is refused with its key before torch is imported.
+class TaskSection(Settings):
+    """``[task]``: the retro-cue task (keys of :class:`neurospeech.models.wm_rnn.task.TaskConfig`)."""
+
+    n_channels: int = Field(17, ge=3, le=1000, description="von Mises channels per location (paper: 17)")
+    n_colours: int = Field(16, ge=4, le=1000, description="colours per location (paper: 16)")
+    kappa: float = Field(5.0, gt=0, description="von Mises concentration of the input tuning curves")
+    peak: float = Field(1.0, gt=0, description="peak height of the input tuning curves")
+    pre_cue_delay: int = Field(7, ge=0, le=1000, description="steps between the colours and the cue")
+    post_cue_delay: int = Field(7, ge=0, le=1000, description="steps between the cue and the output")
+    cue_validity: float = Field(1.0, ge=0, le=1, description="probability that the probed location is cued")
+
+
+class TrainSection(Settings):
+    """``[train]``: one network's training (keys of :class:`neurospeech.models.wm_rnn.train.TrainConfig`)."""
+
+    n_hidden: int = Field(200, ge=1, description="ReLU units")
+    noise_sd: float = Field(0.07, ge=0, description="hidden noise SD at every step")
+    rec_gain: float = Field(math.sqrt(2.0), gt=0, description="W_rec = rec_gain x a random orthogonal matrix")
+    lr: float = Field(1e-4, gt=0, description="RMSprop learning rate (paper: 1e-4)")
+    batch_size: int = Field(1, ge=1, description="trials per update")
+    epoch_repeats: int = Field(1, ge=1, description="an epoch = every trial type this many times")
+    max_epochs: int = Field(5000, ge=1, description="hard cap on epochs")
+    conv_window: int = Field(15, ge=2, description="epochs of the stopping rule's slope fit")
+    conv_slope_min: float = Field(-2e-5, le=0, description="stopping rule: slope in [conv_slope_min, 0]")
+    conv_loss_max: float = Field(0.0036, gt=0, description="stopping rule: every loss of the window below")
+    plateau_epochs: int = Field(30, ge=1, description="epochs before the plateau check")
+    plateau_rel_tol: float = Field(0.02, gt=0, description="relative distance to the uniform-output loss")
+    max_restarts: int = Field(3, ge=0, description="re-initialisations of a network stuck on the plateau")
+    checkpoint_every: int = Field(25, ge=1, description="epochs between checkpoints")
+    eval_repeats: int = Field(10, ge=1, description="test: repeats of the 512 trial types")
+    export_repeats: int = Field(2, ge=1, description="exported hidden states: repeats of the 512 trial types")
+
+
+class RunSection(Settings):
+    """``[run]``: which seeds, and how many processes."""
+
+    seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = Field(
+        default_factory=lambda: [0], description="one network per seed")
+    n_jobs: int = Field(2, ge=1, le=256, description="processes (one torch thread each)")
+
+
+class WmRnnFile(Settings):
+    """A ``wm-rnn`` config file: ``[task]``, ``[train]`` and ``[run]`` (each optional; its JSON Schema)."""
+
+    _what: ClassVar[str] = "wm-rnn settings"
+
+    task: TaskSection = Field(default_factory=TaskSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    run: RunSection = Field(default_factory=RunSection)
+
+
+def _checked(raw: dict[str, Any], source: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Validate ``{section: table}`` and return the tables with only the keys that were given."""
+    parsed = WmRnnFile.from_dict(raw, source=source)
+    return {name: {k: getattr(getattr(parsed, name), k) for k in raw[name]} for name in raw}
+
 
 def load_config(path: Path | None) -> dict:
-    """Read a TOML config: ``[train]`` (TrainConfig keys), ``[task]`` (TaskConfig keys), ``[run]``.
+    """Read and check a TOML config: ``[train]`` (TrainConfig keys), ``[task]`` (TaskConfig keys), ``[run]``.
 
-    ``[run]`` holds ``seeds`` (list of int) and ``n_jobs``.
+    ``[run]`` holds ``seeds`` (list of int) and ``n_jobs``. Returns ``{section: {key: value}}`` with the keys
+    the file sets.
+
+    Raises
+    ------
+    ConfigError
+        Missing file, bad TOML, unknown section or key, a value of the wrong type or out of bounds.
     """
     if path is None:
         return {}
-    try:
-        raw = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(
-            f"config file {path} does not exist; see deploy/configs/wm-rnn.example.toml"
-        ) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    bad = sorted(set(raw) - {"train", "task", "run"})
-    if bad:
-        raise ConfigError(f"unknown sections {bad} in {path}; allowed: [train], [task], [run]")
-    return raw
+    return _checked(read_toml(path, what="config file", example=_EXAMPLE), Path(path))
 
 
 def _seeds(text: str) -> list[int]:
@@ -90,9 +150,7 @@ def train(
 
     Example: neurospeech wm-rnn train --out runs/wm --seeds 0-4 --n-jobs 2 --batch-size 32 --lr 1e-3
     """
-    from .train import TrainConfig, train_many
-
-    raw = load_config(config_path)
+    raw = load_config(config_path)  # a bad file is refused before torch is imported
     tr = dict(raw.get("train", {}))
     task = dict(raw.get("task", {}))
     run = dict(raw.get("run", {}))
@@ -111,10 +169,16 @@ def train(
     ):
         if val is not None:
             task[key] = val
-    tr["task"] = task
-    cfg = TrainConfig.from_dict(tr)
-    seed_list = _seeds(seeds) if seeds is not None else [int(s) for s in run.get("seeds", [0])]
-    jobs = n_jobs if n_jobs is not None else int(run.get("n_jobs", 2))
+    if seeds is not None:
+        run["seeds"] = _seeds(seeds)
+    if n_jobs is not None:
+        run["n_jobs"] = n_jobs
+    checked = _checked({"train": tr, "task": task, "run": run})  # the options' values too
+    from .train import TrainConfig, train_many
+
+    cfg = TrainConfig.from_dict({**checked["train"], "task": checked["task"]})
+    seed_list = list(checked["run"].get("seeds", [0]))
+    jobs = int(checked["run"].get("n_jobs", 2))
     results = train_many(cfg, seed_list, out_dir, jobs, resume, progress)
     click.echo(
         f"{'seed':>5} {'conv':>5} {'epochs':>7} {'time_s':>8} {'loss':>8} {'err_deg':>8} {'restarts':>8}"
@@ -219,12 +283,13 @@ def analyze_cmd(run_dir: Path, out_path: Path | None, cv: int, cross_temporal: b
 def bench_cmd(out_dir: Path, config_path: Path | None, seeds: str, n_jobs: int, progress: bool) -> None:
     """Train the standard task and the no-post-cue-delay variant on several seeds, analyse, check the paper's
     effects, print a table and write bench.json."""
+    raw = load_config(config_path)
+    checked = _checked({"train": raw.get("train", {}), "task": raw.get("task", {}),
+                        "run": {"seeds": _seeds(seeds), "n_jobs": n_jobs}})
     from .bench import run_bench
 
-    raw = load_config(config_path)
-    tr = dict(raw.get("train", {}))
-    tr["task"] = dict(raw.get("task", {}))
-    report = run_bench(tr, _seeds(seeds), out_dir, n_jobs, progress)
+    tr = {**checked["train"], "task": checked["task"]}
+    report = run_bench(tr, checked["run"]["seeds"], out_dir, checked["run"]["n_jobs"], progress)
     click.echo(report["table"])
     click.echo(f"wrote {out_dir / 'bench.json'}")
 

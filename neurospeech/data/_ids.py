@@ -149,8 +149,10 @@ class Splits:
     @classmethod
     def for_dataset(cls, root: str | Path | None, split_file: str | Path | None = None,
                     fractions: Sequence[float] | None = None, salt: str = "neurospeech") -> Splits:
-        """The split of a dataset: ``split_file`` if given, else ``<root>/splits.json`` if present, else the hash
-        with ``fractions`` (default 0.7/0.1/0.2)."""
+        """The split of a dataset: ``split_file`` if given, else ``<root>/splits.json`` if present, else, for a
+        corpus with a short fixed list of stimuli (Broderick's 20 runs), that list split by the same hash in
+        exact proportions (:func:`neurospeech.data.formats.corpus_split`), else the hash with ``fractions``
+        (default 0.7/0.1/0.2)."""
         if split_file is not None:
             return cls.read(split_file, fractions, salt)
         if root is not None and (Path(root) / SPLITS_FILE).is_file():
@@ -159,4 +161,10 @@ class Splits:
         fr = tuple(float(f) for f in (fractions or (0.7, 0.1, 0.2)))
         if len(fr) != 3:
             raise ConfigError(f"split fractions must be three numbers (train, val, test), got {fractions!r}")
+        if root is not None:
+            from .formats import corpus_split
+
+            got = corpus_split(Path(root), (fr[0], fr[1], fr[2]), salt)
+            if got is not None:
+                return cls(fractions=(fr[0], fr[1], fr[2]), salt=salt, assigned=got[1], source=got[0])
         return cls(fractions=(fr[0], fr[1], fr[2]), salt=salt)

@@ -30,7 +30,7 @@ from ._dataset import Recording
 from ._events import Events
 from ._ids import Splits, segment_id, stable_uniform
 
-__all__ = ["SegmentSet", "build_segments", "channel_specs", "speech_window"]
+__all__ = ["SegmentSet", "build_segments", "channel_specs", "sensor_positions", "speech_window"]
 
 log = logging.getLogger(__name__)
 
@@ -91,19 +91,80 @@ class SegmentSet:
         return np.sort(idx)
 
 
-def channel_specs(info: mne.Info) -> list[ChannelSpec]:
-    """Channel name, type, SI unit and a 2-D layout position for each channel of ``info``."""
-    pos: dict[str, tuple[float, float]] = {}
-    try:
-        from mne.channels.layout import _find_topomap_coords
+#: channel types whose position the encoder's spatial attention uses
+_DATA_TYPES = ("mag", "grad", "planar1", "planar2", "eeg")
 
-        xy = _find_topomap_coords(info, picks=list(range(len(info["ch_names"]))))
-        pos = {n: (float(x), float(y)) for n, (x, y) in zip(info["ch_names"], xy, strict=True)}
-    except Exception as exc:  # layout is informative only
-        log.debug("no 2-D layout for channels: %s", exc)
+
+def sensor_positions(info: mne.Info) -> dict[str, tuple[float, float]]:
+    """2-D positions of the channels of ``info`` that have a 3-D location, through public MNE API.
+
+    The flattening is MNE's topomap projection (azimuthal equidistant, about the head sphere fitted to the
+    digitised head shape when there is one): :func:`mne.channels.make_eeg_layout` applied to an info whose
+    "electrodes" sit at the sensors' 3-D locations (``info['chs'][i]['loc'][:3]``) and which keeps the
+    recording's digitisation (:meth:`mne.Info.get_montage`). The result is the private
+    ``_find_topomap_coords`` up to one scale and shift (layout box units, about [0, 1]); sensors that share a
+    location (a Neuromag triplet: one magnetometer, two gradiometers) share one position.
+
+    Returns
+    -------
+    dict
+        Channel name -> ``(x, y)``; channels without a location (all-zero or non-finite ``loc``) are absent.
+    """
+    names, xyz = [], []
+    for ch in info["chs"]:
+        loc = np.asarray(ch["loc"][:3], dtype=np.float64)
+        if np.all(np.isfinite(loc)) and np.any(loc != 0):
+            names.append(ch["ch_name"])
+            xyz.append(loc)
+    if len(names) < 2:
+        return {}
+    unique, inverse = np.unique(np.round(np.asarray(xyz), 9), axis=0, return_inverse=True)
+    inverse = np.asarray(inverse).reshape(-1)
+    if len(unique) < 2:
+        return {}
+    pseudo = [f"S{i:04d}" for i in range(len(unique))]
+    dig: dict[str, Any] = {}
+    original = info.get_montage()
+    if original is not None:  # fiducials and head shape: the projection centre is fitted to them
+        kept = original.get_positions()
+        dig = {k: kept.get(k) for k in ("nasion", "lpa", "rpa", "hsp", "hpi")}
+    montage = mne.channels.make_dig_montage(ch_pos=dict(zip(pseudo, unique, strict=True)), coord_frame="head",
+                                            **dig)
+    flat = mne.create_info(pseudo, 100.0, "eeg")
+    with mne.utils.use_log_level("error"):  # MNE's remarks on the head-shape fit are not ours to repeat
+        flat.set_montage(montage, on_missing="ignore")
+        layout = mne.channels.make_eeg_layout(flat, radius=0.5, width=0.0, height=0.0, exclude=[])
+    # width = height = 0: each box is its centre, the projected point scaled into the unit box
+    index = {n: i for i, n in enumerate(layout.names)}
+    xy = np.asarray(layout.pos)[[index[n] for n in pseudo], :2]
+    return {n: (float(xy[k, 0]), float(xy[k, 1])) for n, k in zip(names, inverse, strict=True)}
+
+
+def channel_specs(info: mne.Info) -> list[ChannelSpec]:
+    """Channel name, type, SI unit and a 2-D layout position for each channel of ``info``.
+
+    Positions come from :func:`sensor_positions`. Data channels (MEG, EEG) without a position are logged
+    as a WARNING: the encoder's spatial attention places channels by these positions.
+    """
+    try:
+        pos = sensor_positions(info)
+    except (ValueError, RuntimeError) as exc:  # MNE refuses the geometry (e.g. all sensors in one plane)
+        log.warning("no 2-D sensor layout could be computed (%s): the encoder gets no channel positions", exc)
+        pos = {}
     out = []
-    for name, t in zip(info["ch_names"], info.get_channel_types(), strict=True):
-        out.append(ChannelSpec(name=name, type=t, unit=_UNITS.get(t, "V"), pos=pos.get(name)))
+    missing = []
+    for ch, name, t in zip(info["chs"], info["ch_names"], info.get_channel_types(), strict=True):
+        # EEG electrodes also keep their 3-D location: the service's bad-channel interpolation then uses MNE's
+        # spherical splines (MEG would need coil orientations too, which the contract does not carry)
+        xyz = np.asarray(ch["loc"][:3], dtype=np.float64)
+        loc = tuple(float(v) for v in xyz) if t == "eeg" and np.isfinite(xyz).all() and xyz.any() else None
+        out.append(ChannelSpec(name=name, type=t, unit=_UNITS.get(t, "V"), pos=pos.get(name), loc=loc))
+        if name not in pos and t in _DATA_TYPES:
+            missing.append(name)
+    if missing:
+        shown = ", ".join(missing[:8]) + (f" ... ({len(missing)} in all)" if len(missing) > 8 else "")
+        log.warning("%d data channel(s) have no sensor location, so no 2-D position: %s; set a montage "
+                    "(raw.set_montage) or use a format that stores sensor positions", len(missing), shown)
     return out
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
-from _service_fixtures import Player, build_artifacts, run_parallel, serve_settings, word_markers
-from neurospeech.service.client import Subscriber
-from neurospeech.service.server import Server
+from _service_fixtures import (
+    Player,
+    build_artifacts,
+    busy_cores,
+    run_parallel,
+    run_session,
+    serve_settings,
+    word_markers,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -18,36 +22,15 @@ def art(tmp_path_factory):
     return build_artifacts(tmp_path_factory.mktemp("art"), duration=7.5, n_distractors=50, word_every=0.5)
 
 
-def run_session(art, player, timeout=15.0, **kw):
-    """Serve ``player`` until it is done; returns (messages, final server stats)."""
-    server = Server(serve_settings(art, player, **kw))
-    server.start()
-    sub = Subscriber(server.publisher.endpoint)
-    msgs = []
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not player.done:
-            m = sub.recv(0.1)
-            if m is not None:
-                msgs.append(m)
-        stats = server.stats()
-        alive = all(t.is_alive() for t in server._threads)
-    finally:
-        sub.close()
-        server.stop()
-        server.join()
-        player.stop()
-    assert player.error is None and alive and server.exit_code == 0
-    return msgs, stats
-
-
 def test_nan_burst_and_dead_channel_flagged_under_both_policies(art):
     p1 = Player(art.data, art.sfreq, art.names, nan={2: (3.6, 3.9)}, dead=[5])
     p2 = Player(art.data, art.sfreq, art.names, dead=[1])
     res = run_parallel(
         60,
-        interpolate=lambda: run_session(art, p1.start(), bad_channel_policy="interpolate", markers=False),
-        skip=lambda: run_session(art, p2.start(), bad_channel_policy="skip", markers=False),
+        interpolate=lambda: run_session(serve_settings(art, p1.start(), bad_channel_policy="interpolate",
+                                                     markers=False), player=p1),
+        skip=lambda: run_session(serve_settings(art, p2.start(), bad_channel_policy="skip", markers=False),
+                                 player=p2),
     )
     msgs, stats = res["interpolate"]
     player = p1
@@ -80,7 +63,8 @@ def test_clock_jump_and_rate_drift_are_survived_counted_and_reported(art):
     pd = Player(art.data, art.sfreq, art.names, markers=word_markers(art), rate_factor=1.01)
     res = run_parallel(
         60,
-        jump=lambda: (pj, *run_session(art, pj.start())), drift=lambda: (pd, *run_session(art, pd.start()))
+        jump=lambda: (pj, *run_session(serve_settings(art, pj.start()), player=pj)),
+        drift=lambda: (pd, *run_session(serve_settings(art, pd.start()), player=pd)),
     )
     results = res
     _, msgs, stats = results["jump"]
@@ -100,3 +84,43 @@ def test_clock_jump_and_rate_drift_are_survived_counted_and_reported(art):
     assert len(words) >= 4
     hits = np.mean([m["topk"][0]["id"] == m["truth"]["segment_id"] for m in words])
     assert hits >= 0.75, hits  # word windows found on the drifting clock
+
+
+def test_push_time_stamps_of_a_starved_producer_under_load_keep_decoding_and_a_real_gap_is_found(art):
+    """Issue 14: an outlet that stamps each chunk when it pushes it (pylsl's SendData), starved of CPU (two
+    deterministic stalls of 0.5 and 0.7 s, and busy loops on every core), then a real 0.6-s pause in its data.
+    The stalls were clock jumps with lost data and a new segment each; now they are late chunks, placed by the
+    sample count, and only the pause is a gap. Beside it, the same stream through liblsl's own dejitter
+    (``dejitter = true``): it smooths the stalls away but the pause too -- why the service's default is off."""
+
+    def player():
+        return Player(art.data, art.sfreq, art.names, markers=word_markers(art), stalls={1.5: 0.5, 3.0: 0.7},
+                      stop_at=5.0, restart_after=0.6, kill=False)
+
+    ours, lsl = player(), player()
+    with busy_cores():
+        res = run_parallel(
+            120,
+            ours=lambda: run_session(serve_settings(art, ours.start()), player=ours, timeout=90.0),
+            lsl=lambda: run_session(serve_settings(art, lsl.start(), dejitter=True, markers=False), player=lsl,
+                                    timeout=90.0),
+        )
+    _, stats = res["lsl"]
+    assert stats["n_gaps"] == 0 and stats["dropped_samples"] == 0, stats["gaps"]  # the 0.6-s pause is not seen
+    player = ours
+    msgs, stats = res["ours"]
+    ti = stats["timestamp_issues"]
+    assert ti["late_chunks"] >= 2 and ti["max_late_s"] >= 0.45, ti
+    assert ti["clock_jumps"] == 1 and stats["n_gaps"] == 1, (ti, stats["gaps"])
+    # the gap starts at the last stamp before the pause and ends where the stamps resume on schedule (when the
+    # player restarted; later by as much as a starved player took to read the clock and reset its schedule)
+    start, duration = stats["gaps"][0]["start"], stats["gaps"][0]["duration"]
+    assert start <= player.stopped_at + 0.01 and duration >= 0.6 - 0.05, (start - player.stopped_at, duration)
+    assert -0.05 <= start + duration - player.restarted_at <= 0.3, start + duration - player.restarted_at
+    assert stats["dropped_samples"] == round(duration * art.sfreq)
+    words = [m for m in msgs if m.kind == "decode" and m["kind"] == "word"]
+    # the words before the pause whose windows span both stalls (a new segment at each stall dropped them)
+    assert len(words) >= 3 and all(m["topk"][0]["id"] == m["truth"]["segment_id"] for m in words), [
+        (m["truth"]["segment_id"], m["topk"][0]["id"]) for m in words]
+    for m in (m for m in msgs if m.kind == "decode"):  # none spans the pause: each covers its 3 s of data
+        assert m["t_window_end"] - m["t_window_start"] == pytest.approx(3.0, abs=0.05)

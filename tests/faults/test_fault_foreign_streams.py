@@ -16,8 +16,9 @@ import uuid
 
 import numpy as np
 import pytest
-from _service_fixtures import Player, build_artifacts, run_parallel, serve_settings, word_markers
+from _service_fixtures import Player, build_artifacts, run_parallel, run_session, serve_settings, word_markers
 from neurospeech.service.client import Subscriber
+from neurospeech.service.messages import validate_header
 from neurospeech.service.server import Server
 
 from neurospeech.errors import ContractMismatchError
@@ -32,30 +33,6 @@ def art(tmp_path_factory):
 
 def _uid(prefix):
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def run_session(settings, until, timeout=30.0, player=None):
-    """Serve with ``settings`` until ``until(msgs)`` holds (or ``timeout``); returns (messages, stats)."""
-    server = Server(settings)
-    server.start()
-    sub = Subscriber(server.publisher.endpoint)
-    msgs = []
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not until(msgs):
-            m = sub.recv(0.1)
-            if m is not None:
-                msgs.append(m)
-        stats = server.stats()
-        alive = all(t.is_alive() for t in server._threads)
-    finally:
-        sub.close()
-        server.stop()
-        server.join()
-        if player is not None:
-            player.stop()
-    assert alive and server.exit_code == 0, server.error
-    return msgs, stats
 
 
 def _word_hits(msgs):
@@ -126,6 +103,9 @@ def test_mne_lsl_player_feeds_serve_and_its_future_stamps_are_flagged(art, tmp_p
         assert m.latency >= 0.0, m.latency  # t_newest_sample is the receipt time, not the future stamp
     issues = stats["timestamp_issues"]
     assert issues["future_stamps"] > 0 and 0.0 < issues["max_ahead_s"] <= 2 * chunk / art.sfreq + 0.05
+    status = [m for m in msgs if m.kind == "status" and m["lag_s"] is not None]
+    assert status and all(m["lag_s"] >= 0.0 for m in status)  # was -60 ms (median) with 10-sample chunks
+    assert any(m["stamps_ahead_s"] > 0 for m in status)
     assert issues["clock_jumps"] == 0 and stats["dropped_samples"] == 0
 
 
@@ -142,6 +122,14 @@ def test_stamps_jumping_sixty_seconds_ahead_are_flagged_not_counted_as_lost(art)
     for m in dec:
         assert m.latency >= 0.0
         assert (m in late) == any(f.startswith("future_stamps:+") for f in m["flags"])
+    # the status lag is never negative: counted from the receipt of future-dated samples, which it flags
+    status = [m for m in msgs if m.kind == "status" and m["lag_s"] is not None]
+    for m in status:
+        validate_header("status", m.header)
+    assert all(m["lag_s"] >= 0.0 for m in status), [m["lag_s"] for m in status]
+    ahead = [m for m in status if m["stamps_ahead_s"] > 0]
+    assert ahead and all(m["stamps_ahead_s"] == pytest.approx(60.0, abs=1.0) for m in ahead)
+    assert ahead[-1] is status[-1] and status[0]["stamps_ahead_s"] == 0.0
 
 
 # --------------------------------------------------------------------------------------------- defect 4

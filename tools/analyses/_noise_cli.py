@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
-import tomllib
-from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import click
+from pydantic import Field, field_validator
 
+from neurospeech._settings import Settings, read_toml
 from neurospeech.errors import ConfigError
 
-__all__ = ["noise_limits", "simulate_place_cells"]
+__all__ = ["NoiseLimitsFile", "NoiseLimitsTable", "noise_limits", "simulate_place_cells"]
 
 log = logging.getLogger(__name__)
+
+_EXAMPLE = "deploy/configs/noise-limits.example.toml"
 
 
 def _parse_sizes(text: str | None) -> tuple[int, ...] | None:
@@ -28,26 +30,68 @@ def _parse_sizes(text: str | None) -> tuple[int, ...] | None:
         ) from exc
 
 
+class NoiseLimitsTable(Settings):
+    """``[noise_limits]``: the keys of :class:`neurospeech.tools.analyses.noise_limits.NoiseLimitSettings`.
+
+    The keys and defaults are that dataclass's (tests/test_settings.py checks that they agree); the bounds
+    are declared here, so a bad file or option is refused with its key before any work starts.
+    """
+
+    _what: ClassVar[str] = "noise-limits settings"
+
+    sizes: Annotated[list[Annotated[int, Field(ge=1)]], Field(strict=False, min_length=2)] | None = Field(
+        None, description="explicit ensemble sizes N (default: n_sizes log-spaced sizes)")
+    n_sizes: int = Field(10, ge=2, le=1000, description="number of log-spaced sizes when sizes is not given")
+    min_size: int = Field(1, ge=1, description="smallest N of the default grid")
+    n_subsets: int = Field(10, ge=1, description="random feature subsets R per size")
+    decoder: str = Field("svm", pattern=r"^(svm|lda|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$",
+                         description="svm, lda or package.module:Class (a scikit-learn classifier)")
+    svm_c: float = Field(1.0, gt=0, description="C of the linear SVM")
+    group_decoding: Literal["separate", "joint"] = Field(
+        "separate", description="one decoder per nuisance group, or one over class x group")
+    both_folds: bool = Field(True, description="test on both halves of the 2-fold split")
+    bin_width: float = Field(1.0, gt=0, description="width of one label bin in physical units "
+                             "(default: --bin-width, else the input's)")
+    unit: str = Field("bins", min_length=1, description="name of that unit, e.g. cm (default: the input's)")
+    whiten: bool = Field(False, description="Ledoit-Wolf whitening of the features")
+    min_trials_per_class: int = Field(4, ge=4, description="smallest class (x group) cell; 2 per half")
+    n_boot: int = Field(200, ge=10, description="bootstrap resamples of the subsets")
+    ci: float = Field(0.95, gt=0, lt=1, description="confidence level of the intervals")
+    n_star_max_factor: float = Field(1000.0, gt=1, description="upper bound of N* as a multiple of the largest N")
+    fit_space: Literal["linear", "log"] = Field("linear", description="least squares on IMSE or on log IMSE")
+    geometry: bool = Field(True, description="noise geometry and bias-corrected Fisher information")
+    n_jobs: int = Field(1, ge=-1, description="joblib workers over subsets (-1: all cores; not 0)")
+    seed: int = Field(0, ge=0, description="seed of subsets, splits, shuffles and bootstrap")
+    progress: bool = Field(True, description="tqdm progress bar")
+
+    @field_validator("n_jobs")
+    @classmethod
+    def _workers(cls, v: int) -> int:
+        if v == 0:
+            raise ValueError("0 workers; use a positive number of workers or -1 for all cores")
+        return v
+
+
+class NoiseLimitsFile(Settings):
+    """A ``noise-limits`` config file: one ``[noise_limits]`` table (its JSON Schema)."""
+
+    _what: ClassVar[str] = "noise-limits settings"
+
+    noise_limits: NoiseLimitsTable = Field(default_factory=NoiseLimitsTable)
+
+
 def _read_config(path: Path | None) -> dict[str, Any]:
-    """The ``[noise_limits]`` table of a TOML file (keys = NoiseLimitSettings fields)."""
+    """The checked ``[noise_limits]`` table of a TOML file (or its top level): only the keys it sets."""
     if path is None:
         return {}
-    from .noise_limits import NoiseLimitSettings
-
-    try:
-        doc = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}; fix the TOML syntax") from exc
-    table = doc.get("noise_limits", doc)
-    known = {f.name for f in fields(NoiseLimitSettings)}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ConfigError(
-            f"config {path}: unknown key(s) {unknown} in [noise_limits]; allowed: {sorted(known)}"
-        )
-    if "sizes" in table and table["sizes"] is not None:
-        table["sizes"] = tuple(int(v) for v in table["sizes"])
-    return dict(table)
+    doc = read_toml(path, what="noise-limits config", example=_EXAMPLE)
+    if "noise_limits" in doc:
+        NoiseLimitsFile.from_dict(doc, source=path)
+        table = dict(doc["noise_limits"])
+    else:
+        table = dict(doc)
+    NoiseLimitsTable.from_dict(table, source=path)
+    return table
 
 
 @click.command("noise-limits")
@@ -185,6 +229,7 @@ def noise_limits(
     """
     from dataclasses import replace
 
+    cfg = _read_config(config_path)  # a bad file is refused before any data is read
     from ._noise_io import epochs_features, read_table
     from .noise_limits import NoiseLimitSettings, prepare_labels, run_noise_limits, write_outputs
 
@@ -219,7 +264,6 @@ def noise_limits(
             n_bins, quantile_bins = 5, True
     else:
         table = read_table(Path(str(input_path)), label_column, group_column)
-    cfg = _read_config(config_path)
     overrides = {
         "sizes": _parse_sizes(sizes),
         "n_sizes": n_sizes,
@@ -240,7 +284,13 @@ def noise_limits(
     ):
         if flag:
             cfg[key] = value
-    width = bin_width if bin_width is not None else table.bin_width
+    checked = NoiseLimitsTable.from_dict(cfg)  # the options' values too, with their keys
+    cfg = {k: getattr(checked, k) for k in cfg}
+    if cfg.get("sizes") is not None:
+        cfg["sizes"] = tuple(cfg["sizes"])
+    # bin width and unit: the option, else the config file, else the input's own
+    width = bin_width if bin_width is not None else cfg.pop("bin_width", table.bin_width)
+    unit = unit or cfg.pop("unit", None)
     labels = prepare_labels(
         table.y, n_bins=n_bins, bin_width=width, categorical=categorical, quantiles=quantile_bins
     )

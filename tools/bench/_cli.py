@@ -16,7 +16,7 @@ DEFAULT_WORKDIR = Path(tempfile.gettempdir()) / "neurospeech-bench"
 
 @click.group("bench")
 def bench() -> None:
-    """Benchmarks of the live service (latency, CPU, memory, throughput, soak)."""
+    """Benchmarks of the live service (latency, CPU, memory, throughput, soak) and the training loader."""
 
 
 @bench.command("latency")
@@ -174,4 +174,35 @@ def dashboard(workdir: Path, out: Path | None, **opts) -> None:
     out = out or workdir / "dashboard.json"
     out.write_text(json.dumps(r, indent=1, default=str))
     click.echo(format_dashboard(r))
+    click.echo(f"results: {out}")
+
+
+@bench.command("loader")
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Dataset or corpus root [a simulated CTF-275 dataset in <workdir>].")
+@click.option("--format", "data_format", default=None, help="Layout of --data (default: detected).")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--batches", type=int, default=10, show_default=True, help="Batches timed (after one warm-up).")
+@click.option("--workers", type=int, default=0, show_default=True, help="Loader processes (loader_workers).")
+@click.option("--preset", type=click.Choice(["efficient", "paper"]), default="efficient", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
+@click.option("--sensors", default="ctf275", show_default=True, help="Sensors of the simulated dataset.")
+@click.option("--minutes", type=float, default=2.0, show_default=True, help="Minutes of the simulated dataset.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_WORKDIR,
+              show_default=True, help="Simulated data and the caches go here.")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON results [<workdir>/loader.json].")
+def loader(workdir: Path, out: Path | None, **opts) -> None:
+    """Windows/s of the streamed training loader alone vs the training step (is the loader the bottleneck?).
+
+    Example: neurospeech bench loader --batches 10 --workers 0
+    """
+    from .loader import LoaderBenchSettings, format_loader, run_loader_bench
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    r = run_loader_bench(LoaderBenchSettings(workdir=workdir, **opts))
+    out = out or workdir / "loader.json"
+    out.write_text(json.dumps(r, indent=1, default=str))
+    click.echo(format_loader(r))
     click.echo(f"results: {out}")

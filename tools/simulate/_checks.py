@@ -47,12 +47,15 @@ def fit_spectrum(freqs: NDArray[np.float64], psd: NDArray[np.float64],
             "alpha_peak_ratio": float(ratio[k])}
 
 
-def run_checks(root: str | Path, out: str | Path, subject: str | None = None, max_runs: int = 2
-               ) -> dict[str, Any]:
-    """Write ``psd.png`` and ``evoked.png`` into ``out`` and return the measured numbers."""
+def run_checks(root: str | Path, out: str | Path, subject: str | None = None, max_runs: int = 2,
+               fmt: str | None = None) -> dict[str, Any]:
+    """Write ``psd.png`` and ``evoked.png`` into ``out`` and return the measured numbers.
+
+    ``fmt``: layout of ``root`` (:mod:`neurospeech.data.formats`; None: detected).
+    """
     root, out = Path(root), Path(out)
+    recs = load_dataset(root, subjects=[subject] if subject else None, fmt=fmt)
     out.mkdir(parents=True, exist_ok=True)
-    recs = load_dataset(root, subjects=[subject] if subject else None)
     subject = subject or recs[0].subject
     recs = [r for r in recs if r.subject == subject][:max_runs]
     if not recs:

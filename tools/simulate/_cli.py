@@ -51,11 +51,13 @@ def simulate(out: Path, preset: str, seed: int | None, snr_db: float | None, n_s
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--subject", default=None, help="Subject to check (default: the first).")
 @click.option("--max-runs", type=int, default=2, show_default=True, help="Runs used per check.")
-def data_check(root: Path, out: Path, subject: str | None, max_runs: int) -> None:
+@click.option("--format", "data_format", default=None, help="Layout of ROOT: bids, meg-masc, mous, broderick, "
+              "brennan, libribrain (default: detected; docs/datasets.md).")
+def data_check(root: Path, out: Path, subject: str | None, max_runs: int, data_format: str | None) -> None:
     """Plot spectra (1/f slope, alpha) and word-onset evoked responses of a dataset into OUT."""
     from ._checks import run_checks
 
-    res = run_checks(root, out, subject=subject, max_runs=max_runs)
+    res = run_checks(root, out, subject=subject, max_runs=max_runs, fmt=data_format)
     click.echo(json.dumps(res, indent=1))
 
 
@@ -72,8 +74,13 @@ def data_check(root: Path, out: Path, subject: str | None, max_runs: int) -> Non
               help="Feature cache (default: $NEUROSPEECH_CACHE or ~/.cache/neurospeech/features).")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="BLAS threads (1 is fastest on a busy machine).")
+@click.option("--format", "data_format", default=None, help="Layout of ROOT: bids, meg-masc, mous, broderick, "
+              "brennan, libribrain (default: detected; docs/datasets.md).")
+@click.option("--split-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help='Split file {"train": [wav, ...], "val": [...], "test": [...]} (default: ROOT/splits.json if '
+                   "present, else the corpus's default split; as `train --split-file`).")
 def calibrate(root: Path, out_json: Path, subjects: str | None, max_train: int, features: str,
-              feature_cache: str | None, threads: int) -> None:
+              feature_cache: str | None, threads: int, data_format: str | None, split_file: str | None) -> None:
     """The tuned linear baseline on ROOT before any training (the ridge row of `neurospeech evaluate`).
 
     Backward ridge (brain lagged -0.2..0.8 s -> speech-feature PCs), alpha chosen on the validation split,
@@ -85,7 +92,7 @@ def calibrate(root: Path, out_json: Path, subjects: str | None, max_train: int, 
     subj = [s.strip() for s in subjects.split(",")] if subjects else None
     with threadpool_limits(threads):
         res = run_calibration(root, subjects=subj, max_train=max_train, features=features,
-                              feature_cache=feature_cache)
+                              feature_cache=feature_cache, data_format=data_format, split_file=split_file)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(res, indent=1, default=float))
     ch = res["chance"]

@@ -24,12 +24,13 @@ from pathlib import Path
 
 from ...errors import ConfigError, DataFormatError
 from .._dataset import Recording
+from .._ids import stable_uniform
 from . import _brennan, _broderick, _libribrain, _meg_masc, _mous
 from ._base import CorpusRecording, Layout
 from ._words import audio_word_candidates
 
-__all__ = ["BIDS", "FORMAT_NAMES", "LAYOUTS", "CorpusRecording", "Layout", "audio_word_candidates", "detect_format",
-           "read_corpus"]
+__all__ = ["BIDS", "FORMAT_NAMES", "LAYOUTS", "CorpusRecording", "Layout", "audio_word_candidates", "balanced_split",
+           "corpus_split", "detect_format", "read_corpus"]
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +115,53 @@ def read_corpus(root: str | Path, fmt: str | None = None, subjects: list[str] | 
         raise DataFormatError(
             f"no {lay.name} runs under {root} for subjects={subjects} tasks={tasks}; looked for {lay.looks_for}")
     return sorted(recs, key=lambda r: (r.subject, r.session or "", r.task, r.run or ""))
+
+
+def balanced_split(sounds: list[str], fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+                   salt: str = "neurospeech") -> dict[str, str]:
+    """Split a short list of stimuli in exact proportions, in the order of the per-sound hash.
+
+    The sounds are ordered by the number :func:`neurospeech.data.split_of` draws for each (``stable_uniform(salt,
+    sound)``); the first ``n_train`` go to train, the next ``n_val`` to validation, the rest to test, with
+    ``n_val = max(1, round(f_val * n))`` and ``n_test = max(1, round(f_test * n))`` (0 when the fraction is 0).
+    A list of 20 runs at 0.7/0.1/0.2 gives 14/2/4 where the plain hash gave 17/0/3.
+
+    Raises
+    ------
+    DataFormatError
+        Too few sounds to leave one for training.
+    """
+    order = sorted(set(sounds), key=lambda s: (stable_uniform(salt, s), s))
+    n = len(order)
+    n_val = max(1, round(fractions[1] * n)) if fractions[1] > 0 else 0
+    n_test = max(1, round(fractions[2] * n)) if fractions[2] > 0 else 0
+    n_train = n - n_val - n_test
+    if n_train < 1:
+        raise DataFormatError(f"{n} stimuli cannot be split {fractions} with one left for training; add runs or "
+                              "give a --split-file")
+    out = {s: "train" for s in order[:n_train]}
+    out.update({s: "val" for s in order[n_train:n_train + n_val]})
+    out.update({s: "test" for s in order[n_train + n_val:]})
+    return out
+
+
+def corpus_split(root: str | Path, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+                 salt: str = "neurospeech") -> tuple[str, dict[str, str]] | None:
+    """The default split of a corpus whose layout lists its stimuli (:attr:`Layout.stimuli`), or None.
+
+    Returns ``(source, sound -> split)``; ``source`` names the corpus and the rule (recorded in a run's
+    metadata). A ``--split-file`` or the dataset's ``splits.json`` take precedence
+    (:meth:`neurospeech.data.Splits.for_dataset`).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    for lay in LAYOUTS.values():
+        if lay.stimuli is None or not lay.detect(root):
+            continue
+        sounds = lay.stimuli(root)
+        if not sounds:
+            return None
+        return (f"{lay.name}: its {len(sounds)} stimuli split {list(fractions)} in hash order",
+                balanced_split(sounds, fractions, salt))
+    return None

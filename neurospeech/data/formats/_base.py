@@ -49,6 +49,10 @@ class Layout:
         ``root -> bool``.
     recordings : callable
         ``(root, subjects, tasks) -> list[Recording]``.
+    stimuli : callable or None
+        ``root -> list of sound paths``: the corpus's whole, short, fixed list of stimuli, for a corpus whose
+        few stimuli the per-sound hash would split badly (Broderick: 20 runs, none in validation); they are
+        then split in exact proportions (:func:`neurospeech.data.formats.corpus_split`). None: the hash split.
     """
 
     name: str
@@ -56,6 +60,7 @@ class Layout:
     looks_for: str
     detect: Callable[[Path], bool]
     recordings: Callable[[Path, list[str] | None, list[str] | None], list[Recording]]
+    stimuli: Callable[[Path], list[str]] | None = None
 
 
 @dataclass

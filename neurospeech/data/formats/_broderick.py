@@ -9,7 +9,9 @@ Layout (as read by public loaders of the dataset, e.g. the mfn400 project's Brod
       Stimuli/Envelopes/audio1_128Hz.mat     (speech envelopes; not read)
       Stimuli/Audio/audio1.wav ...           (the run's audio; needed for speech features)
 
-19 subjects x 20 runs (~3 min each) of one audiobook. Each run's EEG starts at its audio's first sample, so a
+19 subjects x 20 runs (~3 min each) of one audiobook. The runs are the split unit (:func:`stimuli`; every subject
+heard the same runs): split in hash order in exact proportions (20 runs at 70/10/20: 14/2/4), unless a split file
+says otherwise (:meth:`neurospeech.data.Splits.for_dataset`). Each run's EEG starts at its audio's first sample, so a
 word's time in the wav is its time in the run. The EEG is re-referenced to the mean of the two mastoids
 (the dataset's reference); the mastoids are not data channels.
 """
@@ -118,6 +120,17 @@ def recordings(root: Path, subjects: list[str] | None, tasks: list[str] | None) 
     return out
 
 
+def stimuli(root: Path) -> list[str]:
+    """Every run's audio (``Stimuli/Audio/audioR.wav`` for each ``Stimuli/Text/RunR.mat``): the split unit.
+
+    All subjects heard the same runs, so splitting the runs keeps a held-out run unheard in training by
+    every subject (the rule of the other readers: split by stimulus).
+    """
+    runs = sorted({int(m[1]) for p in (root / "Stimuli" / "Text").glob("Run*.mat")
+                   if (m := re.match(r"^Run(\d+)\.mat$", p.name, re.IGNORECASE))})
+    return [resolve_sound(root, f"Stimuli/Audio/audio{r}.wav") for r in runs]
+
+
 LAYOUT = Layout(
     name="broderick",
     title="Broderick et al. 2018 natural speech (BioSemi 128 EEG, .mat per run)",
@@ -125,4 +138,5 @@ LAYOUT = Layout(
               "(wordVec, onset_time, offset_time); audio at Stimuli/Audio/audio*.wav",
     detect=detect,
     recordings=recordings,
+    stimuli=stimuli,
 )

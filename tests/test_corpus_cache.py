@@ -1,0 +1,170 @@
+"""Corpora larger than memory: the preprocessed-recording cache (neurospeech/data/_cache.py) and the training
+windows streamed from it (models/_stream.py).
+
+The streamed windows, targets and scalers equal the in-memory ones exactly; a cache entry is made once, keyed by
+its source and settings, outside the dataset; and a corpus larger than a data-memory limit trains one epoch
+under that limit with the cache, while the same run without it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _big_corpus import make_big_libribrain
+from _reader_fixtures import make_broderick
+from neurospeech.models import _data
+from neurospeech.models._stream import stream_segments
+
+from neurospeech.data import Splits
+from neurospeech.data._cache import cache_recording
+from neurospeech.errors import ConfigError
+from neurospeech.preprocessing import PreprocessingSpec, WindowSpec
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def broderick(tmp_path_factory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("brod")
+    root = tmp / "Natural Speech"
+    make_broderick(root, n_runs=4, n_subjects=2)
+    return root, tmp
+
+
+def _targets(root: Path, cache: Path | None):
+    recs = _data.find_recordings(root, None, None, "broderick")
+    splits = Splits.for_dataset(root)
+    return recs, splits, _data.make_speech_targets(root, recs, "mel", {}, 8, 7, cache, progress=False,
+                                                   splits=splits)
+
+
+def test_speech_target_fit_from_the_disk_cache_equals_the_in_memory_fit(broderick):
+    root, tmp = broderick
+    _, _, lazy = _targets(root, tmp / "features")  # one sound in memory at a time
+    _, _, eager = _targets(root, None)
+    np.testing.assert_allclose(lazy.mean, eager.mean, rtol=1e-12)
+    np.testing.assert_allclose(lazy.std, eager.std, rtol=1e-12)
+    np.testing.assert_allclose(lazy.representation.projection, eager.representation.projection, atol=1e-6)
+
+
+@pytest.mark.parametrize("max_windows", [None, 7])
+def test_streamed_windows_equal_the_in_memory_windows(broderick, max_windows, monkeypatch):
+    from neurospeech.data import _cache
+
+    monkeypatch.setattr(_cache, "MAX_OPEN_MAPS", 2)  # 8 runs + 5 sounds through 2 open maps
+    root, tmp = broderick
+    recs, splits, targets = _targets(root, tmp / "features")
+    subjects = sorted({r.subject for r in recs})
+    w, sp = WindowSpec(), PreprocessingSpec()
+    mem, sc_mem, info_mem = _data.segments(recs, targets, "train", "regular", subjects, w, sp,
+                                           max_windows=max_windows, progress=False, splits=splits)
+    st, sc_st, info_st = stream_segments(recs, targets, "train", "regular", subjects, w, sp, tmp / "rc",
+                                         max_windows=max_windows, progress=False, splits=splits)
+    assert len(st) == len(mem) > 0 and (max_windows is None or len(st) <= max_windows)
+    np.testing.assert_array_equal(st.brain[:], mem.brain)  # bit-identical: same code, same float32 data
+    np.testing.assert_array_equal(st.speech[:], mem.speech)
+    for col in ("subject", "segment_id", "word", "subject_name"):
+        np.testing.assert_array_equal(getattr(st, col), getattr(mem, col))
+    idx = np.array([len(st) - 1, 0, 3])
+    np.testing.assert_array_equal(st.brain[idx], mem.brain[idx])
+    assert sc_st.keys() == sc_mem.keys() == {"01", "02"}
+    for s in sc_mem:
+        np.testing.assert_array_equal(sc_st[s].center, sc_mem[s].center)
+        np.testing.assert_array_equal(sc_st[s].scale, sc_mem[s].scale)
+    np.testing.assert_array_equal(info_st.sound, info_mem.sound)
+    assert len(_cache._OPEN) <= 2
+    # validation with the training scalers
+    vm, _, _ = _data.segments(recs, targets, "val", "regular", subjects, w, sp, scalers=sc_mem, progress=False,
+                              splits=splits)
+    vs, _, _ = stream_segments(recs, targets, "val", "regular", subjects, w, sp, tmp / "rc", scalers=sc_mem,
+                               progress=False, splits=splits)
+    np.testing.assert_array_equal(vs.brain[:], vm.brain)
+    np.testing.assert_array_equal(vs.speech[:], vm.speech)
+
+
+def test_cache_entry_is_made_once_outside_the_dataset_and_keyed_by_its_source(broderick, tmp_path):
+    root, _ = broderick
+    rec = _data.find_recordings(root, ["01"], None, "broderick")[0]
+    w, sp = WindowSpec(), PreprocessingSpec()
+    before = sorted(p for p in root.rglob("*"))
+    first = cache_recording(rec, w, sp, tmp_path / "rc")
+    assert first.path.parent == tmp_path / "rc" and sorted(p for p in root.rglob("*")) == before
+    side = json.loads(first.path.with_suffix(".json").read_text())
+    assert side["n_channels"] == 128 == len(side["channels"]) and side["sfreq"] == 120.0
+    assert side["inputs"]["window"] == w.to_dict() and side["inputs"]["recording"] == rec.name
+    data = first.data()
+    assert isinstance(data, np.memmap) and data.dtype == np.float32 and data.shape == (128, first.n_samples)
+    raw = rec.load_raw()
+    assert first.n_samples == pytest.approx(raw.n_times * 120.0 / raw.info["sfreq"], abs=2)
+    mtime = first.path.stat().st_mtime_ns
+    again = cache_recording(rec, w, sp, tmp_path / "rc")  # a hit: nothing rewritten
+    assert again.path == first.path and first.path.stat().st_mtime_ns == mtime
+    assert not list((tmp_path / "rc").glob("*.tmp"))
+    other = cache_recording(rec, WindowSpec(lag=0.2), sp, tmp_path / "rc")  # other settings, other entry
+    assert other.path != first.path
+    st = rec.source.stat()
+    os.utime(rec.source, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the source changed
+    assert cache_recording(rec, w, sp, tmp_path / "rc").path not in (first.path, other.path)
+
+
+def test_data_cache_setting_picks_the_window_source(broderick, tmp_path):
+    root, _ = broderick
+    fn, kw = _data.segment_source("auto", root, None, tmp_path / "feat")  # a public corpus: streamed
+    assert fn is stream_segments and kw == {"cache_dir": tmp_path / "feat" / "recordings"}
+    assert _data.segment_source("off", root, None, None) == (_data.segments, {})
+    with pytest.raises(ConfigError, match="data_cache must be"):
+        _data.segment_source("maybe", root, None, None)
+
+
+@pytest.mark.torch
+def test_training_streamed_or_in_memory_gives_the_same_model(broderick, tmp_path):
+    from neurospeech.models.train import TrainConfig, train
+
+    root, _ = broderick
+    digests = []
+    for mode in ("on", "off"):
+        run = train(TrainConfig(
+            data=str(root), out=str(tmp_path / mode), feature_cache=str(tmp_path / "feat"), data_cache=mode,
+            max_epochs=1, batch_size=8, batches_per_epoch=3, score_dim=8, progress=False, threads=1,
+            encoder={"n_virtual": 16, "hidden": 32, "head_hidden": 32, "fourier_harmonics": 4}))
+        meta = json.loads((run / "meta.json").read_text())
+        digests.append((meta["training"]["model_sha256"], meta["history"][0]["val_loss"], meta["scalers"]))
+    assert digests[0] == digests[1]
+    assert any((tmp_path / "feat" / "recordings").glob("*.npy"))
+
+
+@pytest.mark.torch
+def test_corpus_larger_than_the_memory_limit_trains_only_with_the_cache(tmp_path):
+    """32 runs x 40 s of 306-channel MEG (188 MB at the model rate) under a 160 MB data limit (RLIMIT_DATA,
+    set in a child process above what its imported libraries already hold): one epoch trains with the
+    streamed cache; the same run with every window in memory dies of MemoryError."""
+    from neurospeech.speech import FeatureCache, get_extractor
+
+    budget_mb = 160
+    root = tmp_path / "LibriBrain"
+    corpus_bytes = make_big_libribrain(root, n_runs=32)
+    assert corpus_bytes > budget_mb * 2**20
+    results = {}
+    for mode in ("on", "off"):
+        cache = tmp_path / f"cache-{mode}"
+        ex = get_extractor("mel")  # speech features are not under test here: filled before the limit
+        for wav in sorted((root / "stimuli").rglob("*.wav")):
+            FeatureCache(cache).get(ex, wav)
+        results[mode] = subprocess.run(
+            [sys.executable, str(HERE / "_memlimit_train.py"), str(root), str(tmp_path / f"run-{mode}"), str(cache),
+             str(budget_mb), mode], capture_output=True, text=True, timeout=300)
+    on, off = results["on"], results["off"]
+    assert on.returncode == 0, on.stderr[-3000:]
+    info = json.loads(on.stdout.strip().splitlines()[-1])
+    assert info["budget"] == budget_mb * 2**20
+    meta = json.loads((tmp_path / "run-on" / "meta.json").read_text())
+    assert meta["training"]["epochs_run"] == 1 and np.isfinite(meta["history"][0]["train_loss"])
+    assert meta["data"]["n_recordings"] == 32
+    assert off.returncode != 0 and "MemoryError" in off.stderr, off.stderr[-3000:]
+    assert not (tmp_path / "run-off" / "meta.json").exists()

@@ -1,0 +1,1 @@
+../../neurospeech/_settings.py
