@@ -227,9 +227,10 @@ class DataInlet:
     Notes
     -----
     An outlet that sends its data in bursts larger than the inlet buffer (e.g. 10-s chunks into a 2-s buffer)
-    loses the oldest samples of every burst inside liblsl. A pull sequence that drains >= 90 % of the buffer in
-    one go is taken as such a burst: ``chunking_exceeds_buffer`` is set (reported in the status ``inlet``
-    field) and the inlet is re-opened with a buffer of twice the outlet's burst period (<= 360 s); the old
+    loses the oldest samples of every burst inside liblsl. A sequence of pulls that together drain >= 90 % of
+    the buffer faster than twice real time is taken as such a burst: ``chunking_exceeds_buffer`` is set
+    (reported in the status ``inlet`` field) and the inlet is re-opened with a buffer of twice the outlet's
+    burst period (<= 360 s, grown again once that period is known); the old
     inlet is drained first and samples the new one repeats are dropped by stamp, so the switch loses nothing
     that had arrived. Samples lost before the switch show as a stamp gap, which the pipeline counts in
     ``dropped_samples``. ``quiet_allowance`` is how long the outlet may legitimately stay silent between
@@ -390,6 +391,12 @@ class DataInlet:
         gap = now - self.t_received if math.isfinite(self.t_received) else math.inf
         self.t_received = now
         self._last_stamp = float(stamps[-1])
+        sf = self.description.sfreq
+        if self._in_burst and sf > 0 and (self._burst + n) / sf < 2.0 * (now - self._burst_t0):
+            # no longer arriving faster than real time: the burst ended with the previous pull. (Not "a pull
+            # returned less than the pull buffer": under CPU load liblsl hands over one 3-s chunk in many small
+            # pieces, and the burst was cut into pieces too small to be noticed.)
+            self._end_burst()
         if not self._in_burst:
             # the outlet's own burst arrives while this inlet waits (an empty pull before it, and a wait of at
             # least half of it); a backlog of a consumer that fell behind does not
@@ -397,8 +404,6 @@ class DataInlet:
             self._burst_idle, self._burst_wait = self._idle, gap
         self._idle = False
         self._burst += n
-        if n < self.max_samples:
-            self._end_burst()
         return self.buffer[:n], stamps
 
     def _end_burst(self) -> None:
@@ -415,6 +420,10 @@ class DataInlet:
         if burst >= 0.9 * self.capacity:  # lost in liblsl whoever caused it: a larger buffer
             self.chunking_exceeds_buffer = True
             self._grow(burst / sf)
+        elif self.chunking_exceeds_buffer and self.max_buflen < 2 * max(self.burst_period, self.largest_burst / sf):
+            # grown once while the chunking was still unknown (e.g. to 4 s for 3-s chunks): now that the burst
+            # period is known, the promised twice-the-period buffer, whatever order the pulls came in
+            self._grow(self.largest_burst / sf)
         _LEARNED[self._key] = {
             "max_buflen": self.max_buflen, "prev_burst_t0": self._prev_burst_t0,
             "largest_burst": self.largest_burst, "burst_period": self.burst_period,

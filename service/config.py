@@ -98,7 +98,7 @@ class AcquisitionSection(Settings):
         description="no samples for this long (s) -> state lost; >= 0.2 s (several 50 ms pulls without a sample)")
     reconnect_interval: float = Field(0.25, ge=0.01, le=2.0, description="pause (s) between re-resolve attempts")
     ring_seconds: float = Field(30.0, gt=0, le=600, description="history kept (s) at the model rate")
-    jump_threshold: float = Field(0.25, gt=0, le=60, description="stamp error (s) that is a clock jump / gap")
+    jump_threshold: float = Field(0.25, gt=0, le=60, description="stamp error (s): a candidate clock jump / gap")
     clock_halftime: float = Field(20.0, gt=0, le=3600, description="forgetting half-time (s) of the clock model")
 
 
@@ -225,7 +225,9 @@ class ServeSettings(QualitySection, DecodeSection, AcquisitionSection, StreamSec
     ring_seconds : float
         History kept at the model rate (>= window + word-marker delay).
     jump_threshold : float
-        A chunk stamp further than this from the clock model (s) is a clock jump / gap: new segment.
+        A chunk stamp further than this from the clock model (s) is held as a candidate: a late push if later
+        stamps return to the line, a clock jump / gap (new segment) if they settle on the new offset for 0.5 s
+        of data (or stay off it for 3 s); see service/README.md "Clock model".
     clock_halftime : float
         Forgetting half-time of the clock model (s of data).
     hop : float
