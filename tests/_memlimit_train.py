@@ -45,7 +45,8 @@ def main() -> None:
     limit = held + int(budget_mb) * 2**20
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     cfg = TrainConfig(
-        data=data, data_format="libribrain", out=out, feature_cache=cache, data_cache=mode, max_epochs=1,
+        data=data, data_format="libribrain", out=out, feature_cache=cache,
+        data_cache="on" if mode == "on" else "off", max_epochs=1,
         batch_size=8, batches_per_epoch=2, score_dim=8, progress=False, threads=1, resume=False,
         encoder={"n_virtual": 16, "hidden": 32, "head_hidden": 32, "fourier_harmonics": 4})
     train(cfg)

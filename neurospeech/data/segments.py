@@ -157,7 +157,8 @@ def channel_specs(info: mne.Info) -> list[ChannelSpec]:
         # EEG electrodes also keep their 3-D location: the service's bad-channel interpolation then uses MNE's
         # spherical splines (MEG would need coil orientations too, which the contract does not carry)
         xyz = np.asarray(ch["loc"][:3], dtype=np.float64)
-        loc = tuple(float(v) for v in xyz) if t == "eeg" and np.isfinite(xyz).all() and xyz.any() else None
+        loc = ((float(xyz[0]), float(xyz[1]), float(xyz[2])) if t == "eeg" and np.isfinite(xyz).all() and xyz.any()
+               else None)
         out.append(ChannelSpec(name=name, type=t, unit=_UNITS.get(t, "V"), pos=pos.get(name), loc=loc))
         if name not in pos and t in _DATA_TYPES:
             missing.append(name)
