@@ -265,6 +265,7 @@ class Player:
         self.restarted_at = None
         self.error = None
         self._halt = threading.Event()
+        self._live: list = []  # this player's outlets (see _run)
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _outlets(self):
@@ -294,6 +295,11 @@ class Player:
 
         try:
             out, mout = self._outlets()
+            # held by the Player, not by this thread: the outlets outlive the thread and are destroyed in stop(),
+            # which run_session calls after the service's inlets are closed. Destroying an outlet while an inlet
+            # in this process is still connected can crash liblsl (a segfault in the outlet's destructor was
+            # seen under load: sccn/liblsl#218; mne-lsl's tests likewise delete inlets before outlets, #168)
+            self._live = [out, mout]
             if self.wait_consumers:  # start pushing once the service has both inlets (bounded wait)
                 out.wait_for_consumers(10.0)
                 if self.markers:
@@ -338,7 +344,8 @@ class Player:
                 i = j
                 if self.stop_at is not None and self.stopped_at is None and i / self.sfreq >= self.stop_at:
                     self.stopped_at = pylsl.local_clock()
-                    if self.kill:
+                    if self.kill:  # the outlet vanishes under a connected inlet: the case under test
+                        self._live = [o for o in self._live if o is not out]
                         del out
                         import gc
 
@@ -347,6 +354,7 @@ class Player:
                         return
                     if self.kill:
                         out, _ = self._outlets_data_only()
+                        self._live.append(out)
                     self.restarted_at = pylsl.local_clock()
                     shift += time.monotonic() - (t0 + shift + j / rate)
         except Exception as exc:  # reported by the test
@@ -373,6 +381,7 @@ class Player:
     def stop(self):
         self._halt.set()
         self._thread.join(2.0)
+        self._live = []  # the outlets go now (see _run)
 
 
 def word_markers(art: Artifacts):

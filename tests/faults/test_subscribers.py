@@ -188,7 +188,7 @@ def test_late_joiner_gets_the_last_status_from_the_state_endpoint():
         with Subscriber(pub.endpoint, state_endpoint=pub.state_endpoint) as late:
             st = late.state(timeout=5)
             assert st["status"]["samples_received"] == 200 and st["status"]["seq"] == 2
-            assert st["seq"] == {"decode": 1, "status": 3}
+            assert st["seq"] == {"decode": 1, "status": 3, "word_early": 0}
             assert st["model"]["model_id"] == MODEL_INFO["model_id"]
             # and it still gets what comes next on the PUB socket
             deadline = time.monotonic() + 10
