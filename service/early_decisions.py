@@ -25,7 +25,7 @@ from .jobs import WindowCut, WindowJob
 from .pipeline import OnlinePipeline
 from .ringbuffer import RingSpan
 
-__all__ = ["EarlyJob", "EarlyTracker", "early_header", "early_job", "locate_partial"]
+__all__ = ["EarlyJob", "EarlyTracker", "early_header", "early_job"]
 
 
 @dataclass
@@ -42,37 +42,6 @@ class EarlyJob(WindowJob):
 
     delay_s: float = 0.0
     t_onset: float = math.nan
-
-
-def locate_partial(p: OnlinePipeline, anchor: float, n_avail: int) -> tuple[str, int | str]:
-    """Where the first ``n_avail`` samples of the window around ``anchor`` lie in the ring.
-
-    Returns
-    -------
-    ('ready', start) | ('wait', '') | ('drop', reason)
-        As :meth:`OnlinePipeline.locate_anchor`, for a window cut after ``n_avail`` of its ``n_window`` samples.
-    """
-    newest = p.ring.newest()
-    if newest is None:
-        return "wait", ""
-    g_new, t_new, _ = newest
-    w = p.window
-    target = anchor + w.tmin
-    if target + (n_avail - 1) / w.sfreq > t_new + 0.5 / w.sfreq:
-        return "wait", ""
-    oldest = p.ring.oldest
-    times, segs = p.ring.read_meta(oldest, g_new + 1 - oldest)
-    if len(times) == 0:
-        return "wait", ""
-    i = int(np.argmin(np.abs(times - target)))
-    if abs(times[i] - target) > 1.5 / w.sfreq:
-        return "drop", "window start not in the buffer (too old, or in a gap)"
-    start = oldest + i
-    if start + n_avail > g_new + 1:
-        return "wait", ""
-    if segs[i] != segs[min(i + n_avail - 1, len(segs) - 1)]:
-        return "drop", "window straddles a gap"
-    return "ready", start
 
 
 def early_job(p: OnlinePipeline, start: int, delay: float, anchor: float,
@@ -182,7 +151,7 @@ class EarlyTracker:
             gone = False
             while m.next < len(self.delays):
                 d = self.delays[m.next]
-                status, where = locate_partial(p, m.time, p.window.n_lag + n_seen(p.window, d))
+                status, where = p.locate_anchor(m.time, p.window.n_lag + n_seen(p.window, d))
                 if status == "wait":
                     break
                 if status == "drop":

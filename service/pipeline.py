@@ -419,8 +419,11 @@ class OnlinePipeline:
         k0 = last_key[1] + 1 if last_key is not None and last_key[0] == seg else 0
         return [((seg, k), seg_start + k * self.hop_n) for k in range(k0, k_max + 1)]
 
-    def locate_anchor(self, anchor: float) -> tuple[str, int | str]:
+    def locate_anchor(self, anchor: float, n_samples: int | None = None) -> tuple[str, int | str]:
         """Find the window around an anchor time (LSL clock).
+
+        ``n_samples``: only the window's first ``n_samples`` samples are needed (an early decision, cut before
+        the whole window has arrived); default: the whole window (``n_window``).
 
         Returns
         -------
@@ -431,8 +434,9 @@ class OnlinePipeline:
             return "wait", ""
         g_new, t_new, _ = newest
         w = self.window
+        n = w.n_window if n_samples is None else int(n_samples)
         target = anchor + w.tmin
-        if target + (w.n_window - 1) / w.sfreq > t_new + 0.5 / w.sfreq:
+        if target + (n - 1) / w.sfreq > t_new + 0.5 / w.sfreq:
             return "wait", ""
         oldest = self.ring.oldest
         times, segs = self.ring.read_meta(oldest, g_new + 1 - oldest)
@@ -442,9 +446,9 @@ class OnlinePipeline:
         if abs(times[i] - target) > 1.5 / w.sfreq:
             return "drop", "window start not in the buffer (too old, or in a gap)"
         start = oldest + i
-        if start + w.n_window > g_new + 1:
+        if start + n > g_new + 1:
             return "wait", ""
-        if segs[i] != segs[min(i + w.n_window - 1, len(segs) - 1)]:
+        if segs[i] != segs[min(i + n - 1, len(segs) - 1)]:
             return "drop", "window straddles a gap"
         return "ready", start
 
