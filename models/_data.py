@@ -249,13 +249,7 @@ def segments(recordings: list[Recording], targets: SpeechTargets, split: str, an
     from ..data.segments import build_segments
 
     out_dim = targets.representation.out_dim
-    by_subject: dict[str, list[Recording]] = {}
-    for r in recordings:
-        by_subject.setdefault(r.subject, []).append(r)
-    unknown = sorted(set(by_subject) - set(subjects))
-    if unknown:
-        raise DataFormatError(f"subjects {unknown} are not in the model's subject list {subjects}")
-    index = {s: i for i, s in enumerate(subjects)}
+    by_subject, index = group_by_subject(recordings, subjects)
     cap = None if max_windows is None else max(1, max_windows // len(by_subject))
     parts: list[TensorSet] = []
     infos: list[dict[str, Any]] = []
@@ -333,6 +327,25 @@ def cap_windows(windows: Any, max_windows: int | None, seed: int = 0) -> Any:
         return windows
     keep = np.sort(np.random.default_rng([seed, 0x5EED]).choice(len(windows), max_windows, replace=False))
     return windows.select(keep)
+
+
+def group_by_subject(
+    recordings: Sequence[Recording], subjects: Sequence[str]
+) -> tuple[dict[str, list[Recording]], dict[str, int]]:
+    """Recordings per subject (in order) and each subject's row in the model's subject list.
+
+    Raises
+    ------
+    DataFormatError
+        A recording's subject is not in ``subjects``.
+    """
+    by_subject: dict[str, list[Recording]] = {}
+    for r in recordings:
+        by_subject.setdefault(r.subject, []).append(r)
+    unknown = sorted(set(by_subject) - set(subjects))
+    if unknown:
+        raise DataFormatError(f"subjects {unknown} are not in the model's subject list {list(subjects)}")
+    return by_subject, {s: i for i, s in enumerate(subjects)}
 
 
 def raw_sfreq(rec: Recording) -> float:

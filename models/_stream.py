@@ -284,20 +284,14 @@ def stream_segments(recordings: list[Recording], targets: Any, split: str, ancho
     info : SegmentInfo
         Channels and per-window sound/sentence/time.
     """
-    from ._data import SegmentInfo
+    from ._data import SegmentInfo, group_by_subject
 
     if split not in ("train", "val", "test"):
         raise DataFormatError(f"split must be 'train', 'val' or 'test', got {split!r}")
     if not recordings:
         raise DataFormatError("stream_segments needs at least one recording")
     split_fn = splits if splits is not None else Splits.for_dataset(recordings[0].root)
-    by_subject: dict[str, list[Recording]] = {}
-    for r in recordings:
-        by_subject.setdefault(r.subject, []).append(r)
-    unknown = sorted(set(by_subject) - set(subjects))
-    if unknown:
-        raise DataFormatError(f"subjects {unknown} are not in the model's subject list {subjects}")
-    index = {s: i for i, s in enumerate(subjects)}
+    by_subject, index = group_by_subject(recordings, subjects)
     cap = None if max_windows is None else max(1, max_windows // len(by_subject))
     cached_all = cache_recordings(recordings, window, spec, cache_dir, progress=progress)
     by_name = {c.name: c for c in cached_all}
