@@ -43,7 +43,7 @@ def main() -> None:
     # oneDNN allocates per-shape scratch memory on first use of each primitive, outside the batch data this test
     # bounds: under the limit its backward failed 1 run in 3 ("could not create a primitive"); torch's native
     # CPU kernels need no such workspace
-    torch.backends.mkldnn.enabled = False
+    torch.backends.mkldnn.set_flags(False)
     torch.nn.functional.conv1d(torch.zeros(2, 4, 64), torch.zeros(4, 4, 3)).sum()  # torch's lazy set-up
     held = _vm_data_bytes()
     limit = held + int(budget_mb) * 2**20
