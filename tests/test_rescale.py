@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
-from _service_fixtures import SUBJECT, Player, build_artifacts, serve_settings
-from neurospeech.service.client import Subscriber
+from _service_fixtures import SUBJECT, Player, build_artifacts, run_session, serve_settings
 from neurospeech.service.config import ServeSettings
 from neurospeech.service.filesource import decode_raw
 from neurospeech.service.rescale import SessionRescaler, attach_rescaler, session_scaler
-from neurospeech.service.server import Server
 
 from neurospeech.errors import ConfigError
 from neurospeech.preprocessing import RobustScaler, WindowSpec, preprocess_continuous, preprocess_window
@@ -146,23 +142,8 @@ def test_live_stream_at_three_times_the_gain_switches_to_the_session_scaler(art)
     seconds = 5.0
     data = art.data[:, : round(10.0 * art.sfreq)]
     player = Player(data, art.sfreq, art.names, scale=3.0, stamp_on_schedule=True).start()
-    server = Server(serve_settings(art, player, rescale_seconds=seconds, markers=False))
-    server.start()
-    sub = Subscriber(server.publisher.endpoint)
-    msgs = []
-    try:
-        deadline = time.monotonic() + 30.0
-        while time.monotonic() < deadline and not player.done:
-            m = sub.recv(0.1)
-            if m is not None:
-                msgs.append(m)
-        stats = server.stats()
-    finally:
-        sub.close()
-        server.stop()
-        server.join()
-        player.stop()
-    assert player.error is None and server.exit_code == 0
+    msgs, stats = run_session(serve_settings(art, player, rescale_seconds=seconds, markers=False),
+                              timeout=30.0, player=player)  # asserts exit code 0 and no player error
     sc = stats["scaler"]
     assert sc["source"] == "session" and sc["seconds"] == seconds and sc["collected_s"] == pytest.approx(seconds)
     cont, _ = preprocess_continuous(data.astype(np.float32), art.sfreq, WIN)
