@@ -267,3 +267,86 @@ def test_replay_serve_listen_end_to_end(tmp_path):
     assert acc["n"] == len(markers) and acc["top1"] == 1.0
     assert summary["subscriber"]["missed"]["decode"] == 0
     assert "sliding" in {x["kind"] for x in lines if x["type"] == "decode"}
+
+
+def _early_topk(ids: list[str]) -> list[dict]:
+    return [{"rank": r + 1, "id": i, "word": "w-" + i, "prob": 0.5 / (r + 1)} for r, i in enumerate(ids)]
+
+
+def _publish_words_with_early(pub, n_words: int = 3) -> None:
+    """Per word: four provisional decisions (the truth reaches rank 1 at onset + 1.5 s), then the final one; the
+    early and the final decision of a word share t_window_start (they cut the same window)."""
+    import pylsl
+
+    for w in range(n_words):
+        truth = {"segment_id": f"seg{w}", "word": f"w-seg{w}"}
+        start = 100.0 + 3 * w
+        for d, ids in ((0.5, ["x", "y", f"seg{w}"]), (1.0, ["y", f"seg{w}", "x"]), (1.5, [f"seg{w}", "y", "x"]),
+                       (2.0, [f"seg{w}", "x", "y"])):
+            pub.publish("word_early", decode_header_fields(w, kind="word_early", delay_s=d, t_onset=start + 0.5,
+                                                           t_window_start=start, topk=_early_topk(ids), truth=truth,
+                                                           t_newest_sample=pylsl.local_clock() - 0.01))
+        pub.publish("decode", decode_header_fields(w, kind="word", t_window_start=start, truth=truth,
+                                                   topk=_early_topk([f"seg{w}", "x", "y"]),
+                                                   t_newest_sample=pylsl.local_clock() - 0.01))
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("early", [True, False])
+def test_early_decisions_printed_distinctly_then_the_final_or_hidden(early):
+    """A real publisher sends word_early (topic neurospeech.v1.word_early) and final decisions: listen prints
+    each provisional decision as an indented '~ ... early +1s so far:' line, then the final line with the trail
+    of top candidates, per-delay accuracy in the summary; --no-early receives and prints none of them."""
+    import io
+
+    with make_publisher() as pub:
+        out = io.StringIO()
+        stop = threading.Event()
+        result: dict = {}
+        settings = ListenSettings(endpoint=pub.endpoint, words_only=True, candidates=100, early=early, wait=30.0,
+                                  show_status=True)
+        t = threading.Thread(target=lambda: result.update(listen(settings, out=out, should_stop=stop.is_set)))
+        t.start()
+        try:
+            deadline = time.monotonic() + 60
+            while "status #" not in out.getvalue():  # heartbeats until the listener is subscribed
+                assert time.monotonic() < deadline, out.getvalue()
+                pub.publish("status", status_header_fields())
+                time.sleep(0.05)
+            _publish_words_with_early(pub)
+            while out.getvalue().count(" word ") < 3:
+                assert time.monotonic() < deadline, out.getvalue()
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            t.join(30)
+    lines = out.getvalue().splitlines()
+    early_lines = [x for x in lines if x.startswith("  ~ ")]
+    finals = [x for x in lines if x.startswith("#")]
+    assert len(finals) == 3
+    if not early:
+        assert early_lines == [] and "early" not in out.getvalue() and "early" not in result
+        assert result["subscriber"]["received"].get("word_early", 0) == 0
+        return
+    assert len(early_lines) == 12
+    first = early_lines[:5]
+    assert first[0].startswith("  ~ #0 early +0.5s  so far: w-x 50% | w-y 25% | w-seg0 17%")
+    assert "[top10]" in first[0] and "+0.5s: top1 0/1" in first[0]
+    assert "early +1s    so far: w-y" in first[1] and "early +1.5s  so far: w-seg0" in first[2]
+    assert "[OK ]" in first[2]
+    # the final line of word 0 follows its four provisional ones and shows how the top candidate firmed up
+    i0 = lines.index(finals[0])
+    assert lines[i0 - 4:i0] == early_lines[:4]
+    assert finals[0].endswith("early +0.5s w-x > +1s w-y > +1.5s w-seg0 > +2s w-seg0 > final w-seg0") or \
+        "early +0.5s w-x > +1s w-y > +1.5s w-seg0 > +2s w-seg0 > final w-seg0" in finals[0]
+    ea = result["early"]
+    assert ea["messages"] == 12 and ea["latency_ms"]["n"] == 12
+    assert {k: v["top1"] for k, v in ea["accuracy"].items()} == {"+0.5s": 0.0, "+1s": 0.0, "+1.5s": 1.0, "+2s": 1.0}
+    assert {k: v["top10"] for k, v in ea["accuracy"].items()} == {"+0.5s": 1.0, "+1s": 1.0, "+1.5s": 1.0, "+2s": 1.0}
+    assert {k: v["same_top1_as_final"] for k, v in ea["agreement"].items()} == {
+        "+0.5s": 0.0, "+1s": 0.0, "+1.5s": 1.0, "+2s": 1.0}
+    assert result["accuracy"]["word"]["n"] == 3 and result["accuracy"]["word"]["top1"] == 1.0  # finals unchanged
+    summary = lines[-1]
+    assert summary.startswith("early: 12 provisional decisions; +0.5s: top1 0/3")
+    assert summary.index("+0.5s:") < summary.index("+1s:") < summary.index("+1.5s:") < summary.index("+2s:")
+    assert "top-1 already the final one: +0.5s 0%, +1s 0%, +1.5s 100%, +2s 100%" in summary

@@ -99,6 +99,9 @@ def replay(source: Path, subject: str | None, session: str | None, task: str | N
 @click.option("--loop", is_flag=True, help="The replay loops: also print accuracy per pass.")
 @click.option("--candidates", type=int, default=None,
               help="Bank size for the chance level (default: from --state).")
+@click.option("--early/--no-early", default=True, show_default=True,
+              help="Print provisional early word decisions (topic word_early, models trained with early decisions) "
+                   "and, on each word's final line, how its top candidate firmed up; --no-early hides them.")
 def listen(**opts: Any) -> None:
     """Subscribe to a running service and print decoded words live.
 

@@ -8,6 +8,15 @@ endpoint's ``model.n_candidates`` or ``--candidates``) and a 95 % Wilson interva
 loops) accuracy is also counted per pass: a pass ends when a word's true segment comes again. A line is
 printed when no message arrives for ``--wait`` seconds (service down, wrong endpoint), and again when the
 service answers. Several listeners can run at once (each is an independent ZeroMQ subscriber).
+
+Early decisions (a model trained with ``early_decisions``; the service's ``word_early`` topic): provisional
+word decisions at word onset + 0.5, 1.0, 1.5, 2.0 s are printed as indented ``~ +1.0s so far ...`` lines (their
+top candidates), and the word's final line then lists how the top candidate firmed up
+(``early +0.5s w1 > +1.0s w2 > ... final w2``); an early decision belongs to the final decision with the same
+window start (``t_window_start``; both cut the same window). Their accuracy is counted per delay, apart from
+the word-locked accuracy, with the share of provisional top-1 equal to the final top-1. ``--no-early``
+(``ListenSettings.early=False``) does not subscribe to them at all: the output is what it was before early
+decisions existed.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -23,7 +33,8 @@ from ..errors import ConfigError, TransportError
 from ..service.client import Subscriber
 from ..service.messages import Message
 
-__all__ = ["Accuracy", "ListenSettings", "accuracy_stats", "format_decode", "format_status", "listen"]
+__all__ = ["Accuracy", "EarlyTrail", "ListenSettings", "accuracy_stats", "format_decode", "format_early",
+           "format_status", "listen"]
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +143,23 @@ class Accuracy:
                          "n_candidates": self.n_candidates}
         return out
 
-    def line(self) -> str:
+    def line(self, kinds: list[str] | None = None) -> str:
+        """Running top-1/top-10 of every kind (or of ``kinds``), ``'; '``-separated."""
         parts = []
-        for kind in sorted(self.n):
+        for kind in sorted(self.n, key=_kind_order) if kinds is None else [k for k in kinds if k in self.n]:
             s1, s10 = self.stats(kind)
             parts.append(f"{kind}: {format_rate(s1)} {format_rate(s10)}")
         return "; ".join(parts)
+
+
+def _kind_order(kind: str) -> tuple[float, str]:
+    """Sort key of accuracy kinds: early-decision delays ('+0.5s' < '+1s' < '+2s') by value, then by name."""
+    if kind.startswith("+") and kind.endswith("s"):
+        try:
+            return (float(kind[1:-1]), kind)
+        except ValueError:
+            pass
+    return (float("inf"), kind)
 
 
 def format_decode(msg: Message, hit: dict[str, bool] | None, acc: Accuracy, k: int = 3) -> str:
@@ -153,6 +175,86 @@ def format_decode(msg: Message, hit: dict[str, bool] | None, acc: Accuracy, k: i
         mark = "OK " if hit["top1"] else ("top10" if hit["top10"] else "miss")
         truth = f"  truth '{h['truth'].get('word', '')}' [{mark}]  {acc.line()}"
     return f"#{msg.seq} {h.get('kind', '?'):7s} {best}{truth}{lat_s}{flags}"
+
+
+def early_label(delay: float | None) -> str:
+    """``1.0 -> '+1s'``, ``0.5 -> '+0.5s'``: the accuracy kind of an early decision made at onset + delay."""
+    return "+?s" if delay is None else f"+{delay:g}s"
+
+
+def _top_word(h: dict[str, Any]) -> str | None:
+    topk = [c for c in h.get("topk") or [] if isinstance(c, dict)]
+    return None if not topk else str(topk[0].get("word") or topk[0].get("id"))
+
+
+def _window_key(h: dict[str, Any]) -> float | None:
+    """What ties an early decision to its word's final one: the window start (LSL s, to 0.1 ms)."""
+    t = h.get("t_window_start")
+    return round(float(t), 4) if isinstance(t, (int, float)) and not isinstance(t, bool) else None
+
+
+@dataclass
+class EarlyTrail:
+    """Provisional decisions waiting for their word's final decision, and agreement counts per delay.
+
+    ``add`` an early header; ``final`` a word header returns its trail ``[(delay_s, top word, top id)]`` (oldest
+    delay first) and counts, per delay, how often the provisional top-1 was already the final top-1.
+    """
+
+    max_words: int = 200
+    pending: OrderedDict[float, list[tuple[float, str | None, str | None]]] = field(default_factory=OrderedDict)
+    n: dict[str, int] = field(default_factory=dict)
+    same: dict[str, int] = field(default_factory=dict)
+
+    def add(self, h: dict[str, Any]) -> None:
+        key = _window_key(h)
+        if key is None:
+            return
+        topk = [c for c in h.get("topk") or [] if isinstance(c, dict)]
+        trail = self.pending.setdefault(key, [])
+        d = h.get("delay_s")
+        trail.append((float(d) if isinstance(d, (int, float)) else float("nan"), _top_word(h),
+                      None if not topk else topk[0].get("id")))
+        while len(self.pending) > self.max_words:
+            self.pending.popitem(last=False)
+
+    def final(self, h: dict[str, Any]) -> list[tuple[float, str | None, str | None]]:
+        key = _window_key(h)
+        trail = self.pending.pop(key, []) if key is not None else []
+        topk = [c for c in h.get("topk") or [] if isinstance(c, dict)]
+        final_id = topk[0].get("id") if topk else None
+        for d, _, i in trail:
+            lab = early_label(d)
+            self.n[lab] = self.n.get(lab, 0) + 1
+            self.same[lab] = self.same.get(lab, 0) + int(i is not None and i == final_id)
+        return sorted(trail, key=lambda x: x[0])
+
+    def summary(self) -> dict[str, Any]:
+        """Per delay: early decisions whose word's final decision arrived, and the share with the same top-1."""
+        return {lab: {"n": n, "same_top1_as_final": self.same[lab] / n} for lab, n in self.n.items() if n}
+
+
+def format_early(msg: Message, hit: dict[str, bool] | None, acc: Accuracy, k: int = 3) -> str:
+    """One indented line for a provisional (``word_early``) decision: delay, top candidates, truth mark."""
+    h = msg.header
+    cands = [c for c in h.get("topk") or [] if isinstance(c, dict)][:k]
+    best = " | ".join(f"{c.get('word') or c.get('id')} {100 * float(c.get('prob') or 0):.0f}%" for c in cands)
+    lab = early_label(msg.delay_s)
+    lat = msg.latency
+    lat_s = f" lat {1000 * lat:.1f} ms" if lat is not None else ""
+    flags = f" flags {','.join(h['flags'])}" if h.get("flags") else ""
+    truth = ""
+    if hit is not None:
+        mark = "OK " if hit["top1"] else ("top10" if hit["top10"] else "miss")
+        truth = f"  truth '{h['truth'].get('word', '')}' [{mark}]  {acc.line([lab])}"
+    return f"  ~ #{msg.seq} early {lab:6s} so far: {best}{truth}{lat_s}{flags}"
+
+
+def format_trail(trail: list[tuple[float, str | None, str | None]], final: str | None) -> str:
+    """``'  early +0.5s w1 > +1s w2 > final w2'`` (empty without provisional decisions)."""
+    if not trail:
+        return ""
+    return "  early " + " > ".join(f"{early_label(d)} {w}" for d, w, _ in trail) + f" > final {final}"
 
 
 def human_seconds(s: Any) -> str:
@@ -217,6 +319,7 @@ class ListenSettings:
     wait: float = 5.0                 # print a line when nothing arrives for this many seconds
     loop: bool = False                # the replay loops: accuracy per pass too
     candidates: int | None = None     # bank size for the chance level (default: from the state endpoint)
+    early: bool = True                # receive and print provisional (word_early) decisions; False: not subscribed
 
     def __post_init__(self) -> None:
         if not (isinstance(self.wait, (int, float)) and self.wait > 0):
@@ -231,8 +334,14 @@ def listen(settings: ListenSettings, out: TextIO | None = None,
     import numpy as np
     import pylsl
 
+    from ..service.client import ALL_TOPICS, DEFAULT_TOPICS
+
     out = out or sys.stdout
     acc = Accuracy(n_candidates=settings.candidates)
+    acc_early = Accuracy(n_candidates=settings.candidates)  # kinds '+0.5s', '+1s', ...: per decision delay
+    trail = EarlyTrail()
+    n_early = 0
+    early_lat: list[float] = []
     passes: list[Accuracy] = [Accuracy(n_candidates=settings.candidates)]
     seen: set[str] = set()
     n_decode = 0
@@ -249,7 +358,8 @@ def listen(settings: ListenSettings, out: TextIO | None = None,
 
     with Subscriber(settings.endpoint, state_endpoint=settings.state_endpoint,
                     curve_secret_key=settings.curve_secret_key,
-                    curve_server_key=settings.curve_server_key) as sub:
+                    curve_server_key=settings.curve_server_key,
+                    topics=ALL_TOPICS if settings.early else DEFAULT_TOPICS) as sub:
         if settings.state_endpoint:
             try:
                 st = sub.state(timeout=settings.wait)
@@ -261,7 +371,7 @@ def listen(settings: ListenSettings, out: TextIO | None = None,
                 status = st.get("status") or {}
                 n_cand = model.get("n_candidates")
                 if settings.candidates is None and isinstance(n_cand, int) and n_cand > 0:
-                    acc.n_candidates = passes[0].n_candidates = n_cand
+                    acc.n_candidates = passes[0].n_candidates = acc_early.n_candidates = n_cand
                 if js:
                     emit(json.dumps({"type": "state", "state": st}))
                 else:
@@ -314,16 +424,33 @@ def listen(settings: ListenSettings, out: TextIO | None = None,
                     passes[-1].update(msg.header)
                     if msg.latency is not None:
                         latencies.append(msg.latency)
+                    steps = trail.final(msg.header) if msg.get("kind") == "word" else []
                     if settings.words_only and msg.get("kind") != "word":
                         continue
                     n_shown += 1
                     if js:
                         top = [c.get("id") for c in (msg.get("topk") or [])[:settings.topk]]
-                        emit(json.dumps({"type": "decode", "seq": msg.seq, "kind": msg.get("kind"),
-                                         "hit": hit, "latency": msg.latency, "t": msg.t_received,
-                                         "top": top}))
+                        rec: dict[str, Any] = {"type": "decode", "seq": msg.seq, "kind": msg.get("kind"),
+                                               "hit": hit, "latency": msg.latency, "t": msg.t_received, "top": top}
+                        if steps:
+                            rec["early"] = [{"delay_s": d, "word": w, "id": i} for d, w, i in steps]
+                        emit(json.dumps(rec))
                     else:
-                        emit(format_decode(msg, hit, acc, settings.topk))
+                        emit(format_decode(msg, hit, acc, settings.topk) + format_trail(steps, _top_word(msg.header)))
+                elif msg.kind == "word_early" and settings.early:
+                    n_early += 1
+                    h = {**msg.header, "kind": early_label(msg.delay_s)}
+                    hit = acc_early.update(h)
+                    trail.add(msg.header)
+                    if msg.latency is not None:
+                        early_lat.append(msg.latency)
+                    if js:
+                        top = [c.get("id") for c in (msg.get("topk") or [])[:settings.topk]]
+                        emit(json.dumps({"type": "word_early", "seq": msg.seq, "delay_s": msg.delay_s,
+                                         "t_onset": msg.get("t_onset"), "hit": hit, "latency": msg.latency,
+                                         "t": msg.t_received, "top": top}))
+                    else:
+                        emit(format_early(msg, hit, acc_early, settings.topk))
                 elif msg.kind == "status" and settings.show_status:
                     emit(json.dumps({"type": "status", "header": msg.header}) if js else format_status(msg))
         except KeyboardInterrupt:
@@ -331,6 +458,12 @@ def listen(settings: ListenSettings, out: TextIO | None = None,
         stats = sub.stats()
     summary: dict[str, Any] = {"decode_messages": n_decode, "shown": n_shown, "accuracy": acc.summary(),
                                "subscriber": stats}
+    if settings.early:
+        summary["early"] = {"messages": n_early, "accuracy": acc_early.summary(), "agreement": trail.summary()}
+        if early_lat:
+            e = np.asarray(early_lat) * 1000
+            summary["early"]["latency_ms"] = {"p50": float(np.percentile(e, 50)), "p99": float(np.percentile(e, 99)),
+                                              "n": len(e)}
     if settings.loop:
         summary["passes"] = [{"pass": k + 1, "accuracy": a.summary()} for k, a in enumerate(passes)]
     lat_text = "no latency"
@@ -348,4 +481,10 @@ def listen(settings: ListenSettings, out: TextIO | None = None,
             for k, a in enumerate(passes, start=1):
                 emit(pass_line(k, a) + (" (incomplete)" if k == len(passes) else ""))
         emit(f"summary: {n_decode} decode messages, lost {lost}; {acc.line() or 'no truth'}; {lat_text}")
+        if n_early:
+            agree = trail.summary()
+            same = ", ".join(f"{k} {100 * v['same_top1_as_final']:.0f}%" for k, v in
+                             sorted(agree.items(), key=lambda kv: _kind_order(kv[0])))
+            emit(f"early: {n_early} provisional decisions; {acc_early.line() or 'no truth'}"
+                 + (f"; top-1 already the final one: {same}" if same else ""))
     return summary
