@@ -380,3 +380,149 @@ def test_page_in_a_real_browser(tmp_path):
         server.stop()
         server.join()
     assert dash.returncode == 0
+
+
+# --------------------------------------------------------------------------------------------- early decisions
+_EARLY_STEPS = ((0.5, ["x", "y", "seg"]), (1.0, ["y", "seg", "x"]), (1.5, ["seg", "y", "x"]), (2.0, ["seg", "x", "y"]))
+
+
+def _cands(ids: list[str]) -> list[dict]:
+    return [{"rank": r + 1, "id": i, "word": "w-" + i, "prob": 0.5 / (r + 1)} for r, i in enumerate(ids)]
+
+
+def _early_header(seq: int, delay: float, ids: list[str], start: float, **over) -> dict:
+    truth = {"segment_id": "seg", "word": "w-seg"}
+    return decode_header_fields(seq, kind="word_early", delay_s=delay, t_onset=start + 0.5, t_window_start=start,
+                                topk=_cands(ids), truth=truth, **over)
+
+
+def test_early_decisions_kept_per_word_until_the_final_one():
+    clk = Clock()
+    m = DashboardModel(lsl_clock=clk.lsl, wall_clock=clk.wall)
+    m.on_state_reply({"model": {"model_id": "x", "n_candidates": 100}, "status": None})
+    for k, (d, ids) in enumerate(_EARLY_STEPS):
+        ev = m.on_message("word_early", _early_header(k, d, ids, 500.0, t_newest_sample=clk.t - 0.02), clk.t)
+        assert ev[0]["type"] == "early" and ev[0]["early"]["delay_s"] == d and ev[0]["early"]["key"] == 500.0
+        assert ev[0]["early"]["truth_rank"] == ids.index("seg") + 1
+        assert ev[0]["early"]["latency_ms"] == pytest.approx(20.0)
+    # another word's provisional decision stays pending; a late page gets both words' state in its snapshot
+    m.on_message("word_early", _early_header(4, 0.5, ["q"], 503.0), clk.t)
+    snap = m.snapshot()
+    assert [p["key"] for p in snap["early_pending"]] == [500.0, 503.0]
+    assert [s["word"] for s in snap["early_pending"][0]["steps"]] == ["w-x", "w-y", "w-seg", "w-seg"]
+    assert snap["counts"]["word_early"] == 5
+    # the final decision of the first word takes its provisional steps along (oldest delay first)
+    ev = m.on_message("decode", decode_header_fields(0, kind="word", t_window_start=500.0, topk=_cands(["seg", "x"]),
+                                                     truth={"segment_id": "seg", "word": "w-seg"}), clk.t)
+    dec = ev[0]["decision"]
+    assert [s["delay_s"] for s in dec["early"]] == [0.5, 1.0, 1.5, 2.0]
+    assert [s["id"] for s in dec["early"]] == ["x", "y", "seg", "seg"] and dec["key"] == 500.0
+    assert [p["key"] for p in m.snapshot()["early_pending"]] == [503.0]
+    # a word without provisional decisions (a model without early decisions) has an empty trail
+    ev = m.on_message("decode", decode_header_fields(1, kind="word", t_window_start=510.0), clk.t)
+    assert ev[0]["decision"]["early"] == []
+    # accuracy per delay, apart from the final decisions' accuracy
+    acc = m.accuracy()
+    assert acc["n"] == 2  # the two final decisions with truth
+    by_delay = {e["delay_s"]: e for e in acc["early"]}
+    assert by_delay[0.5]["n"] == 2 and by_delay[2.0]["n"] == 1
+    assert [r["k"] for r in by_delay[1.0]["rows"]] == [1, 2]  # k = the shortest top-k list of the finals
+    assert by_delay[1.0]["rows"][0]["hits"] == 0 and by_delay[1.0]["rows"][1]["hits"] == 1
+    assert by_delay[1.5]["rows"][0]["hits"] == 1 and by_delay[1.5]["rows"][0]["chance"] == pytest.approx(0.01)
+    assert by_delay[0.5]["rows"][0]["hits"] == 0  # 'x' and 'q' first at onset + 0.5 s
+
+
+@pytest.mark.integration
+def test_page_shows_provisional_decisions_firming_up_then_the_final(tmp_path):
+    """The service's publisher -> DashboardServer -> Chromium: each provisional decision of a word updates the
+    word's dashed row (top candidate at onset + 0.5 .. 2.0 s), the final decision takes its place with the trail,
+    a late page shows the same, the accuracy panel has a row per delay; no console errors."""
+    if not Path(CHROMIUM).exists():  # a failure, not a skip (as test_page_in_a_real_browser)
+        pytest.fail(f"no Chromium at {CHROMIUM}: `apt-get install chromium` (Debian), or point "
+                    "NEUROSPEECH_CHROMIUM at a Chromium executable; Playwright must not download one")
+    import pylsl
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    stop = threading.Event()
+    with make_publisher(state_endpoint="tcp://127.0.0.1:*") as pub:
+        settings = DashboardSettings(endpoint=pub.endpoint, state_endpoint=pub.state_endpoint, port=0)
+        with _RunningDashboard(settings) as dash:
+            lock = threading.Lock()
+
+            def heartbeats() -> None:  # the service's heartbeats (the ZeroMQ subscription needs a moment)
+                while not stop.is_set():
+                    with lock:
+                        pub.publish("status", status_header_fields())
+                    stop.wait(0.1)
+
+            hb = threading.Thread(target=heartbeats, daemon=True)
+            hb.start()
+
+            def send(kind: str, h: dict) -> None:
+                with lock:
+                    pub.publish(kind, {**h, "t_newest_sample": pylsl.local_clock() - 0.01})
+
+            try:
+                with sync_playwright() as p:
+                    browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                    try:
+                        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                        page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error"
+                                else None)
+                        page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+                        page.goto(dash.url)
+                        page.wait_for_selector('#state[data-state="running"]', timeout=60_000)
+                        deadline = time.monotonic() + 30
+                        while dash.stats["messages"] < 3:  # the dashboard's subscription is live
+                            assert time.monotonic() < deadline, "the dashboard never received a heartbeat"
+                            time.sleep(0.05)
+                        prov = '#ticker .dec.early[data-key="500"]'
+                        for k, (d, ids) in enumerate(_EARLY_STEPS):
+                            send("word_early", _early_header(k, d, ids, 500.0))
+                            page.wait_for_function(
+                                "n => document.querySelectorAll('#ticker .dec.early .early-trail .step').length === n",
+                                arg=k + 1, timeout=30_000)
+                            # the row shows the top candidate so far and when it was decided
+                            assert page.inner_text(prov + " .prov-word") == f"w-{ids[0]} 50%"
+                            assert page.inner_text(prov + " .prov-delay") == f"at onset +{d:.1f} s"
+                            cls = page.get_attribute(prov, "class")
+                            assert ("hit-top1" in cls) == (ids[0] == "seg") and "provisional" in cls
+                        assert page.inner_text(prov + " .truth-word") == "w-seg"
+                        page.screenshot(path=str(_artifact_dir(tmp_path) / "dashboard-early.png"), full_page=True)
+                        send("decode", decode_header_fields(0, kind="word", t_window_start=500.0,
+                                                            topk=_cands(["seg", "x", "y"]),
+                                                            truth={"segment_id": "seg", "word": "w-seg"}))
+                        final = '#ticker .dec.word[data-key="500"]'
+                        page.wait_for_selector(final, timeout=30_000)
+                        assert page.eval_on_selector_all("#ticker .dec.early", "r => r.length") == 0  # replaced
+                        steps = page.eval_on_selector_all(final + " .early-trail .step", """s => s.map(e => ({
+                            cls: e.className, delay: e.dataset.delay, word: e.querySelector('.sw').textContent,
+                            label: e.querySelector('.sd').textContent}))""")
+                        assert [s["label"] for s in steps] == ["+0.5 s", "+1.0 s", "+1.5 s", "+2.0 s", "final"]
+                        assert [s["word"] for s in steps] == ["w-x", "w-y", "w-seg", "w-seg", "w-seg"]
+                        assert ["hit-top1" in s["cls"] for s in steps[:4]] == [False, False, True, True]
+                        assert "hit-top1" in page.get_attribute(final, "class")
+                        # a second word, still provisional; the accuracy panel has one row per delay
+                        send("word_early", _early_header(4, 0.5, ["q", "seg"], 503.0))
+                        page.wait_for_selector('#ticker .dec.early[data-key="503"]', timeout=30_000)
+                        rows = page.eval_on_selector_all(
+                            "#accuracy .early-acc tr[data-delay]",
+                            "r => r.map(e => [e.dataset.delay, e.children[1].textContent])")
+                        assert rows == [["0.5", "2"], ["1", "1"], ["1.5", "1"], ["2", "1"]]
+                        # a page opened now shows the same from its first snapshot
+                        late = browser.new_page(viewport={"width": 1400, "height": 1000})
+                        late.on("pageerror", lambda e: errors.append(f"late page error: {e}"))
+                        late.goto(dash.url)
+                        late.wait_for_selector('#ticker .dec.early[data-key="503"]', timeout=30_000)
+                        assert late.inner_text('#ticker .dec.early[data-key="503"] .prov-word') == "w-q 50%"
+                        late_steps = late.eval_on_selector_all(final + " .early-trail .step .sw",
+                                                               "s => s.map(e => e.textContent)")
+                        assert late_steps == ["w-x", "w-y", "w-seg", "w-seg", "w-seg"]
+                        late.close()
+                        assert not errors, errors
+                    finally:
+                        browser.close()
+            finally:
+                stop.set()
+                hb.join(5)

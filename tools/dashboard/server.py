@@ -283,11 +283,12 @@ class DashboardServer:
                 pass
 
     def _subscriber_loop(self) -> None:
-        from ...service.client import Subscriber
+        from ...service.client import ALL_TOPICS, Subscriber
 
         s = self.settings
+        # every topic: decode, status and the provisional word_early decisions (models trained for them)
         with Subscriber(s.endpoint, context=self._ctx, curve_secret_key=s.curve_secret_key,
-                        curve_server_key=s.curve_server_key) as sub:
+                        curve_server_key=s.curve_server_key, topics=ALL_TOPICS) as sub:
             while not self._stop_threads.is_set():
                 msg = sub.recv(timeout=0.1)
                 if msg is not None:

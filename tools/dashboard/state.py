@@ -5,9 +5,15 @@ returns the *events* the browser pages receive (plain JSON-able dicts with a ``t
 
 - ``status``: a compact copy of the last heartbeat, the state and since when it holds, the measured sample
   rate (samples received between two heartbeats / time between them), the decision rate;
-- ``decision``: one decision (word-locked or sliding) with its top-k, truth, hit marks, latency;
+- ``decision``: one decision (word-locked or sliding) with its top-k, truth, hit marks, latency; a word-locked
+  one also carries ``early``: the provisional decisions of the same word (below), oldest delay first;
+- ``early``: one provisional word decision (the service's ``word_early`` topic, models trained with early
+  decisions) made at word onset + ``delay_s`` (0.5, 1.0, 1.5, 2.0 s); it and its word's final decision share
+  ``key`` (the window start: both cut the same window), so a page shows, per word, the top candidate as it
+  firms up and then the final decision;
 - ``accuracy``: running top-1 / top-k of word-locked decisions with their chance level ``k / N`` (``N`` bank
-  candidates) and 95 % Wilson intervals (:func:`neurospeech.tools.listen.accuracy_stats`);
+  candidates) and 95 % Wilson intervals (:func:`neurospeech.tools.listen.accuracy_stats`), and the same per
+  early-decision delay (``early``);
 - ``alerts``: the active alerts and the recent alert log (only when they changed);
 - ``snapshot``: everything above at once (what a page gets when it connects).
 
@@ -29,8 +35,9 @@ same host in the default loopback set-up).
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -118,6 +125,20 @@ class Alert:
         return dict(self.__dict__)
 
 
+def window_key(h: dict[str, Any]) -> float | None:
+    """What ties a provisional decision to its word's final one: the window start (LSL s, to 0.1 ms)."""
+    t = h.get("t_window_start")
+    return round(float(t), 4) if isinstance(t, (int, float)) and not isinstance(t, bool) else None
+
+
+def _step(item: dict[str, Any]) -> dict[str, Any]:
+    """The compact form of a provisional decision kept with its word: delay, its top candidate, truth rank."""
+    top = item["topk"][0] if item["topk"] else {}
+    return {"seq": item["seq"], "delay_s": item["delay_s"], "key": item["key"], "t": item["t"],
+            "id": top.get("id"), "word": top.get("word"), "prob": top.get("prob"),
+            "truth": item["truth"], "truth_rank": item["truth_rank"], "latency_ms": item["latency_ms"]}
+
+
 def _get(d: Any, path: tuple[str, ...]) -> float:
     """A counter from the status (a number, or the sum of a per-topic dict; 0 when absent)."""
     for key in path:
@@ -170,6 +191,11 @@ class DashboardModel:
         self._prev_t: float | None = None
         self._dec_times: deque[float] = deque(maxlen=64)
         self._rate_off_since: float | None = None
+        # early (provisional) decisions: per word (window start) until its final decision arrives
+        self.early_pending: OrderedDict[float, list[dict[str, Any]]] = OrderedDict()
+        self.n_early = 0
+        self.early_n: dict[float, int] = {}               # delay -> provisional decisions with truth
+        self.early_rank_hits: dict[float, dict[int, int]] = {}  # delay -> rank -> count
 
     # ------------------------------------------------------------------ time
     def _to_wall(self, t_lsl: float | None) -> float | None:
@@ -202,6 +228,8 @@ class DashboardModel:
             events += self.on_status(header, received)
         elif kind == "decode":
             events += self.on_decode(header, received)
+        elif kind == "word_early":
+            events += self.on_early(header, received)
         return events
 
     def on_status(self, h: dict[str, Any], received: float | None) -> list[dict[str, Any]]:
@@ -271,8 +299,7 @@ class DashboardModel:
             events.append(self.alerts_event())
         return events
 
-    def on_decode(self, h: dict[str, Any], received: float | None) -> list[dict[str, Any]]:
-        kind = str(h.get("kind") or "?")
+    def _item(self, h: dict[str, Any], received: float | None, kind: str) -> dict[str, Any]:
         topk = [c for c in h.get("topk") or [] if isinstance(c, dict)]
         truth = h.get("truth") if isinstance(h.get("truth"), dict) else None
         rank = None
@@ -281,9 +308,10 @@ class DashboardModel:
             rank = ids.index(truth["segment_id"]) + 1 if truth["segment_id"] in ids else None
         t_new = h.get("t_newest_sample")
         latency = (received - float(t_new)) if isinstance(t_new, (int, float)) and received is not None else None
-        item = {
+        return {
             "seq": h.get("seq"),
             "kind": kind,
+            "key": window_key(h),
             "t": self._to_wall(received) if received is not None else self._wall(),
             "latency_ms": None if latency is None else 1000.0 * latency,
             "processing_ms": h.get("processing_ms"),
@@ -293,6 +321,38 @@ class DashboardModel:
             "truth_rank": rank,
             "flags": list(h.get("flags") or []),
         }
+
+    def on_early(self, h: dict[str, Any], received: float | None) -> list[dict[str, Any]]:
+        """A provisional word decision (``word_early``): kept with its word until the final decision comes."""
+        item = self._item(h, received, "word_early")
+        d = h.get("delay_s")
+        delay = float(d) if isinstance(d, (int, float)) and not isinstance(d, bool) and math.isfinite(d) else None
+        item["delay_s"] = delay
+        item["t_onset"] = self._to_wall(h.get("t_onset"))
+        self.n_early += 1
+        self.series.append([item["t"], item["latency_ms"], item["processing_ms"], "word_early"])
+        events: list[dict[str, Any]] = [{"type": "early", "early": item}]
+        if item["key"] is not None:
+            self.early_pending.setdefault(item["key"], []).append(_step(item))
+            while len(self.early_pending) > self.settings.word_history:
+                self.early_pending.popitem(last=False)
+        if delay is not None and item["truth"] is not None and item["truth"].get("segment_id"):
+            self.early_n[delay] = self.early_n.get(delay, 0) + 1
+            hits = self.early_rank_hits.setdefault(delay, {})
+            if item["truth_rank"] is not None:
+                hits[item["truth_rank"]] = hits.get(item["truth_rank"], 0) + 1
+            events.append(self.accuracy_event())
+        return events
+
+    def on_decode(self, h: dict[str, Any], received: float | None) -> list[dict[str, Any]]:
+        kind = str(h.get("kind") or "?")
+        n_topk = len([c for c in h.get("topk") or [] if isinstance(c, dict)])
+        item = self._item(h, received, kind)
+        truth, rank = item["truth"], item["truth_rank"]
+        if kind == "word":
+            key = item["key"]
+            item["early"] = sorted(self.early_pending.pop(key, []) if key is not None else [],
+                                   key=lambda x: x["delay_s"] if x["delay_s"] is not None else math.inf)
         events: list[dict[str, Any]] = [{"type": "decision", "decision": item}]
         self._dec_times.append(self._wall())
         if len(self._dec_times) >= 2:
@@ -304,7 +364,7 @@ class DashboardModel:
             self.words.append(item)
             if truth is not None and truth.get("segment_id"):
                 self.n_truth += 1
-                self.k_max = len(topk) if self.k_max == 0 else min(self.k_max, len(topk))
+                self.k_max = n_topk if self.k_max == 0 else min(self.k_max, n_topk)
                 if rank is not None:
                     self.rank_hits[rank] = self.rank_hits.get(rank, 0) + 1
                 events.append(self.accuracy_event())
@@ -398,6 +458,13 @@ class DashboardModel:
         for k in ks:
             hits = sum(v for r, v in self.rank_hits.items() if r <= k)
             rows.append(accuracy_stats(hits, self.n_truth, k, n_cand))
+        k_top = max(ks)
+        out["early"] = [
+            {"delay_s": d, "n": n,
+             "rows": [accuracy_stats(sum(v for r, v in self.early_rank_hits.get(d, {}).items() if r <= k), n, k,
+                                     n_cand) for k in sorted({1, k_top})]}
+            for d, n in sorted(self.early_n.items())
+        ]
         return out
 
     def accuracy_event(self) -> dict[str, Any]:
@@ -412,9 +479,11 @@ class DashboardModel:
             "alerts": self.alerts_event(),
             "accuracy": self.accuracy(),
             "words": list(self.words),
+            "early_pending": [{"key": k, "steps": v} for k, v in self.early_pending.items()],
             "sliding": list(self.sliding),
             "series": list(self.series),
-            "counts": {"word": self.n_word, "sliding": self.n_sliding, "truth": self.n_truth},
+            "counts": {"word": self.n_word, "sliding": self.n_sliding, "truth": self.n_truth,
+                       "word_early": self.n_early},
             "settings": {"silence_s": self.settings.silence_s, "alert_hold_s": self.settings.alert_hold_s},
             "t": self._wall(),
         }

@@ -1,6 +1,9 @@
 /* neurospeech dashboard page: plain JavaScript, canvas and SVG; no library, no build step, works offline.
- * It only listens: the WebSocket carries events from the dashboard server (snapshot, status, decision,
- * accuracy, alerts, model) and the page sends nothing back. Every list it keeps is bounded. */
+ * It only listens: the WebSocket carries events from the dashboard server (snapshot, status, decision, early,
+ * accuracy, alerts, model) and the page sends nothing back. Every list it keeps is bounded.
+ * Early decisions: a provisional row (.dec.early, data-key = the word's window start) shows the word's top
+ * candidate as it firms up (one step per delay, onset + 0.5 .. 2.0 s); the final decision replaces it in place
+ * (.dec.word) and keeps the steps as its trail. */
 "use strict";
 
 (function () {
@@ -12,7 +15,7 @@
 
   const S = {
     ws: null, state: "unknown", stateSince: null, status: {}, statusAt: null, model: null, series: [],
-    counts: { word: 0, sliding: 0 }, alerts: { active: [], log: [] }, retry: 0, lastFlags: [],
+    counts: { word: 0, sliding: 0, word_early: 0 }, alerts: { active: [], log: [] }, retry: 0, lastFlags: [],
     measuredRate: null, decisionRate: null, dirtyPlots: true, ready: false, missed: 0,
   };
   const $ = (id) => document.getElementById(id);
@@ -112,6 +115,7 @@
     tile("t-uptime", dur(h.uptime_s), "losses " + (h.losses || 0) + " · reconnects " + (h.reconnects || 0));
     const dec = h.decisions || {};
     tile("t-decisions", String(num(dec)), "word " + (dec.word || 0) + " · sliding " + (dec.sliding || 0) +
+      (dec.word_early !== undefined ? " · early " + dec.word_early : "") +
       (S.decisionRate ? " · " + S.decisionRate.toFixed(1) + "/s" : ""));
     tile("t-dropped", String(h.dropped_samples || 0), "samples · " + (h.n_gaps || 0) + " gaps",
       h.dropped_samples ? "warn" : null);
@@ -149,14 +153,38 @@
   }
 
   // ------------------------------------------------------------------ accuracy
+  function renderEarlyAccuracy(box, acc) {
+    const rows = (acc && acc.early) || [];
+    if (!rows.length) return;
+    const t = el("table", "early-acc");
+    const head = el("tr");
+    const k = rows[0].rows[rows[0].rows.length - 1].k;
+    head.append(el("th", null, "provisional at"), el("th", null, "n"), el("th", null, "top-1"),
+      el("th", null, "top-" + k));
+    t.append(head);
+    for (const r of rows) {
+      const tr = el("tr");
+      tr.dataset.delay = r.delay_s;
+      tr.append(el("td", null, delayText(r.delay_s)), el("td", null, r.n));
+      for (const s of r.rows) {
+        const td = el("td", null, pct(s.rate));
+        if (s.ci) td.title = "95 % CI " + pct(s.ci[0]) + " – " + pct(s.ci[1]) + " · chance " + pct(s.chance);
+        tr.append(td);
+      }
+      t.append(tr);
+    }
+    box.append(el("h3", "early-acc-title", "Provisional decisions by delay after the word onset"), t);
+  }
+
   function renderAccuracy(acc) {
     const box = $("accuracy");
-    if (!acc || !acc.n) {
+    if (!acc || (!acc.n && !(acc.early || []).length)) {
       box.replaceChildren(el("p", "empty", "no word-locked decision with a truth yet"));
       return;
     }
     box.replaceChildren();
-    for (const r of acc.rows) {
+    if (!acc.n) box.append(el("p", "empty", "no final word-locked decision with a truth yet"));
+    for (const r of acc.n ? acc.rows : []) {
       const row = el("div", "acc-row");
       row.dataset.k = r.k;
       const head = el("div", "acc-head");
@@ -190,9 +218,96 @@
       row.append(head, scale);
       box.append(row);
     }
+    renderEarlyAccuracy(box, acc);
   }
 
   // ------------------------------------------------------------------ decisions
+  function delayText(d) {
+    return d === null || d === undefined || !isFinite(d) ? "+? s" : "+" + Number(d).toFixed(1) + " s";
+  }
+  function rankClass(rank, hasTruth) {
+    return !hasTruth ? "notruth" : rank === 1 ? "hit-top1" : rank !== null && rank <= 10 ? "hit-topk" : "miss";
+  }
+  // a provisional decision as the compact step the server keeps with its word (from an "early" event or a snapshot)
+  function toStep(e) {
+    if (!e.topk) return e;
+    const top = e.topk[0] || {};
+    return { seq: e.seq, delay_s: e.delay_s, key: e.key, t: e.t, id: top.id, word: top.word, prob: top.prob,
+      truth: e.truth, truth_rank: e.truth_rank, latency_ms: e.latency_ms };
+  }
+  function stepItem(st) {
+    const hasTruth = !!(st.truth && st.truth.segment_id);
+    const li = el("li", "step " + rankClass(st.truth_rank, hasTruth));
+    li.dataset.delay = st.delay_s;
+    li.dataset.id = st.id || "";
+    li.dataset.seq = st.seq;
+    li.title = "provisional #" + st.seq + " at onset " + delayText(st.delay_s) + (hasTruth ? " · truth at rank " +
+      (st.truth_rank === null ? ">10" : st.truth_rank) : "") + " · latency " + ms(st.latency_ms);
+    li.append(el("span", "sd", delayText(st.delay_s)), el("span", "sw", st.word || st.id || "—"),
+      el("span", "sp", probText(st.prob)));
+    return li;
+  }
+  function trail(steps, final) {
+    const ol = el("ol", "early-trail");
+    for (const st of steps) ol.append(stepItem(st));
+    if (final) {
+      const li = el("li", "step final");
+      li.append(el("span", "sd", "final"), el("span", "sw", final.word || final.id || "—"),
+        el("span", "sp", probText(final.prob)));
+      ol.append(li);
+    }
+    return ol;
+  }
+  function findKey(cls, key) {
+    if (key === null || key === undefined) return null;
+    for (const r of $("ticker").querySelectorAll(".dec." + cls)) if (r.dataset.key === String(key)) return r;
+    return null;
+  }
+  function provisionalRow(st) {
+    const row = el("div", "dec early provisional");
+    row.dataset.key = st.key;
+    const head = el("div", "dec-head");
+    head.append(el("span", "seq", "word at " + clock(st.t)), el("span", "mark", "provisional"),
+      el("span", "lat", ""));
+    const body = el("div", "dec-body");
+    const truth = el("div", "truth");
+    const hasTruth = !!(st.truth && st.truth.segment_id);
+    truth.append(el("small", null, "heard"), el("span", "truth-word", hasTruth ? (st.truth.word || "?") : "—"));
+    const prov = el("div", "prov");
+    prov.append(el("small", null, "so far"), el("span", "prov-word", ""), el("span", "prov-delay", ""));
+    body.append(truth, prov);
+    row.append(head, body, el("ol", "early-trail"));
+    return row;
+  }
+  function addEarly(e, bulk) {
+    const st = toStep(e);
+    if (findKey("word", st.key)) return;  // its final decision is already shown
+    const t = $("ticker");
+    const empty = t.querySelector(".empty");
+    if (empty) empty.remove();
+    let row = findKey("early", st.key);
+    if (!row) {
+      row = provisionalRow(st);
+      t.prepend(row);
+      while (t.children.length > MAX_TICKER) t.lastChild.remove();
+    }
+    const ol = row.querySelector(".early-trail");
+    ol.append(stepItem(st));
+    const hasTruth = !!(st.truth && st.truth.segment_id);
+    row.className = "dec early provisional " + rankClass(st.truth_rank, hasTruth);
+    row.dataset.delay = st.delay_s;
+    row.querySelector(".prov-word").textContent = (st.word || st.id || "—") + " " + probText(st.prob);
+    row.querySelector(".prov-delay").textContent = "at onset " + delayText(st.delay_s);
+    row.querySelector(".lat").textContent = "latency " + ms(st.latency_ms);
+    if (!bulk) {
+      S.counts.word_early += 1;
+      S.series.push([st.t, st.latency_ms, null, "word_early"]);
+      if (S.series.length > MAX_SERIES) S.series.splice(0, S.series.length - MAX_SERIES);
+      S.dirtyPlots = true;
+    }
+    renderCounts();
+  }
+
   function wordRow(d) {
     const rank = d.truth_rank;
     const hasTruth = !!(d.truth && d.truth.segment_id);
@@ -228,6 +343,8 @@
     else if (hasTruth && rank !== null && rank > SHOWN_CANDIDATES) ol.append(el("li", "cr", "truth at rank " + rank));
     body.append(truth, ol);
     row.append(head, body);
+    row.dataset.key = d.key === null || d.key === undefined ? "" : d.key;
+    if (d.early && d.early.length) row.append(trail(d.early, d.topk[0]));
     return row;
   }
 
@@ -245,7 +362,9 @@
       const t = $("ticker");
       const empty = t.querySelector(".empty");
       if (empty) empty.remove();
-      t.prepend(wordRow(d));
+      const prov = findKey("early", d.key);
+      if (prov) prov.replaceWith(wordRow(d));  // the word's row keeps its place: provisional, then final
+      else t.prepend(wordRow(d));
       while (t.children.length > MAX_TICKER) t.lastChild.remove();
       S.counts.word += bulk ? 0 : 1;
     } else {
@@ -260,7 +379,12 @@
       if (S.series.length > MAX_SERIES) S.series.splice(0, S.series.length - MAX_SERIES);
       S.dirtyPlots = true;
     }
-    $("ticker-count").textContent = S.counts.word + " received";
+    renderCounts();
+  }
+
+  function renderCounts() {
+    $("ticker-count").textContent = S.counts.word + " received" +
+      (S.counts.word_early ? " · " + S.counts.word_early + " provisional" : "");
     $("sliding-count").textContent = S.counts.sliding + " received";
   }
 
@@ -298,7 +422,7 @@
     ctx.fillText("now", w - R - 20, h - 4);
     const x = (t) => L + (w - L - R) * (1 - (now - t) / span);
     const y = (v) => T + (h - T - B) * (1 - Math.min(v, ymax) / ymax);
-    const colours = { word: "#2457a6", sliding: "#9aa6bd" };
+    const colours = { word: "#2457a6", sliding: "#9aa6bd", word_early: "#8e44ad" };
     for (const p of pts) {
       if (p[1] === null) continue;
       ctx.fillStyle = colours[p[3]] || "#333";
@@ -336,7 +460,7 @@
     ctx.fillText(hi.toFixed(0) + " ms", w - R - 40, h - 4);
     ctx.fillText("n=" + vals.length, 2, T + 8);
     const proc = S.series.map((p) => p[2]).filter((v) => v !== null && isFinite(v)).sort((a, b) => a - b);
-    $("lat-legend").textContent = "latency (dots; blue word, grey sliding): p50 " + ms(quantile(vals, 0.5)) +
+    $("lat-legend").textContent = "latency (dots; blue word, purple provisional, grey sliding): p50 " + ms(quantile(vals, 0.5)) +
       " · p95 " + ms(quantile(vals, 0.95)) + " · max " + ms(vals[vals.length - 1]) +
       "  —  processing (orange line): p50 " + ms(quantile(proc, 0.5)) + " · p95 " + ms(quantile(proc, 0.95));
   }
@@ -416,12 +540,15 @@
         S.model = ev.model;
         S.alerts = ev.alerts;
         S.series = ev.series || [];
-        S.counts = { word: ev.counts.word, sliding: ev.counts.sliding };
+        S.counts = { word: ev.counts.word, sliding: ev.counts.sliding, word_early: ev.counts.word_early || 0 };
         $("ticker").replaceChildren();
         $("sliding").replaceChildren();
         for (const d of ev.sliding || []) addDecision(d, true);
         for (const d of ev.words || []) addDecision(d, true);
-        if (!(ev.words || []).length) $("ticker").append(el("p", "empty", "waiting for word-locked decisions…"));
+        for (const p of ev.early_pending || []) for (const st of p.steps) addEarly(st, true);
+        if (!(ev.words || []).length && !(ev.early_pending || []).length) {
+          $("ticker").append(el("p", "empty", "waiting for word-locked decisions…"));
+        }
         $("endpoint").textContent = ev.endpoint || "the service";
         applyStatus(ev.status);
         renderAccuracy(ev.accuracy);
@@ -430,6 +557,7 @@
         break;
       case "status": applyStatus(ev); break;
       case "decision": addDecision(ev.decision, false); break;
+      case "early": addEarly(ev.early, false); break;
       case "accuracy": renderAccuracy(ev.accuracy); break;
       case "alerts": S.alerts = ev; renderAlerts(); break;
       case "model": S.model = ev.model || S.model; renderState(); renderQuality(); break;
