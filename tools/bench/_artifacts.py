@@ -5,6 +5,10 @@ The cost of the encoder does not depend on its weights, so an untrained network 
 own exporter (:func:`neurospeech.models.export.export_onnx`) measures exactly what a trained one costs. The
 scoring representation is the trainer's default (64 PCA components, ``time_pool`` 7: 64 x 49 per candidate).
 Artifacts are cached in ``<workdir>/<preset>-<key>/`` (torch is needed only to build them).
+
+``early=True`` builds the same encoder with early decisions (:mod:`neurospeech.early`): the learned *unseen*
+vector in its graph and ``early_decisions`` declared in its contract, so the service makes a provisional
+decision at word onset + 0.5, 1.0, 1.5 and 2.0 s for every word marker (cached in ``<preset>-early-<key>/``).
 """
 
 from __future__ import annotations
@@ -38,14 +42,20 @@ def build_artifacts(
     score_dim: int = 64,
     time_pool: int = 7,
     seed: int = 0,
+    early: bool = False,
 ) -> dict[str, Any]:
-    """Export (or reuse) ``model.onnx`` + ``bank.npz`` for ``preset``; returns paths and provenance."""
+    """Export (or reuse) ``model.onnx`` + ``bank.npz`` for ``preset``; returns paths and provenance.
+
+    ``early``: the encoder accepts NaN-masked partial windows and its contract declares ``early_decisions``
+    (default delays); the returned dict then has ``early_delays_s``.
+    """
     # the last item is the artifact version: bump it when the export changes (3: opset 20, Gelu nodes; 4: the
     # 1x1 ConvTranspose head exported as a Conv)
-    key = hashlib.sha256(
-        json.dumps([preset, n_candidates, n_channels, sfreq, score_dim, time_pool, seed, 4]).encode()
-    ).hexdigest()[:10]
-    d = Path(workdir) / f"{preset}-{key}"
+    parts: list[Any] = [preset, n_candidates, n_channels, sfreq, score_dim, time_pool, seed, 4]
+    if early:  # additive: the key (and the cache folder) of a model without early decisions is unchanged
+        parts.append("early")
+    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:10]
+    d = Path(workdir) / (f"{preset}-early-{key}" if early else f"{preset}-{key}")
     info_path = d / "artifacts.json"
     if info_path.is_file():
         info = json.loads(info_path.read_text())
@@ -60,6 +70,7 @@ def build_artifacts(
     import torch
 
     from ...contract import ChannelSpec, ModelContract, SpeechSpec
+    from ...early import DEFAULT_DELAYS, contract_entry
     from ...models.encoder import BrainEncoder, count_macs, normalise_positions, preset_config
     from ...models.export import export_onnx
     from ...preprocessing import (
@@ -80,7 +91,7 @@ def build_artifacts(
     scaler = RobustScaler.fit(preprocess_window(raw_w[valid], window))
     n_frames = window.n_times // time_pool
     contract = ModelContract(
-        model_id=f"bench-{preset}-untrained-{key}",
+        model_id=f"bench-{preset}{'-early' if early else ''}-untrained-{key}",
         preset=preset,
         channels=[
             ChannelSpec(n, "mag", "T", (float(p[0]), float(p[1]))) for n, p in zip(names, pos, strict=True)
@@ -94,9 +105,11 @@ def build_artifacts(
         output={"name": "latent", "shape": [score_dim, n_frames]},
         inputs={"brain": "brain", "subject": None},
         training={"note": "untrained weights: benchmark of cost only"},
+        early_decisions=contract_entry(DEFAULT_DELAYS) if early else {},
     )
     torch.manual_seed(seed)
-    model = BrainEncoder(preset_config(preset), normalise_positions(pos), 1, score_dim, time_pool).eval()
+    config = preset_config(preset, early_decisions=True) if early else preset_config(preset)
+    model = BrainEncoder(config, normalise_positions(pos), 1, score_dim, time_pool).eval()
     macs = count_macs(model, window.n_times)
     exp = export_onnx(model, contract, d / "model.onnx", subject_index=0)
     rng = np.random.default_rng(seed + 7)
@@ -131,6 +144,7 @@ def build_artifacts(
         "macs": macs,
         "model_mb": (d / "model.onnx").stat().st_size / 1e6,
         "bank_mb": (d / "bank.npz").stat().st_size / 1e6,
+        **({"early_delays_s": list(DEFAULT_DELAYS)} if early else {}),
     }
     info_path.write_text(json.dumps(info, indent=1, default=str))
     log.info("built %s artifacts in %s", preset, d)

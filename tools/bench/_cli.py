@@ -88,7 +88,14 @@ def bench() -> None:
     help="Also measure each configuration with its encoder quantized to int8 (`neurospeech quantize`, "
     "calibrated on the benchmark recording).",
 )
-def latency(workdir: Path, out: Path | None, presets: str, bank_rank: str, **opts) -> None:
+@click.option(
+    "--early-presets",
+    default="efficient",
+    show_default=True,
+    help="Presets also measured with early decisions (row <preset>+early: the encoder exported with early "
+    "decisions, word markers every 0.7 s, four provisional decisions per word); '' for none.",
+)
+def latency(workdir: Path, out: Path | None, presets: str, bank_rank: str, early_presets: str, **opts) -> None:
     """End-to-end latency (p50/p99 at a 0.1 s hop), service CPU/RSS (0.25 s hop) and decode-file speed.
 
     A 275-channel 1200 Hz synthetic MEG stream (replay subprocess) feeds `neurospeech serve` (subprocess);
@@ -110,6 +117,7 @@ def latency(workdir: Path, out: Path | None, presets: str, bank_rank: str, **opt
         workdir=workdir,
         presets=tuple(p.strip() for p in presets.split(",") if p.strip()),
         bank_ranks=ranks,
+        early_presets=tuple(p.strip() for p in early_presets.split(",") if p.strip()),
         **opts,
     )
     r = run_latency(s)

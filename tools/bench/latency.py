@@ -7,6 +7,17 @@ Latency = receipt time at the subscriber - LSL stamp of the newest raw sample th
 (``t_newest_sample``), both on this machine's LSL clock. CPU is the service process's user+system time over
 the measurement divided by wall time (100% = one core); RSS from psutil. ``decode-file`` runs the same
 pipeline over a 60 s FIF of the same data as fast as it can (x real time from its own summary).
+
+Early decisions (``early_presets``, default ``efficient``; row ``<preset>+early``): the same encoder exported
+with early decisions declared in its contract (:func:`~neurospeech.tools.bench._artifacts.build_artifacts`
+``early=True``), served with the word-marker stream (a marker every 0.7 s naming a bank candidate), so each word
+gets a word-locked decision and four provisional ones (onset + 0.5, 1.0, 1.5, 2.0 s): five more encoder calls
+per word on top of the sliding ones. Its latency columns are still those of the sliding decisions (the
+decisions the budget is about, now queued behind the word and early jobs); the latency of the ``word_early``
+and ``word`` messages (receipt - newest sample they used) and their rates are in the JSON
+(``early_latency_ms``, ``word_latency_ms``, ``rates_per_s``) and in a line under the table. The other rows
+are served with ``--no-markers``, as before. decode-file of an early row runs with ``--events`` (the same
+markers as an events table), so its x real time includes the word and early decisions.
 """
 
 from __future__ import annotations
@@ -48,6 +59,7 @@ class LatencySettings:
     skip_live: bool = False
     bank_ranks: tuple[int, ...] = (0,)
     int8: bool = False
+    early_presets: tuple[str, ...] = ("efficient",)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -55,16 +67,26 @@ def _pct(x: list[float], q: float) -> float | None:
     return float(np.percentile(np.asarray(x), q)) if x else None
 
 
-def measure_service(svc: dict[str, Any], warmup_s: float, measure_s: float) -> dict[str, Any]:
-    """Subscribe to a running service; latency of sliding decisions, CPU and RSS over ``measure_s``."""
-    from ...service.client import Subscriber, request_state
+def _lat(x: list[float]) -> dict[str, Any]:
+    return {"p50": _pct(x, 50), "p90": _pct(x, 90), "p99": _pct(x, 99), "max": max(x) if x else None, "n": len(x)}
+
+
+def measure_service(svc: dict[str, Any], warmup_s: float, measure_s: float, early: bool = False) -> dict[str, Any]:
+    """Subscribe to a running service; latency of sliding decisions, CPU and RSS over ``measure_s``.
+
+    ``early``: subscribe to the ``word_early`` topic too and report the latency of the provisional decisions
+    (``early_latency_ms``, all delays, and ``early_latency_ms_by_delay``) and of the word-locked ones.
+    """
+    from ...service.client import ALL_TOPICS, DEFAULT_TOPICS, Subscriber, request_state
 
     wait_running(svc)
     lat: list[float] = []
     proc_ms: list[float] = []
     word_lat: list[float] = []
+    early_lat: dict[float, list[float]] = {}
+    early_proc: list[float] = []
     last_status: dict[str, Any] = {}
-    with Subscriber(svc["pub"]) as sub:
+    with Subscriber(svc["pub"], topics=ALL_TOPICS if early else DEFAULT_TOPICS) as sub:
         end_warm = time.monotonic() + warmup_s
         while time.monotonic() < end_warm:
             sub.recv(timeout=0.2)
@@ -83,6 +105,11 @@ def measure_service(svc: dict[str, Any], warmup_s: float, measure_s: float) -> d
                     (lat if m.get("kind") == "sliding" else word_lat).append(m.latency * 1000)
                 if isinstance(m.get("processing_ms"), (int, float)):
                     proc_ms.append(float(m["processing_ms"]))
+            elif m.kind == "word_early":
+                if m.latency is not None and m.delay_s is not None:
+                    early_lat.setdefault(m.delay_s, []).append(m.latency * 1000)
+                if isinstance(m.get("processing_ms"), (int, float)):
+                    early_proc.append(float(m["processing_ms"]))
             elif m.kind == "status":
                 last_status = m.header
         cpu = sampler.cpu_percent()
@@ -92,16 +119,17 @@ def measure_service(svc: dict[str, Any], warmup_s: float, measure_s: float) -> d
     skipped = None
     if last_status and status0:
         skipped = int(last_status.get("skipped_decisions", 0)) - int(status0.get("skipped_decisions", 0))
+    all_early = [v for d in sorted(early_lat) for v in early_lat[d]]
     return {
         "decisions": n_dec,
         "sliding_with_latency": len(lat),
-        "latency_ms": {
-            "p50": _pct(lat, 50),
-            "p90": _pct(lat, 90),
-            "p99": _pct(lat, 99),
-            "max": max(lat) if lat else None,
-            "n": len(lat),
-        },
+        "latency_ms": _lat(lat),
+        "word_latency_ms": _lat(word_lat),
+        **({"early_latency_ms": _lat(all_early),
+            "early_latency_ms_by_delay": {f"{d:g}": _lat(early_lat[d]) for d in sorted(early_lat)},
+            "early_processing_ms": {"p50": _pct(early_proc, 50), "p99": _pct(early_proc, 99)}} if early else {}),
+        "rates_per_s": {"sliding": len(lat) / measure_s, "word": len(word_lat) / measure_s,
+                        "word_early": len(all_early) / measure_s},
         "processing_ms": {"p50": _pct(proc_ms, 50), "p99": _pct(proc_ms, 99)},
         "cpu_percent_one_core": cpu,
         "rss_mb": rss,
@@ -137,16 +165,38 @@ def _fif(workdir: Path, seconds: float) -> Path:
     return p
 
 
+def _events_tsv(workdir: Path, seconds: float) -> Path:
+    """The synthetic stream's word markers (:func:`~neurospeech.tools.bench._synthetic.word_markers`) as an
+    events table for ``decode-file --events``."""
+    from ._artifacts import bank_entries
+    from ._synthetic import word_markers
+
+    # not named like the FIF's BIDS events table (bench_meg_60s_events.tsv), which decode-file would pick up by
+    # itself for every configuration: only the early rows get it (--events)
+    p = workdir / f"bench_words_{int(seconds)}s.tsv"
+    if not p.is_file():
+        rows = ["onset\tduration\ttrial_type\tsound\tsound_time\tword\tsentence"]
+        for m in word_markers(seconds, 1200.0, bank_entries(200)):
+            pl = m.payload
+            rows.append(f"{m.sample / 1200.0:.6f}\t0.3\tword\t{pl['sound']}\t{pl['sound_time']}\t{pl['word']}\t"
+                        f"{pl['sentence']}")
+        p.write_text("\n".join(rows) + "\n")
+    return p
+
+
 def decode_file_run(workdir: Path, art: dict[str, Any], seconds: float, hop: float, threads: int) -> dict[str, Any]:
     """One ``neurospeech decode-file`` run on the synthetic FIF (a fresh process, the plain CLI): its real-time
-    factor (decode loop), process wall time and summary; ``{"error": ...}`` when it fails."""
+    factor (decode loop), process wall time and summary; ``{"error": ...}`` when it fails. An early-decision
+    artifact (``art["early"]``) runs with the word events of the synthetic markers (``--events``)."""
     fif = _fif(workdir, seconds)
-    tag = "-int8" if art.get("quantized") else ""
+    tag = ("-int8" if art.get("quantized") else "") + ("-early" if art.get("early") else "")
     out = workdir / f"decisions-{art['preset']}-r{art.get('bank_rank', 0)}{tag}.jsonl"
     cmd = [
         sys.executable, "-m", "neurospeech", "-q", "decode-file", str(fif), "--model", art["model"],
         "--bank", art["bank"], "--out", str(out), "--hop", str(hop), "--threads", str(threads),
     ]
+    if art.get("early"):
+        cmd += ["--events", str(_events_tsv(workdir, seconds))]
     # the plain CLI as users run it: it limits numpy's BLAS threads itself (ServeSettings.blas_threads)
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     t0 = time.monotonic()
@@ -179,16 +229,18 @@ def summarise_decode_file(runs: list[dict[str, Any]], seconds: float, hop: float
         "x_realtime_incl_startup": float(np.median([seconds / r["process_wall_s"] for r in ok])),
         "read_s_runs": [r["summary"].get("read_s") for r in ok],
         "summary": {
-            k: last.get(k) for k in ("decisions", "n_sliding", "n_word", "read_s", "wall_s", "seconds") if k in last
+            k: last.get(k)
+            for k in ("decisions", "markers", "word_locked", "read_s", "wall_s", "seconds")
+            if k in last
         },
         **({"errors": errors} if errors else {}),
     }
 
 
-def config_label(preset: str, rank: int, int8: bool = False) -> str:
+def config_label(preset: str, rank: int, int8: bool = False, early: bool = False) -> str:
     """Row label of a preset with a bank of ``rank`` (0 = exact bank, label = preset name), ``+int8`` when
-    the encoder is quantized."""
-    return (preset if not rank else f"{preset}@r{rank}") + ("+int8" if int8 else "")
+    the encoder is quantized, ``+early`` with early decisions (and word markers)."""
+    return (preset if not rank else f"{preset}@r{rank}") + ("+int8" if int8 else "") + ("+early" if early else "")
 
 
 def run_latency(s: LatencySettings) -> dict[str, Any]:
@@ -207,6 +259,10 @@ def run_latency(s: LatencySettings) -> dict[str, Any]:
             arts[config_label(p, rank)] = a
             if s.int8:
                 arts[config_label(p, rank, True)] = quantized_artifacts(a, _fif(s.workdir, s.decode_file_seconds))
+    for p in s.early_presets:  # beside today's configurations, in the same run (issue 18, part 3)
+        base = build_artifacts(s.workdir, p, n_candidates=s.n_candidates, early=True)
+        arts[config_label(p, 0, early=True)] = {**base, "bank_rank": 0, "early": True}
+    any_early = any(a.get("early") for a in arts.values())
     result: dict[str, Any] = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()},
         "machine": {
@@ -220,6 +276,7 @@ def run_latency(s: LatencySettings) -> dict[str, Any]:
                 for k in (
                     "model_sha256", "macs", "model_mb", "bank_mb", "output_shape", "n_candidates",
                     "bank_rank", "bank_energy_kept", "bank_macs_per_decision", "bank_note", "quantized",
+                    "early_delays_s",
                 )
                 if k in a
             }
@@ -237,16 +294,21 @@ def run_latency(s: LatencySettings) -> dict[str, Any]:
     for p in arts:
         result["presets"][p] = {}
     if not s.skip_live:
-        with stream(s.workdir, chunk=s.chunk_s) as st:
-            result["stream"] = {"name": st["name"], "channels": 275, "sfreq": 1200.0, "chunk_s": s.chunk_s}
+        # one stream for every row; with word markers when a row has early decisions (the other rows' services
+        # ignore them: --no-markers, as before)
+        with stream(s.workdir, chunk=s.chunk_s, markers=any_early) as st:
+            result["stream"] = {"name": st["name"], "channels": 275, "sfreq": 1200.0, "chunk_s": s.chunk_s,
+                                "word_markers_every_s": 0.7 if any_early else None}
             for p in arts:
                 r: dict[str, Any] = {}
+                early = bool(arts[p].get("early"))
                 for label, hop in (("latency_hop", s.latency_hop), ("cpu_hop", s.cpu_hop)):
                     log.info("preset %s, hop %g s: measuring %g s", p, hop, s.measure_s)
                     with service(
-                        s.workdir, arts[p]["model"], arts[p]["bank"], st["name"], hop, s.threads, tag=f"{p}-{hop}"
+                        s.workdir, arts[p]["model"], arts[p]["bank"], st["name"], hop, s.threads,
+                        markers=early, tag=f"{p}-{hop}",
                     ) as svc:
-                        m = measure_service(svc, s.warmup_s, s.measure_s)
+                        m = measure_service(svc, s.warmup_s, s.measure_s, early=early)
                     m["hop"] = hop
                     r[label] = m
                 result["presets"][p] = r
@@ -261,6 +323,10 @@ def run_latency(s: LatencySettings) -> dict[str, Any]:
         for p in arts:
             result["presets"][p]["decode_file"] = summarise_decode_file(runs[p], s.decode_file_seconds, s.cpu_hop)
     result["machine"]["load_avg_end"] = os.getloadavg()
+    result["early_over_today"] = {
+        lab: _over(result["presets"][lab], result["presets"].get(lab[: -len("+early")]) or {})
+        for lab, a in arts.items() if a.get("early") and lab[: -len("+early")] in result["presets"]
+    }
     if "efficient" in result["presets"] and "paper" in result["presets"] and not s.skip_live:
         e, pp = result["presets"]["efficient"], result["presets"]["paper"]
 
@@ -285,6 +351,27 @@ def run_latency(s: LatencySettings) -> dict[str, Any]:
             ),
         }
     return result
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    return float(a) / float(b) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
+
+
+def _over(e: dict[str, Any], t: dict[str, Any]) -> dict[str, float | None]:
+    """Ratios early row / today's row of the same preset (same run)."""
+
+    def get(r: dict[str, Any], *path: str) -> Any:
+        for k in path:
+            r = r.get(k) if isinstance(r, dict) else None  # type: ignore[assignment]
+        return r
+
+    return {
+        "latency_p50": _ratio(get(e, "latency_hop", "latency_ms", "p50"), get(t, "latency_hop", "latency_ms", "p50")),
+        "latency_p99": _ratio(get(e, "latency_hop", "latency_ms", "p99"), get(t, "latency_hop", "latency_ms", "p99")),
+        "cpu_percent": _ratio(get(e, "cpu_hop", "cpu_percent_one_core"), get(t, "cpu_hop", "cpu_percent_one_core")),
+        "rss_mb": _ratio(get(e, "cpu_hop", "rss_mb"), get(t, "cpu_hop", "rss_mb")),
+        "decode_file_x_realtime": _ratio(get(e, "decode_file", "x_realtime"), get(t, "decode_file", "x_realtime")),
+    }
 
 
 def _f(v: Any, fmt: str = "{:.1f}") -> str:
@@ -333,6 +420,18 @@ def format_table(r: dict[str, Any]) -> str:
             "paper / efficient: "
             + ", ".join(f"{k} {_f(v, '{:.2f}')}" for k, v in r["paper_over_efficient"].items())
         )
+    for lab, ratios in (r.get("early_over_today") or {}).items():
+        lines.append(f"{lab} / {lab[: -len('+early')]}: " + ", ".join(f"{k} {_f(v, '{:.2f}')}"
+                                                                    for k, v in ratios.items()))
+    for p, v in r["presets"].items():
+        a = v.get("latency_hop") or {}
+        if "early_latency_ms" in a:
+            el, wl, rt = a["early_latency_ms"], a["word_latency_ms"], a["rates_per_s"]
+            lines.append(
+                f"{p} @{hop_l}: word_early latency p50 {_f(el.get('p50'))} / p99 {_f(el.get('p99'))} ms "
+                f"(n={el.get('n')}), word p50 {_f(wl.get('p50'))} / p99 {_f(wl.get('p99'))} ms (n={wl.get('n')}); "
+                f"per s: {rt['sliding']:.1f} sliding, {rt['word']:.2f} word, {rt['word_early']:.2f} word_early"
+            )
     if r.get("bank_note") and any(r["settings"].get("bank_ranks") or ()):
         lines.append("bank: " + r["bank_note"])
     m = r["machine"]
