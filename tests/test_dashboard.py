@@ -510,6 +510,11 @@ def test_page_shows_provisional_decisions_firming_up_then_the_final(tmp_path):
                             "#accuracy .early-acc tr[data-delay]",
                             "r => r.map(e => [e.dataset.delay, e.children[1].textContent])")
                         assert rows == [["0.5", "2"], ["1", "1"], ["1.5", "1"], ["2", "1"]]
+                        heads = page.eval_on_selector_all("#accuracy .early-acc th", "h => h.map(e => e.textContent)")
+                        assert heads == ["provisional at", "n", "top-1", "top-3"]  # k: the finals' top-k length
+                        assert page.eval_on_selector_all("#accuracy .early-acc tr[data-delay='1.5'] td",
+                                                         "d => d.map(e => e.textContent)") == ["+1.5 s", "1", "100 %",
+                                                                                               "100 %"]
                         # a page opened now shows the same from its first snapshot
                         late = browser.new_page(viewport={"width": 1400, "height": 1000})
                         late.on("pageerror", lambda e: errors.append(f"late page error: {e}"))

@@ -158,9 +158,8 @@
     if (!rows.length) return;
     const t = el("table", "early-acc");
     const head = el("tr");
-    const k = rows[0].rows[rows[0].rows.length - 1].k;
-    head.append(el("th", null, "provisional at"), el("th", null, "n"), el("th", null, "top-1"),
-      el("th", null, "top-" + k));
+    head.append(el("th", null, "provisional at"), el("th", null, "n"));
+    for (const s of rows[0].rows) head.append(el("th", null, "top-" + s.k));
     t.append(head);
     for (const r of rows) {
       const tr = el("tr");
