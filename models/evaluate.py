@@ -17,6 +17,10 @@ Methods in one report:
 - ``random``: random scores; ``frequency``: a frequency-only decoder (candidates scored by how often their
   word occurs in training).
 
+Windows (``data_cache``, as in training): all in memory, or, for a corpus larger than memory, cut ``batch_size`` at a
+time from the memory-mapped preprocessed-recording cache (:func:`neurospeech.models._stream.stream_segments`); the
+report is the same either way.
+
 The contrastive runs' top-10 ratios to the tuned ridge (and to their MSE twin) come with paired bootstrap
 intervals. Writes ``report.json``, ``report.md``, ``curves.png`` and ``topk.png``.
 
