@@ -87,9 +87,12 @@ def train(config: Path | None, sets: tuple[str, ...], subjects: tuple[str, ...],
               help="Channel PCA components of the ridge baseline.")
 @click.option("--feature-cache", type=click.Path(file_okay=False), default=None,
               help="Feature cache (default: $NEUROSPEECH_CACHE or ~/.cache/neurospeech/features).")
+@click.option("--data-cache", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Cut windows from the memory-mapped preprocessed-recording cache (on: memory bounded by "
+                   "batches, any corpus size), all in memory (off), or on for a public corpus only (auto).")
 def evaluate(runs: tuple[str, ...], out: str, data: str | None, ridge: bool, random: bool,
              max_ridge_windows: int, ridge_components: int, feature_cache: str | None,
-             data_format: str | None) -> None:
+             data_format: str | None, data_cache: str) -> None:
     """Evaluate RUNS (and baselines) on the test split: JSON + markdown report + plots in OUT.
 
     Give the contrastive run first; a run trained with --loss mse is the paper's regression "Base". The
@@ -100,7 +103,7 @@ def evaluate(runs: tuple[str, ...], out: str, data: str | None, ridge: bool, ran
 
     rep = run_eval(EvalConfig(runs=list(runs), out=out, data=data, ridge=ridge, random=random,
                               max_ridge_windows=max_ridge_windows, ridge_components=ridge_components,
-                              feature_cache=feature_cache, data_format=data_format))
+                              feature_cache=feature_cache, data_format=data_format, data_cache=data_cache))
     click.echo((Path(out) / "report.md").read_text())
     del rep
 
@@ -134,10 +137,13 @@ def export(run: str, out: str, subject: str | None, metrics: str | None) -> None
 @click.option("--split", type=click.Choice(["test", "val", "train", "all"]), default="test",
     show_default=True)
 @click.option("--feature-cache", type=click.Path(file_okay=False), default=None)
+@click.option("--data-cache", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Read each sound's targets memory-mapped from the target cache training streams from (on), "
+                   "compute them in memory one sound at a time (off), or on for a public corpus only (auto).")
 @click.option("--rank", type=click.IntRange(min=1), default=None,
               help="Compress the bank to this rank (low-rank basis; faster scoring). Default: exact bank.")
 def bank(model: str, data: str | None, out: str, split: str, feature_cache: str | None, rank: int | None,
-         data_format: str | None, audio: str | None, words: str | None) -> None:
+         data_format: str | None, audio: str | None, words: str | None, data_cache: str) -> None:
     """Build the candidate bank of MODEL from the stimuli and word events of DATA, or from the wavs of --audio
     and the word timings of --words (every word onset is a candidate)."""
     from .bank import build_bank
@@ -153,7 +159,7 @@ def bank(model: str, data: str | None, out: str, split: str, feature_cache: str 
     else:
         raise ConfigError("give either --data ROOT, or --audio DIR with --words FILE")
     b = build_bank(model, root, out, split=split, feature_cache=feature_cache, rank=rank, fmt=data_format,
-                   candidates=cand)
+                   candidates=cand, data_cache=data_cache)
     comp = b.header.get("compression")
     extra = (f", rank {comp['rank']} ({100 * comp['energy']:.2f}% energy kept)" if comp else "")
     click.echo(f"wrote {out}: {len(b)} candidates, features {b.features.shape}{extra}, "

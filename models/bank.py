@@ -64,10 +64,22 @@ def word_candidates(root: str | Path, split: str | None = "test", fmt: str | Non
     }
 
 
+def _cache_on(data_cache: str, root: Path, fmt: str | None, given: bool) -> bool:
+    """Whether ``build_bank`` reads targets from the memory-mapped target cache (see its ``data_cache``)."""
+    from ..data.formats import BIDS, detect_format
+
+    if data_cache not in ("auto", "on", "off"):
+        raise ConfigError(f"data_cache must be 'auto', 'on' or 'off', got {data_cache!r}")
+    if data_cache != "auto":
+        return data_cache == "on"
+    return not given and (fmt or detect_format(root)) != BIDS
+
+
 def build_bank(model: str | Path, data: str | Path, out: str | Path | None = None, split: str = "test",
                feature_cache: str | Path | None = None, progress: bool = True,
                rank: int | None = None, fmt: str | None = None,
-               candidates: dict[str, np.ndarray] | None = None) -> CandidateBank:
+               candidates: dict[str, np.ndarray] | None = None, data_cache: str = "auto",
+               batch_size: int = 256) -> CandidateBank:
     """Build (and optionally save) the candidate bank of ``model`` from the stimuli of dataset ``data``.
 
     Parameters
@@ -89,6 +101,15 @@ def build_bank(model: str | Path, data: str | Path, out: str | Path | None = Non
     candidates : dict or None
         Candidates given directly (``neurospeech.data.formats.audio_word_candidates``: sounds relative to
         ``data``, a folder of wavs); None: the word events of the dataset ``data``.
+    data_cache : {'auto', 'on', 'off'}
+        ``on``: each sound's standardised, projected features are memory-mapped from the target cache that
+        training and ``evaluate`` stream from (``<feature cache>/recordings/targets``,
+        :class:`neurospeech.models._stream.TargetCache`), written there once if missing; ``off``: computed in
+        memory, one sound at a time; ``auto``: on for a public corpus, off for the project's BIDS and for
+        ``candidates`` given directly. Either way the candidates are cut and pooled ``batch_size`` at a time
+        into the bank's rows, so memory holds the bank plus one sound's features (tested equal).
+    batch_size : int
+        Candidates cut and pooled at a time.
     """
     from tqdm import tqdm
 
@@ -108,17 +129,31 @@ def build_bank(model: str | Path, data: str | Path, out: str | Path | None = Non
               "mean": contract.speech.mean, "std": contract.speech.std}
     targets = SpeechTargets.from_spec(root, speech, rep, cache)
     cand = candidates if candidates is not None else word_candidates(root, split, fmt)
+    if batch_size < 1:
+        raise ConfigError(f"bank batch_size must be at least 1 candidate, got {batch_size}; e.g. 256")
+    tcache = None
+    if _cache_on(data_cache, root, fmt, candidates is not None):
+        from ..data._cache import default_recording_cache_dir
+        from ._stream import TargetCache
+
+        tcache = TargetCache(targets, default_recording_cache_dir(feature_cache) / "targets")
     window = contract.window
     out_shape = [int(v) for v in contract.output["shape"]]
-    feats = np.empty((len(cand["ids"]), out_shape[0], window.n_times), dtype=np.float32)
+    pooled = np.empty((len(cand["ids"]), *out_shape), dtype=np.float32)
     for sound in tqdm(sorted(set(cand["sounds"].tolist())), desc="bank", unit="wav", disable=not progress):
-        f = targets(sound)
-        for i in np.flatnonzero(cand["sounds"] == sound):
-            feats[i] = speech_window(f, float(cand["sound_times"][i]), window)
-    pooled = targets.representation.pool(feats)
-    if list(pooled.shape[1:]) != out_shape:
-        raise DataFormatError(
-            f"bank segments have shape {pooled.shape[1:]} but the model outputs {out_shape}")
+        f = tcache.get(sound) if tcache is not None else targets(sound)
+        rows = np.flatnonzero(cand["sounds"] == sound)
+        for b in range(0, len(rows), batch_size):  # cut and pooled a batch at a time: (batch, F', n_times)
+            r = rows[b:b + batch_size]
+            p = targets.representation.pool(np.stack([speech_window(f, float(cand["sound_times"][i]), window)
+                                                      for i in r]))
+            if list(p.shape[1:]) != out_shape:
+                raise DataFormatError(
+                    f"bank segments have shape {list(p.shape[1:])} but the model outputs {out_shape}; the "
+                    "contract's speech representation does not match its output: re-export the model")
+            pooled[r] = p
+        targets._memo.pop(sound, None)  # one sound's features in memory at a time
+        del f
     bank = CandidateBank(
         features=normalise_candidates(pooled), ids=cand["ids"], words=cand["words"], sounds=cand["sounds"],
         sentences=cand["sentences"], sound_times=cand["sound_times"],

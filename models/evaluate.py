@@ -17,6 +17,10 @@ Methods in one report:
 - ``random``: random scores; ``frequency``: a frequency-only decoder (candidates scored by how often their
   word occurs in training).
 
+Windows (``data_cache``, as in training): all in memory, or, for a corpus larger than memory, cut ``batch_size`` at a
+time from the memory-mapped preprocessed-recording cache (:func:`neurospeech.models._stream.stream_segments`); the
+report is the same either way.
+
 The contrastive runs' top-10 ratios to the tuned ridge (and to their MSE twin) come with paired bootstrap
 intervals. Writes ``report.json``, ``report.md``, ``curves.png`` and ``topk.png``.
 
@@ -94,6 +98,14 @@ class EvalConfig:
         windows subtracted): reported as ``<run>+centred``.
     early_delays : list of float
         Decision delays (s after the word onset) of the accuracy-vs-delay curve (empty: no curve).
+    data_cache : {'auto', 'on', 'off'}
+        As in training (:func:`neurospeech.models._data.segment_source`): ``on`` cuts the test (and centring)
+        windows batch by batch from the memory-mapped preprocessed-recording cache
+        (:mod:`neurospeech.models._stream`), so memory does not grow with the test split's hours of signal;
+        ``off`` holds them all in memory; ``auto``: on for a public corpus, off for the project's BIDS. Both
+        give the same report (tested).
+    batch_size : int
+        Windows per forward pass; with ``data_cache`` on, the brain windows in memory at a time.
     progress : bool
         Progress bars.
     """
@@ -113,13 +125,19 @@ class EvalConfig:
     centered: bool = True
     progress: bool = True
     early_delays: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])
+    data_cache: str = "auto"
+    batch_size: int = 256
 
 
-def _candidates(ts: Any, info: Any, out_shape: tuple[int, int]) -> tuple[CandidateBank, np.ndarray]:
-    """Bank of the distinct test segments and the candidate index of every query."""
+def _candidates(ts: Any, info: Any, out_shape: tuple[int, int], batch: int = 256
+                ) -> tuple[CandidateBank, np.ndarray]:
+    """Bank of the distinct test segments and the candidate index of every query.
+
+    The targets are read ``batch`` rows at a time (a streamed set cuts and pools them per batch)."""
     uniq, first, inv = np.unique(ts.segment_id, return_index=True, return_inverse=True)
+    feats = np.concatenate([ts.speech[first[i:i + batch]] for i in range(0, len(first), batch)])
     bank = CandidateBank(
-        features=normalise_candidates(ts.speech[first]), ids=uniq.astype(str),
+        features=normalise_candidates(feats), ids=uniq.astype(str),
         words=ts.word[first].astype(str),
         sounds=info.sound[first].astype(str), sentences=info.sentence[first].astype(str),
         sound_times=info.sound_time[first].astype(np.float64), header={"output_shape": list(out_shape)},
@@ -206,6 +224,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
 
     if not cfg.runs:
         raise ConfigError("evaluate needs at least one run directory (neurospeech evaluate RUN [RUN ...])")
+    if cfg.batch_size < 1:
+        raise ConfigError(f"evaluate batch_size must be at least 1 window, got {cfg.batch_size}; e.g. 256")
     t0 = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -214,7 +234,10 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     cache = resolve_cache_dir(cfg.feature_cache)
     fmt = cfg.data_format or (None if cfg.data else loaded[0][2]["config"].get("data_format"))
     recordings = _data.find_recordings(root, None, None, fmt)
-    report: dict[str, Any] = {"data": str(root), "split": "test", "anchors": "word onsets", "methods": {}}
+    # windows all in memory, or cut batch by batch from the memory-mapped preprocessed-recording cache
+    seg_fn, seg_kw = _data.segment_source(cfg.data_cache, root, fmt, cfg.feature_cache)
+    report: dict[str, Any] = {"data": str(root), "split": "test", "anchors": "word onsets", "methods": {},
+                              "windows": "streamed from " + str(seg_kw["cache_dir"]) if seg_kw else "in memory"}
     test_cache: dict[str, Any] = {}
     histories: dict[str, list[dict[str, float]]] = {}
     first_targets = None
@@ -242,11 +265,11 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         key = json.dumps([meta["speech"], meta["representation"], meta["scalers"], subjects, meta["window"],
                           splits.to_dict()], sort_keys=True)
         if key not in test_cache:
-            ts, _, info = _data.segments(recs, targets, "test", "word", subjects, window, spec,
-                                         scalers=scalers, progress=cfg.progress, splits=splits)
-            test_cache[key] = (ts, info, _candidates(ts, info, tuple(meta["output_shape"])))
+            ts, _, info = seg_fn(recs, targets, "test", "word", subjects, window, spec,
+                                 scalers=scalers, progress=cfg.progress, splits=splits, **seg_kw)
+            test_cache[key] = (ts, info, _candidates(ts, info, tuple(meta["output_shape"]), cfg.batch_size))
         ts, info, (bank, true_idx) = test_cache[key]
-        z = predict(model, ts.brain, ts.subject, torch.device("cpu"))
+        z = predict(model, ts.brain, ts.subject, torch.device("cpu"), cfg.batch_size)
         scores = bank.scores(z)
         res = score_methods(scores, true_idx, bank.words, ts.word, ts.subject_name, cfg.n_boot, cfg.seed)
         res.update({"run": str(run_dir), "model_sha256": meta["training"]["model_sha256"], "loss": c["loss"],
@@ -272,13 +295,14 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             # hubness correction measured on held-out data: subtract each candidate's mean score over the
             # validation windows (a reference set the test never sees), then score the test queries again
             try:
-                va, _, _ = _data.segments(recs, targets, "val", "regular", subjects, window, spec,
-                                          scalers=scalers, progress=cfg.progress, splits=splits,
-                                          step=c.get("step", 0.5))
+                va, _, _ = seg_fn(recs, targets, "val", "regular", subjects, window, spec,
+                                  scalers=scalers, progress=cfg.progress, splits=splits,
+                                  step=c.get("step", 0.5), **seg_kw)
             except DataFormatError as exc:
                 log.warning("no validation windows for the centring reference: %s", exc)
             else:
-                ref_mean = bank.scores(predict(model, va.brain, va.subject, torch.device("cpu"))).mean(axis=0)
+                ref_mean = bank.scores(predict(model, va.brain, va.subject, torch.device("cpu"),
+                                               cfg.batch_size)).mean(axis=0)
                 cres = score_methods(scores - ref_mean[None, :], true_idx, bank.words, ts.word, ts.subject_name,
                                      cfg.n_boot, cfg.seed)
                 cres.update({"run": str(run_dir), "loss": c["loss"], "preset": c["preset"],
@@ -342,11 +366,14 @@ def _early_curve(model: Any, native: bool, ts: Any, bank: CandidateBank, true_id
 
     ranks: dict[float, np.ndarray] = {}
     for d in check_delays(cfg.early_delays, window):
-        x = mask_unseen(ts.brain, window, d)
-        if not native:
-            x[..., n_seen(window, d):] = 0.0
-        z = predict(model, x, ts.subject, torch.device("cpu"))
-        ranks[d] = rank_of_true(bank.scores(z), true_idx)
+        zs = []
+        b = cfg.batch_size
+        for i in range(0, len(ts), b):  # batch by batch: the windows may be streamed from the cache
+            x = mask_unseen(ts.brain[i:i + b], window, d)
+            if not native:
+                x[..., n_seen(window, d):] = 0.0
+            zs.append(predict(model, x, ts.subject[i:i + b], torch.device("cpu"), b))
+        ranks[d] = rank_of_true(bank.scores(np.concatenate(zs)), true_idx)
     ranks[float(window.tmax)] = full_ranks
     return delay_curve(ranks, true_idx, len(bank), cfg.n_boot, cfg.seed)
 

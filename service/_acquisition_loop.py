@@ -110,6 +110,8 @@ class AcquisitionLoop:
                     "start-up)"
                 )
             p.new_segment()
+            if p.rescaler is not None:  # maybe a new acquisition session (another gain): estimate its scaler
+                p.rescaler.restart(p.ring.count, f"{d.name!r} reconnected")
         if cmap.extra:
             log.info(
                 "ignoring %d stream channels the model does not use (first: %s)",

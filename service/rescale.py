@@ -20,6 +20,14 @@ training statistics. The flat and artefact thresholds follow the new scaler (the
 Collecting holds N s of model-rate data (``N * 120 * n_channels * 4`` bytes: 8.8 MB for 60 s of 306
 channels); the fit works on 32 channels at a time.
 
+After a stream loss, the stream that comes back may be a new acquisition session with another gain (an
+amplifier restarted, a new recording block): :meth:`SessionRescaler.restart`, called when the service reconnects,
+re-estimates the scaler from the first N s of clean data after the reconnection, exactly as at start: windows
+ending after the reconnection and before the new switch use the training scaler and are flagged
+``scaler:training``; windows ending before the reconnection keep the scaler of their own session. The status
+counts the estimates (``estimations``), says when the last was made (``estimated_at``, Unix time) and keeps the
+last ones (``history``: gain, windows, time).
+
 ``--rescale-seconds N`` (``[quality] rescale_seconds``) turns it on; unset, it is on (60 s) for a subject the
 contract marks as adapted (``training.adapted_subjects``, written at export for a subject calibrated by
 ``neurospeech adapt`` or the zero-calibration ``mean`` subject) and off otherwise; 0 turns it off.
@@ -27,8 +35,10 @@ contract marks as adapted (``training.adapted_subjects``, written at export for 
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -107,11 +117,16 @@ def session_scaler(
         "n_windows": len(starts), "kept_training": [int(i) for i in np.flatnonzero(flat)], "gain_vs_training": gain}
 
 
-class SessionRescaler:
-    """Collects the first ``seconds`` of clean model-rate data, then switches to a scaler fitted on them.
+#: estimates kept in the status's ``history``
+_HISTORY = 10
 
-    :meth:`feed` runs in the thread that writes the ring (after each write), :meth:`scaler_for` in the threads
-    that assess windows.
+
+class SessionRescaler:
+    """Collects the first ``seconds`` of clean model-rate data, then switches to a scaler fitted on them; again
+    after each :meth:`restart` (a reconnection).
+
+    :meth:`feed` and :meth:`restart` run in the thread that writes the ring (after each write; at a
+    reconnection), :meth:`scaler_for` in the threads that assess windows.
 
     Parameters
     ----------
@@ -124,28 +139,60 @@ class SessionRescaler:
         Channel names (for the log).
     reason : str
         Why rescaling is on (for the log and the status).
+    horizon : int or None
+        Samples the ring keeps: the scalers of stretches older than that are forgotten at a restart.
     """
 
     def __init__(
-        self, training: RobustScaler, window: WindowSpec, seconds: float, names: list[str], reason: str = ""
+        self, training: RobustScaler, window: WindowSpec, seconds: float, names: list[str], reason: str = "",
+        horizon: int | None = None,
     ) -> None:
+        self.horizon = horizon
         self.training = training
         self.window = window
         self.seconds = float(seconds)
         self.names = names
         self.reason = reason
-        self._need = max(round(self.seconds * window.sfreq), window.n_window)
+        self._need0 = max(round(self.seconds * window.sfreq), window.n_window)
+        self._need = self._need0
         self._pieces: list[list[NDArray[np.float32]]] = [[]]
         self._seg: int | None = None
         self._n = 0
         self._lock = threading.Lock()
-        self.session: RobustScaler | None = None
+        self._collecting = True
+        self.session: RobustScaler | None = None  # the scaler of the current acquisition session, once fitted
         self.switch_index: int | None = None  # ring index of the first sample after the collected data
         self.info: dict[str, Any] = {}
+        # (first ring index a window may end at, scaler, pending): the scaler of each stretch of the ring, in order
+        self._epochs: list[tuple[int, RobustScaler, bool]] = [(0, training, True)]
+        self.estimations = 0
+        self.restarts = 0
+        self.estimated_at: float | None = None  # Unix time of the last estimate
+        self.history: list[dict[str, Any]] = []
 
     @property
     def done(self) -> bool:
-        return self.session is not None
+        """The scaler of the current session is fitted (False while (re-)estimating)."""
+        return not self._collecting
+
+    def restart(self, count: int, why: str = "reconnected") -> None:
+        """Re-estimate from the first ``seconds`` of clean data from ring index ``count`` on (a new session).
+
+        Windows ending at ``count`` or later use the training scaler, flagged pending, until the new fit;
+        windows ending earlier keep the scaler they had. Data collected for an unfinished estimate is dropped.
+        """
+        with self._lock:
+            self._collecting = True
+            self.session = None
+            self.info = {}
+            ep = [e for e in self._epochs if e[0] < count]
+            if self.horizon is not None:  # no window can end before count - horizon any more
+                ep = [e for i, e in enumerate(ep) if i + 1 == len(ep) or ep[i + 1][0] > count - self.horizon]
+            self._epochs = [*ep, (count, self.training, True)]
+            self.restarts += 1
+        self._pieces, self._seg, self._n, self._need = [[]], None, 0, self._need0
+        log.info("per-session scaling: stream %s; the scaler is re-estimated from the first %g s of clean data "
+                 "(training scaler meanwhile)", why, self.seconds)
 
     def feed(self, y: NDArray[np.float32], bad: NDArray[np.bool_] | None, seg: int, count: int) -> None:
         """Take model-rate samples just written to the ring.
@@ -161,7 +208,7 @@ class SessionRescaler:
         count : int
             The ring's sample count after the write (the index of the next sample).
         """
-        if self.session is not None:
+        if not self._collecting:
             return
         if seg != self._seg:
             self._seg = seg
@@ -192,29 +239,40 @@ class SessionRescaler:
         except ValueError:  # clean data in stretches shorter than a window so far: keep collecting
             self._need += round(self.window.sfreq)
             return
+        now = time.time()
         with self._lock:
             self.session, self.info, self.switch_index = scaler, info, count
+            self._epochs.append((count, scaler, False))
+            self._collecting = False
+            self.estimations += 1
+            self.estimated_at = now
+            self.history = [*self.history, {"gain_vs_training": info["gain_vs_training"],
+                                            "n_windows": info["n_windows"], "at": now}][-_HISTORY:]
         self._pieces = [[]]
         kept = [self.names[i] for i in info["kept_training"]]
         log.info(
-            "session scaler fitted on %.1f s of clean data (%d windows)%s: median gain vs training %.3g; "
+            "session scaler #%d fitted on %.1f s of clean data (%d windows)%s: median gain vs training %.3g; "
             "windows ending from here on use it%s",
-            self._n / self.window.sfreq, info["n_windows"], f" ({self.reason})" if self.reason else "",
-            info["gain_vs_training"], f"; flat in this session, training scale kept: {kept[:10]}" if kept else "",
+            self.estimations, self._n / self.window.sfreq, info["n_windows"],
+            f" ({self.reason})" if self.reason else "", info["gain_vs_training"],
+            f"; flat in this session, training scale kept: {kept[:10]}" if kept else "",
         )
 
     def scaler_for(self, start: int) -> tuple[RobustScaler, bool]:
-        """The scaler for the window starting at ring index ``start``, and whether a switch is still pending."""
+        """The scaler for the window starting at ring index ``start``, and whether a switch is still pending
+        (the training scaler while the scaler of the window's session is being estimated)."""
+        end = start + self.window.n_window - 1
         with self._lock:
-            if self.session is not None and self.switch_index is not None:
-                if start + self.window.n_window - 1 >= self.switch_index:
-                    return self.session, False
-            return self.training, True
+            k = bisect.bisect_right(self._epochs, end, key=lambda e: e[0]) - 1
+            _, scaler, pending = self._epochs[max(k, 0)]
+            return scaler, pending
 
     def status(self) -> dict[str, Any]:
-        """``{"source": "training"|"session", "seconds", "collected_s", "gain_vs_training", ...}``."""
+        """``{"source": "training"|"session", "seconds", "collected_s", "gain_vs_training", "n_windows",
+        "reason", "estimations", "restarts", "estimated_at", "history"}`` (``gain_vs_training`` and
+        ``n_windows`` of the current session's estimate: None while it is being made)."""
         with self._lock:
-            done = self.session is not None
+            done = not self._collecting
             return {
                 "source": "session" if done else "training",
                 "seconds": self.seconds,
@@ -222,6 +280,10 @@ class SessionRescaler:
                 "gain_vs_training": self.info.get("gain_vs_training") if done else None,
                 "n_windows": self.info.get("n_windows") if done else None,
                 "reason": self.reason,
+                "estimations": self.estimations,
+                "restarts": self.restarts,
+                "estimated_at": self.estimated_at,
+                "history": [dict(h) for h in self.history],
             }
 
 
@@ -253,7 +315,9 @@ def attach_rescaler(pipeline: Any, settings: Any, contract: Any, subject: str) -
             f"rescale_seconds = {seconds:g} is shorter than one model window ({w.n_window / w.sfreq:.3g} s); "
             f"give at least {w.n_window / w.sfreq:.3g} s (e.g. --rescale-seconds 60), or 0 to turn it off"
         )
-    r = SessionRescaler(pipeline.scaler, w, seconds, list(pipeline.names), reason)
+    ring = getattr(pipeline, "ring", None)
+    r = SessionRescaler(pipeline.scaler, w, seconds, list(pipeline.names), reason,
+                        horizon=None if ring is None else int(ring.capacity))
     pipeline.rescaler = r
     log.info("per-session scaling on (%s): the scaler is re-estimated from the first %g s of clean data",
              reason, seconds)
@@ -265,5 +329,6 @@ def scaler_status(pipeline: Any) -> dict[str, Any]:
     r = getattr(pipeline, "rescaler", None)
     if r is None:
         return {"source": "training", "seconds": 0.0, "collected_s": 0.0, "gain_vs_training": None,
-                "n_windows": None, "reason": "off"}
+                "n_windows": None, "reason": "off", "estimations": 0, "restarts": 0, "estimated_at": None,
+                "history": []}
     return r.status()

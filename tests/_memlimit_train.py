@@ -23,8 +23,11 @@ def _vm_data_bytes() -> int:
     raise RuntimeError("no VmData in /proc/self/status")
 
 
-def main() -> None:
-    data, out, cache, budget_mb, mode = sys.argv[1:6]
+def limit_data(budget_mb: int) -> tuple[int, int]:
+    """Import what a run needs, set torch up, then RLIMIT_DATA to the memory held now plus ``budget_mb``.
+
+    Returns the bytes held before and the limit.
+    """
     import h5py  # noqa: F401
     import matplotlib
 
@@ -32,9 +35,10 @@ def main() -> None:
     import matplotlib.pyplot
     import mne  # noqa: F401
     import neurospeech.models._stream
+    import neurospeech.models.evaluate
+    import neurospeech.models.train
     import scipy.signal  # noqa: F401
     import torch
-    from neurospeech.models.train import TrainConfig, train
 
     import neurospeech.data.formats
     import neurospeech.speech  # noqa: F401
@@ -45,9 +49,18 @@ def main() -> None:
     # CPU kernels need no such workspace
     torch.backends.mkldnn.set_flags(False)
     torch.nn.functional.conv1d(torch.zeros(2, 4, 64), torch.zeros(4, 4, 3)).sum()  # torch's lazy set-up
+
     held = _vm_data_bytes()
     limit = held + int(budget_mb) * 2**20
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    return held, limit
+
+
+def main() -> None:
+    data, out, cache, budget_mb, mode = sys.argv[1:6]
+    from neurospeech.models.train import TrainConfig, train
+
+    held, limit = limit_data(int(budget_mb))
     cfg = TrainConfig(
         data=data, data_format="libribrain", out=out, feature_cache=cache,
         data_cache="on" if mode == "on" else "off", max_epochs=1, max_val_windows=32,

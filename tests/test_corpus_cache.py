@@ -140,16 +140,24 @@ def test_training_streamed_or_in_memory_gives_the_same_model(broderick, tmp_path
 
 
 @pytest.mark.torch
-def test_corpus_larger_than_the_memory_limit_trains_only_with_the_cache(tmp_path):
+def test_corpus_larger_than_the_memory_limit_trains_and_evaluates_only_with_the_cache(tmp_path):
     """48 runs x 40 s of 306-channel MEG (282 MB at the model rate) under a 220 MB data limit (RLIMIT_DATA,
     set in a child process above what its imported libraries already hold): one epoch trains with the
-    streamed cache; the same run with every window in memory dies of MemoryError."""
+    streamed cache, and the trained run is evaluated on the test split with the test windows streamed batch
+    by batch; the same runs with every window in memory die of MemoryError."""
+    from neurospeech.data import split_of
     from neurospeech.speech import FeatureCache, get_extractor
 
     budget_mb = 220
     root = tmp_path / "LibriBrain"
     corpus_bytes = make_big_libribrain(root, n_runs=48)
     assert corpus_bytes > budget_mb * 2**20
+    # the corpus's own split (read by training, recorded in the run, used by evaluate): one sound per split
+    sounds = sorted(str(p.relative_to(root)) for p in (root / "stimuli").rglob("*.wav"))
+    by_hash = {s: split_of(s) for s in sounds}
+    train_s = [s for s in sounds if by_hash[s] == "train"]
+    (root / "splits.json").write_text(json.dumps(
+        {"train": train_s[:1], "test": train_s[1:], "val": [s for s in sounds if by_hash[s] == "val"]}))
     results = {}
     # one thread per pool and two malloc arenas: per-thread BLAS buffers and arenas would make the child's
     # private memory (what RLIMIT_DATA counts) depend on the machine's core count, not on the data path
@@ -172,3 +180,97 @@ def test_corpus_larger_than_the_memory_limit_trains_only_with_the_cache(tmp_path
     assert meta["data"]["n_recordings"] == 48
     assert off.returncode != 0 and "MemoryError" in off.stderr, off.stderr[-3000:]
     assert not (tmp_path / "run-off" / "meta.json").exists()
+    assert meta["data"]["split"]["assigned"][train_s[1]] == "test"
+    # glibc's dynamic mmap threshold: once a freed batch buffer raised it, later buffers come from the heap,
+    # which kept 100 to 500 MB of freed batches run to run (measured with VmData: flat after one pass, so not
+    # growing with the data, but not the data path's own memory either); a fixed threshold returns them
+    env_eval = {**env, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+    for mode in ("on", "off"):  # the run trained above, on its test split (16 runs' word onsets)
+        results[mode] = subprocess.run(
+            [sys.executable, str(HERE / "_memlimit_eval.py"), str(tmp_path / "run-on"), str(root),
+             str(tmp_path / f"eval-{mode}"), str(tmp_path / "cache-on"), str(budget_mb), mode],
+            capture_output=True, text=True, timeout=300, env=env_eval)
+    on, off = results["on"], results["off"]
+    assert on.returncode == 0, on.stderr[-3000:]
+    info = json.loads(on.stdout.strip().splitlines()[-1])
+    assert info["budget"] == budget_mb * 2**20
+    report = json.loads((tmp_path / "eval-on" / "report.json").read_text())
+    assert report["test_sounds"] == train_s[1:] and report["windows"].startswith("streamed")
+    assert report["early"]["delays_s"] and "random" in report["methods"]
+    window_bytes = 306 * WindowSpec.from_dict(meta["window"]).n_times * 4
+    assert info["n_queries"] * window_bytes > budget_mb * 2**20  # the test windows alone exceed the limit
+    assert off.returncode != 0 and "MemoryError" in off.stderr, off.stderr[-3000:]
+    assert not (tmp_path / "eval-off" / "report.json").exists()
+
+
+@pytest.fixture(scope="module")
+def trained(broderick, tmp_path_factory):
+    """A tiny run trained one epoch on the Broderick fixture (windows streamed) and its ONNX export."""
+    from neurospeech.models.export import export_run
+    from neurospeech.models.train import TrainConfig, train
+
+    root, _ = broderick
+    tmp = tmp_path_factory.mktemp("trained")
+    run = train(TrainConfig(
+        data=str(root), out=str(tmp / "run"), feature_cache=str(tmp / "feat"), data_cache="on", max_epochs=1,
+        batch_size=8, batches_per_epoch=2, score_dim=8, progress=False, threads=1,
+        encoder={"n_virtual": 16, "hidden": 32, "head_hidden": 32, "fourier_harmonics": 4}))
+    export_run(run, tmp / "model.onnx")
+    return Path(run), tmp / "model.onnx", tmp / "feat"
+
+
+@pytest.mark.torch
+def test_evaluate_streamed_from_the_cache_equals_the_in_memory_evaluation(trained, tmp_path):
+    """Every score of the report (segment and word identity, per subject, early-decision curve, centring on
+    validation windows, the ridge baseline scoring streamed test windows) is the same whether the test windows
+    are held in memory or cut batch by batch from the cache; the batches are smaller than the test split."""
+    from neurospeech.models.evaluate import EvalConfig, evaluate
+
+    run, _, feat = trained
+    reports = {}
+    for mode in ("on", "off"):
+        reports[mode] = evaluate(EvalConfig(
+            runs=[str(run)], out=str(tmp_path / mode), feature_cache=str(feat), data_cache=mode, batch_size=5,
+            n_boot=50, chance_draws=10, max_ridge_windows=60, ridge_components=8, progress=False))
+    on, off = reports["on"], reports["off"]
+    assert on["windows"].startswith("streamed from ") and off["windows"] == "in memory"
+    assert set(on["methods"]) == set(off["methods"]) >= {"random", "frequency", "ridge-mel"}
+    assert any(k.endswith("+centred") for k in on["methods"])
+    n_queries = next(iter(on["methods"].values()))["overall"]["n_queries"]
+    assert n_queries > 5  # several batches
+    for name, m in off["methods"].items():
+        for block in ("overall", "per_subject"):
+            assert on["methods"][name][block] == m[block], (name, block)
+    assert on["early"]["methods"] == off["early"]["methods"] and on["chance"] == off["chance"]
+    assert on["test_sounds"] == off["test_sounds"] and on["ratios"] == off["ratios"]
+
+
+@pytest.mark.torch
+def test_bank_from_the_target_cache_equals_the_in_memory_bank(trained, broderick):
+    from neurospeech.models.bank import build_bank
+
+    root, _ = broderick
+    _, model, feat = trained
+    banks = {mode: build_bank(model, root, split="all", feature_cache=feat, progress=False, data_cache=mode,
+                              batch_size=5) for mode in ("on", "off")}
+    on, off = banks["on"], banks["off"]
+    assert len(on) == len(off) > 5 * len(set(on.sounds.tolist()))  # several batches per sound
+    np.testing.assert_array_equal(on.features, off.features)
+    # and both equal the bank cut and pooled all at once (what `bank` did before streaming)
+    from neurospeech.models.export import read_contract
+
+    from neurospeech.data.segments import speech_window
+    from neurospeech.scoring import normalise_candidates
+
+    c = read_contract(model)
+    targets = _data.SpeechTargets.from_spec(root, {"kind": c.speech.kind, "dim": c.speech.dim, "params":
+                                                   c.speech.params, "mean": c.speech.mean, "std": c.speech.std},
+                                            c.output["speech_to_output"], feat)
+    whole = np.stack([speech_window(targets(str(s)), float(t), c.window) for s, t in zip(off.sounds,
+                                                                                          off.sound_times)])
+    np.testing.assert_array_equal(off.features, normalise_candidates(targets.representation.pool(whole)))
+    for col in ("ids", "words", "sounds", "sound_times"):
+        np.testing.assert_array_equal(getattr(on, col), getattr(off, col))
+    assert any((feat / "recordings" / "targets").glob("*.npy"))  # read from the cache training streams from
+    with pytest.raises(ConfigError, match="data_cache must be"):
+        build_bank(model, root, feature_cache=feat, progress=False, data_cache="sometimes")
