@@ -78,9 +78,13 @@ def check_loss_and_resume(art, kill):
     # statuses say by how much it lagged (lag_s = receipt - stamp of the newest sample)
     before = [m for m in status if m["state"] == "running" and m["t_sent"] < t_lost]
     lag = max([0.0] + [m["lag_s"] or 0.0 for m in before[-4:]])
-    assert 0 < t_lost - player.stopped_at <= 2.0 + lag, (t_lost - player.stopped_at, lag)
+    # The bounds below say "detected / resumed, not stuck", not how fast: on a 2-core machine at load 14 this test
+    # once failed with the 2-s bounds it used to have (liblsl's re-resolve and the status tick both wait for the
+    # scheduler). loss_timeout is 1 s here; the order of events is checked exactly below.
+    assert 0 < t_lost - player.stopped_at <= 1.0 + 5.0 + lag, (t_lost - player.stopped_at, lag)
     resumed = [m for m in status if m["state"] == "running" and m["t_sent"] > t_lost]
-    assert resumed and resumed[0]["t_sent"] - player.restarted_at <= 2.0
+    assert resumed and resumed[0]["t_sent"] - player.restarted_at <= 8.0, (
+        resumed[0]["t_sent"] - player.restarted_at if resumed else None)
     t_back = resumed[0]["t_sent"]
     # nothing decided while lost; nothing decided from a window straddling the gap
     assert not [m for m in dec if t_lost < m["t_sent"] < t_back]
