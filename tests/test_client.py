@@ -70,7 +70,7 @@ def test_iteration_and_recv_timeout():
     try:
         t0 = time.monotonic()
         assert sub.recv(timeout=0.2) is None
-        assert 0.15 < time.monotonic() - t0 < 2.0
+        assert 0.15 < time.monotonic() - t0 < 10.0  # waited and returned: a bound for a hang, not timing
         th.start()
         seen = []
         for m in sub:  # blocks until messages arrive; the publisher thread guarantees they do
