@@ -262,8 +262,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         spec = PreprocessingSpec.from_dict(meta["preprocessing"])
         recs = [r for r in recordings if r.subject in subjects]
         splits = Splits.from_dict(meta["data"].get("split"))
-        key = json.dumps([meta["speech"], meta["representation"], meta["scalers"], subjects, meta["window"],
-                          splits.to_dict()], sort_keys=True)
+        key = _test_set_key(meta, splits)
         if key not in test_cache:
             ts, _, info = seg_fn(recs, targets, "test", "word", subjects, window, spec,
                                  scalers=scalers, progress=cfg.progress, splits=splits, **seg_kw)
@@ -350,6 +349,16 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         _plot_early(curves, out / "early.png")
     log.info("report written to %s (%.1f s)", out, report["seconds"])
     return report
+
+
+def _test_set_key(meta: dict[str, Any], splits: Splits) -> str:
+    """Key of the test windows a run is evaluated on: runs with equal keys share one cut of the test split.
+
+    Everything that changes the windows is in it, the preprocessing (e.g. ``resample_phase``) included: two
+    runs trained with different filters are each evaluated on windows made with their own filter.
+    """
+    return json.dumps([meta["speech"], meta["representation"], meta["scalers"], list(meta["subjects"]),
+                       meta["window"], meta["preprocessing"], splits.to_dict()], sort_keys=True)
 
 
 def _early_curve(model: Any, native: bool, ts: Any, bank: CandidateBank, true_idx: np.ndarray,

@@ -177,3 +177,19 @@ def test_train_evaluate_export_early_through_the_cli(tmp_path):
     _run(["-q", "export", str(run), "--out", str(onnx_path)])
     c = read_contract(onnx_path)
     assert c.supports_early and c.early_decisions["delays_s"] == [0.5, 1.0, 1.5, 2.0]
+
+
+def test_evaluate_cuts_test_windows_per_filter():
+    """Two runs that differ only in their resampling filter must not share one cut of the test windows."""
+    from neurospeech.models.evaluate import _test_set_key
+
+    from neurospeech.data import Splits
+
+    meta = {"speech": {"kind": "mel"}, "representation": {"pca": 64}, "scalers": {"01": {"center": [0.0]}},
+            "subjects": ["01"], "window": WindowSpec().to_dict(),
+            "preprocessing": {"resample_phase": "linear", "resample_half_len": 10}}
+    splits = Splits()
+    same = {**meta, "preprocessing": dict(meta["preprocessing"])}
+    minimum = {**meta, "preprocessing": {**meta["preprocessing"], "resample_phase": "minimum"}}
+    assert _test_set_key(same, splits) == _test_set_key(meta, splits)
+    assert _test_set_key(minimum, splits) != _test_set_key(meta, splits)
