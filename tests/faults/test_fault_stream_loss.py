@@ -1,7 +1,8 @@
 """Stream loss: the outlet is destroyed (or stops pushing) mid-stream and comes back.
 
-Asserts: status 'lost' within 2 s, no decision while lost, 'running' again within 2 s of the return, no
-decoded window straddling the gap, the gap reported with its duration, sequence numbers continuous.
+Asserts: status 'lost', then 'running' again after the return (bounds that catch a hang, not timing claims), no
+decision while lost, no decoded window straddling the gap, the gap reported with its duration, sequence numbers
+continuous.
 """
 
 from __future__ import annotations
