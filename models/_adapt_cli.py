@@ -69,15 +69,21 @@ def adapt(run: str, data: str, subject: str, out: str, minutes: float | None, ta
 @click.option("--train-set", "train_sets", multiple=True, metavar="KEY=VALUE",
               help="TrainConfig fields of the base and within-subject trainings.")
 @click.option("--adapt-set", "adapt_sets", multiple=True, metavar="KEY=VALUE", help="AdaptConfig fields.")
+@click.option("--base-run", type=click.Path(file_okay=False), default=None,
+              help="Finished run trained without the held-out subject, used as the base instead of training one.")
+@click.option("--within-run", type=click.Path(file_okay=False), default=None,
+              help="Finished run trained with the held-out subject, the within-subject reference (no training).")
 @click.option("--n-boot", type=int, default=2000, show_default=True, help="Bootstrap resamples.")
 def adapt_curve(data: str, held_out: str, out: str, minutes: str, train_sets: tuple[str, ...],
-                adapt_sets: tuple[str, ...], n_boot: int) -> None:
+                adapt_sets: tuple[str, ...], base_run: str | None, within_run: str | None, n_boot: int) -> None:
     """Leave-one-subject-out: held-out subject's test top-10 vs minutes of calibration, beside the
-    within-subject model (curve.json, curve.md, curve.png in OUT)."""
+    within-subject model (curve.json, curve.md, curve.png in OUT). Runs given with --base-run /
+    --within-run are reused instead of trained (--train-set then applies to none or one training)."""
     from .adapt_curve import CurveConfig, adaptation_curve
 
     cfg = CurveConfig(data=data, held_out=held_out, out=out,
                       minutes=[m.strip() for m in minutes.split(",") if m.strip()],
-                      train=_parse_set(train_sets), adapt=_parse_set(adapt_sets), n_boot=n_boot)
+                      train=_parse_set(train_sets), adapt=_parse_set(adapt_sets), base_run=base_run,
+                      within_run=within_run, n_boot=n_boot)
     adaptation_curve(cfg)
     click.echo((Path(out) / "curve.md").read_text())

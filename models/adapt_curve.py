@@ -2,8 +2,10 @@
 
 On one dataset with subjects ``S``, for a held-out subject ``h``:
 
-1. ``base``: train on ``S - {h}`` (:func:`neurospeech.models.train.train`);
-2. ``within``: train on every subject, ``h`` included (the within-subject reference);
+1. ``base``: train on ``S - {h}`` (:func:`neurospeech.models.train.train`), or a given finished run
+   (``base_run``, ``--base-run``) that does not hold ``h``;
+2. ``within``: train on every subject, ``h`` included (the within-subject reference), or a given finished
+   run (``within_run``, ``--within-run``) that holds ``h``: a training that exists already is not repeated;
 3. for each calibration length ``m``: ``m = 0`` is the zero-calibration model
    (:func:`neurospeech.models.adapt.with_mean_subject`: mean subject matrix, pooled scaler), ``m > 0``
    is :func:`neurospeech.models.adapt.adapt` of ``base`` on the first ``m`` minutes of ``h``'s recordings
@@ -51,6 +53,11 @@ class CurveConfig:
         :class:`~neurospeech.models.train.TrainConfig` fields of both trainings (e.g. encoder size, epochs).
     adapt : dict
         :class:`~neurospeech.models.adapt.AdaptConfig` fields (lr, max_epochs, patience ...).
+    base_run : str or None
+        A finished run trained without ``held_out`` used as the base (None: train it into ``out/runs/base``).
+    within_run : str or None
+        A finished run trained with ``held_out`` used as the within-subject reference (None: train it into
+        ``out/runs/within``).
     n_boot : int
         Bootstrap resamples of the queries.
     seed : int
@@ -65,6 +72,8 @@ class CurveConfig:
     minutes: list[str] = field(default_factory=lambda: ["0", "2", "5", "all"])
     train: dict[str, Any] = field(default_factory=dict)
     adapt: dict[str, Any] = field(default_factory=dict)
+    base_run: str | None = None
+    within_run: str | None = None
     n_boot: int = 2000
     seed: int = 0
     progress: bool = False
@@ -123,6 +132,25 @@ def _train_once(cfg: dict[str, Any], out: Path) -> Path:
     return train(TrainConfig.from_dict({**cfg, "out": str(out)}))
 
 
+def _given_run(path: str, held_out: str, role: str) -> Path:
+    """A finished run given as ``--base-run`` (must not hold ``held_out``) or ``--within-run`` (must)."""
+    from ..errors import ArtifactError
+
+    run = Path(path)
+    meta_path = run / "meta.json"
+    if not meta_path.is_file():
+        raise ArtifactError(f"--{role}-run {path!r} is not a finished training run (no meta.json); "
+                            "give a directory written by `neurospeech train`, or omit the option to train it")
+    subjects = json.loads(meta_path.read_text()).get("subjects", [])
+    if role == "base" and held_out in subjects:
+        raise ConfigError(f"--base-run {path!r} was trained with the held-out subject {held_out!r} "
+                          f"(subjects {subjects}); give a run trained without it (`train --subject ...`)")
+    if role == "within" and held_out not in subjects:
+        raise ConfigError(f"--within-run {path!r} was not trained with the held-out subject {held_out!r} "
+                          f"(subjects {subjects}); give a run whose training included it")
+    return run
+
+
 def adaptation_curve(cfg: CurveConfig) -> dict[str, Any]:
     """Run the leave-one-subject-out curve (module docstring); returns the ``curve.json`` dict."""
     from ..data import load_dataset
@@ -143,12 +171,20 @@ def adaptation_curve(cfg: CurveConfig) -> dict[str, Any]:
         except ValueError as exc:
             raise ConfigError(f"--minutes takes numbers or 'all', got {text!r}") from exc
     base_cfg = {"progress": cfg.progress, **cfg.train, "data": cfg.data}
-    t0 = time.process_time()
-    base = _train_once({**base_cfg, "subjects": others}, out / "runs" / "base")
-    base_cpu = time.process_time() - t0
-    t0 = time.process_time()
-    within = _train_once({**base_cfg, "subjects": None}, out / "runs" / "within")
-    within_cpu = time.process_time() - t0
+    base_cpu: float | None = None
+    within_cpu: float | None = None
+    if cfg.base_run:
+        base = _given_run(cfg.base_run, cfg.held_out, "base")
+    else:
+        t0 = time.process_time()
+        base = _train_once({**base_cfg, "subjects": others}, out / "runs" / "base")
+        base_cpu = time.process_time() - t0
+    if cfg.within_run:
+        within = _given_run(cfg.within_run, cfg.held_out, "within")
+    else:
+        t0 = time.process_time()
+        within = _train_once({**base_cfg, "subjects": None}, out / "runs" / "within")
+        within_cpu = time.process_time() - t0
 
     rows: list[dict[str, Any]] = []
     score: dict[str, Any] = {"n_boot": cfg.n_boot, "seed": cfg.seed, "progress": cfg.progress}
@@ -174,7 +210,8 @@ def adaptation_curve(cfg: CurveConfig) -> dict[str, Any]:
                      "train_windows": a["n_windows"]["train"], "adapt_cpu_s": a["cpu_seconds"],
                      "adapt_wall_s": a["wall_seconds"], "adapt_fit_s": a["fit_seconds"],
                      **heldout_topk(am, ameta, cfg.data, cfg.held_out, **score)})
-    report = {"config": asdict(cfg), "subjects": subjects, "held_out": cfg.held_out, "trained_on": others,
+    report = {"config": asdict(cfg), "subjects": subjects, "held_out": cfg.held_out,
+              "trained_on": list(base_meta["subjects"]), "base_run": str(base), "within_run": str(within),
               "base_train_cpu_s": base_cpu, "within_train_cpu_s": within_cpu, "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / "curve.json").write_text(json.dumps(report, indent=1))
@@ -186,6 +223,7 @@ def adaptation_curve(cfg: CurveConfig) -> dict[str, Any]:
 def _markdown(rep: dict[str, Any]) -> str:
     lines = [f"# Leave-one-subject-out calibration: held-out subject {rep['held_out']} "
              f"(trained on {', '.join(rep['trained_on'])})", "",
+             f"Base run {rep.get('base_run', '-')}; within-subject run {rep.get('within_run', '-')}.", "",
              "| condition | calibration min | train windows | segment top-10 | 95 % CI | chance | queries | "
              "candidates | adapt CPU s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rep["rows"]:

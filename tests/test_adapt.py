@@ -162,3 +162,34 @@ def test_adapt_refuses_calibration_without_the_model_channels(adapted, tmp_path,
     with pytest.raises(DataFormatError, match="lacks 3 of the model's"):
         adapt(AdaptConfig(run=str(adapted["run"]), data=str(calib), subject="02", out=str(tmp_path / "o5"),
                           progress=False))
+
+
+def test_adapt_curve_reuses_given_runs_without_training(adapted, tmp_path):
+    """`adapt-curve --base-run/--within-run`: no training, the curve scored from the given runs.
+
+    The adapted run (01 trained, 02 calibrated) stands in for a within-subject run: it holds subject 02.
+    """
+    run, run2, data = str(adapted["run"]), str(adapted["run2"]), str(adapted["data"])
+    out = tmp_path / "curve"
+    _run(["-q", "adapt-curve", data, "--held-out", "02", "--out", str(out), "--minutes", "0,0.8",
+          "--base-run", run, "--within-run", run2, "--n-boot", "50",
+          "--adapt-set", "max_epochs=1", "--adapt-set", "threads=2"])
+    assert not (out / "runs" / "base").exists() and not (out / "runs" / "within").exists()  # nothing trained
+    rep = json.loads((out / "curve.json").read_text())
+    assert rep["base_run"] == run and rep["within_run"] == run2 and rep["trained_on"] == ["01"]
+    assert rep["base_train_cpu_s"] is None and rep["within_train_cpu_s"] is None
+    assert [r["minutes"] for r in rep["rows"]][:2] == [None, 0.0] and len(rep["rows"]) == 3
+    adapted_meta = json.loads((out / "runs" / "adapt-0.8min" / "meta.json").read_text())
+    assert adapted_meta["adaptation"]["source_run"] == str(Path(run).resolve())
+    for r in rep["rows"]:
+        assert r["ci95"][0] <= r["top10"] <= r["ci95"][1]
+        assert r["chance_top10"] == min(10, r["n_candidates"]) / r["n_candidates"]
+    assert (out / "curve.png").stat().st_size > 0 and "Base run" in (out / "curve.md").read_text()
+    # a base run that holds the held-out subject, a within run that lacks it: settings (2); not a run: 4
+    assert _exit_code(["-q", "adapt-curve", data, "--held-out", "02", "--out", str(tmp_path / "c2"),
+                       "--base-run", run2, "--within-run", run2]) == 2
+    assert _exit_code(["-q", "adapt-curve", data, "--held-out", "02", "--out", str(tmp_path / "c3"),
+                       "--base-run", run, "--within-run", run]) == 2
+    assert _exit_code(["-q", "adapt-curve", data, "--held-out", "02", "--out", str(tmp_path / "c4"),
+                       "--base-run", str(tmp_path / "nope"), "--within-run", run2]) == 4
+    assert not (tmp_path / "c2").exists() and not (tmp_path / "c4").exists()
