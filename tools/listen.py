@@ -162,19 +162,25 @@ def _kind_order(kind: str) -> tuple[float, str]:
     return (float("inf"), kind)
 
 
-def format_decode(msg: Message, hit: dict[str, bool] | None, acc: Accuracy, k: int = 3) -> str:
-    """One human-readable line for a decode message."""
+def _decision_parts(msg: Message, hit: dict[str, bool] | None, acc_line: str, k: int) -> tuple[str, str, str]:
+    """(top candidates, truth mark with the running accuracy, latency + flags) of a decision message."""
     h = msg.header
     cands = [c for c in h.get("topk") or [] if isinstance(c, dict)][:k]
     best = " | ".join(f"{c.get('word') or c.get('id')} {100 * float(c.get('prob') or 0):.0f}%" for c in cands)
     lat = msg.latency
-    lat_s = f" lat {1000 * lat:.1f} ms" if lat is not None else ""
-    flags = f" flags {','.join(h['flags'])}" if h.get("flags") else ""
+    tail = (f" lat {1000 * lat:.1f} ms" if lat is not None else "") + (
+        f" flags {','.join(h['flags'])}" if h.get("flags") else "")
     truth = ""
     if hit is not None:
         mark = "OK " if hit["top1"] else ("top10" if hit["top10"] else "miss")
-        truth = f"  truth '{h['truth'].get('word', '')}' [{mark}]  {acc.line()}"
-    return f"#{msg.seq} {h.get('kind', '?'):7s} {best}{truth}{lat_s}{flags}"
+        truth = f"  truth '{h['truth'].get('word', '')}' [{mark}]  {acc_line}"
+    return best, truth, tail
+
+
+def format_decode(msg: Message, hit: dict[str, bool] | None, acc: Accuracy, k: int = 3) -> str:
+    """One human-readable line for a decode message."""
+    best, truth, tail = _decision_parts(msg, hit, acc.line() if hit is not None else "", k)
+    return f"#{msg.seq} {msg.header.get('kind', '?'):7s} {best}{truth}{tail}"
 
 
 def early_label(delay: float | None) -> str:
@@ -236,18 +242,9 @@ class EarlyTrail:
 
 def format_early(msg: Message, hit: dict[str, bool] | None, acc: Accuracy, k: int = 3) -> str:
     """One indented line for a provisional (``word_early``) decision: delay, top candidates, truth mark."""
-    h = msg.header
-    cands = [c for c in h.get("topk") or [] if isinstance(c, dict)][:k]
-    best = " | ".join(f"{c.get('word') or c.get('id')} {100 * float(c.get('prob') or 0):.0f}%" for c in cands)
     lab = early_label(msg.delay_s)
-    lat = msg.latency
-    lat_s = f" lat {1000 * lat:.1f} ms" if lat is not None else ""
-    flags = f" flags {','.join(h['flags'])}" if h.get("flags") else ""
-    truth = ""
-    if hit is not None:
-        mark = "OK " if hit["top1"] else ("top10" if hit["top10"] else "miss")
-        truth = f"  truth '{h['truth'].get('word', '')}' [{mark}]  {acc.line([lab])}"
-    return f"  ~ #{msg.seq} early {lab:6s} so far: {best}{truth}{lat_s}{flags}"
+    best, truth, tail = _decision_parts(msg, hit, acc.line([lab]) if hit is not None else "", k)
+    return f"  ~ #{msg.seq} early {lab:6s} so far: {best}{truth}{tail}"
 
 
 def format_trail(trail: list[tuple[float, str | None, str | None]], final: str | None) -> str:
