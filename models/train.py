@@ -128,7 +128,12 @@ class TrainConfig(Settings):
     gather_negatives : bool
         Multi-process: use every process's speech segments as negatives (results independent of N).
     max_train_windows : int or None
-        Random subset of the training windows (None: all). For quick runs on CPU.
+        Random subset of the training windows (None: all). For quick runs on CPU. Windows overlap (3 s every
+        ``step`` = 0.5 s), so half of them still cover nearly all of the training recordings.
+    train_sound_fraction : float
+        Keep only the training windows of this fraction of the training sounds (a fixed random subset drawn
+        with ``seed``; 1: all). Unlike ``max_train_windows`` this removes whole stretches of data, for a
+        learning curve versus data size; validation and test splits are unchanged.
     threads : int or None
         torch CPU threads (None: torch default).
     resume : bool
@@ -195,6 +200,7 @@ class TrainConfig(Settings):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     gather_negatives: bool = Field(True, description="CLIP negatives from every process")
     max_train_windows: Annotated[int, Field(ge=1)] | None = Field(None, description="random subset of windows")
+    train_sound_fraction: float = Field(1.0, gt=0, le=1, description="fraction of the training sounds kept")
     threads: Annotated[int, Field(ge=1)] | None = Field(None, description="torch CPU threads")
     resume: bool = Field(True, description="continue from out/checkpoint.pt")
     progress: bool = Field(True, description="tqdm progress bars")
@@ -255,6 +261,8 @@ class TrainConfig(Settings):
     def identity(self) -> dict[str, Any]:
         """Settings that must not change on resume (everything but out/resume/progress/threads/device)."""
         d = self.to_dict()
+        if d.get("train_sound_fraction") == 1.0:
+            d.pop("train_sound_fraction")  # the default: checkpoints written before the setting existed resume
         for k in ("out", "resume", "progress", "threads", "device", "max_epochs", "patience", "data_format",
                   "data_cache", "loader_workers"):  # same windows streamed or in memory (tested)
             d.pop(k)
@@ -591,6 +599,39 @@ def resolve_lr(cfg: TrainConfig, model: BrainEncoder, train_set: Any, val_set: A
     return out
 
 
+def keep_train_sounds(train_set: Any, info: Any, fraction: float, seed: int = 0) -> tuple[Any, Any]:
+    """The training windows of a fixed random ``fraction`` of the training sounds.
+
+    Parameters
+    ----------
+    train_set : TensorSet or StreamedSet
+        Training windows, n rows.
+    info : SegmentInfo
+        Their metadata; ``info.sound`` (shape (n,)) names each window's sound.
+    fraction : float
+        Share of the distinct sounds kept, in (0, 1]; at least one sound is kept.
+    seed : int
+        Seed of the choice (the same seed keeps the same sounds).
+
+    Returns
+    -------
+    train_set, info
+        The rows whose sound was kept (in their order), and their metadata.
+    """
+    from dataclasses import replace
+
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"train_sound_fraction must be in (0, 1], got {fraction!r}; e.g. 0.5 keeps half")
+    sounds = np.unique(np.asarray(info.sound))
+    n_keep = max(1, round(fraction * len(sounds)))
+    kept = np.random.default_rng([seed, 0x50D]).choice(sounds, n_keep, replace=False)
+    rows = np.flatnonzero(np.isin(np.asarray(info.sound), kept))
+    log.info("train_sound_fraction %g: %d of %d training sounds, %d of %d windows", fraction, n_keep,
+             len(sounds), len(rows), len(train_set))
+    return train_set.select(rows), replace(info, sound=info.sound[rows], sentence=info.sentence[rows],
+                                           sound_time=info.sound_time[rows])
+
+
 # ------------------------------------------------------------------------------------------------ pipeline
 def train(cfg: TrainConfig) -> Path:
     """Full pipeline: data -> targets -> segments -> fit -> run directory (see the module docstring).
@@ -634,6 +675,8 @@ def train(cfg: TrainConfig) -> Path:
     train_set, scalers, info_train = seg_fn(
         recordings, targets, "train", "regular", subjects, window, spec, step=cfg.step,
         max_windows=cfg.max_train_windows, seed=cfg.seed, progress=progress, splits=splits, **seg_kw)
+    if cfg.train_sound_fraction < 1:
+        train_set, info_train = keep_train_sounds(train_set, info_train, cfg.train_sound_fraction, cfg.seed)
     val_set, _, _ = seg_fn(recordings, targets, "val", "regular", subjects, window, spec,
                            step=cfg.step, scalers=scalers, progress=progress, splits=splits, **seg_kw)
     val_set = _data.cap_windows(val_set, cfg.max_val_windows if cfg.max_val_windows or not seg_kw else 4096,
