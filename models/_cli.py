@@ -90,9 +90,14 @@ def train(config: Path | None, sets: tuple[str, ...], subjects: tuple[str, ...],
 @click.option("--data-cache", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="Cut windows from the memory-mapped preprocessed-recording cache (on: memory bounded by "
                    "batches, any corpus size), all in memory (off), or on for a public corpus only (auto).")
+@click.option("--early-curve/--no-early-curve", default=True, show_default=True,
+              help="Accuracy vs decision delay (onset + 0.5 .. 2.0 s) for every run; off saves one scoring pass "
+                   "per delay.")
+@click.option("--centred/--no-centred", "centered", default=True, show_default=True,
+              help="Also score each run with hub-centred candidate scores.")
 def evaluate(runs: tuple[str, ...], out: str, data: str | None, ridge: bool, random: bool,
              max_ridge_windows: int, ridge_components: int, feature_cache: str | None,
-             data_format: str | None, data_cache: str) -> None:
+             data_format: str | None, data_cache: str, early_curve: bool, centered: bool) -> None:
     """Evaluate RUNS (and baselines) on the test split: JSON + markdown report + plots in OUT.
 
     Give the contrastive run first; a run trained with --loss mse is the paper's regression "Base". The
@@ -103,7 +108,8 @@ def evaluate(runs: tuple[str, ...], out: str, data: str | None, ridge: bool, ran
 
     rep = run_eval(EvalConfig(runs=list(runs), out=out, data=data, ridge=ridge, random=random,
                               max_ridge_windows=max_ridge_windows, ridge_components=ridge_components,
-                              feature_cache=feature_cache, data_format=data_format, data_cache=data_cache))
+                              feature_cache=feature_cache, data_format=data_format, data_cache=data_cache,
+                              centered=centered, **({} if early_curve else {"early_delays": []})))
     click.echo((Path(out) / "report.md").read_text())
     del rep
 

@@ -173,6 +173,15 @@ def test_train_evaluate_export_early_through_the_cli(tmp_path):
         assert r["chance_top10"] == pytest.approx(rep["methods"]["efficient-clip-mel"]["overall"]["chance_top10"])
     assert "Accuracy vs decision delay" in (report / "report.md").read_text()
     assert (report / "early.png").is_file()
+    # the same evaluation without the curve and the centred scores: same full-window figures, no curve
+    plain = tmp_path / "eval-plain"
+    _run(["-q", "evaluate", str(run), "--out", str(plain), "--no-ridge", "--no-random", "--no-early-curve",
+          "--no-centred"])
+    rep2 = json.loads((plain / "report.json").read_text())
+    assert not rep2.get("early") and not (plain / "early.png").exists()
+    assert "Accuracy vs decision delay" not in (plain / "report.md").read_text()
+    assert set(rep2["methods"]) < set(rep["methods"])  # the centred variant is gone, nothing else
+    assert rep2["methods"]["efficient-clip-mel"]["overall"] == rep["methods"]["efficient-clip-mel"]["overall"]
     onnx_path = tmp_path / "m.onnx"
     _run(["-q", "export", str(run), "--out", str(onnx_path)])
     c = read_contract(onnx_path)
