@@ -106,10 +106,12 @@ def evaluate(runs: tuple[str, ...], out: str, data: str | None, ridge: bool, ran
     from .evaluate import EvalConfig
     from .evaluate import evaluate as run_eval
 
-    rep = run_eval(EvalConfig(runs=list(runs), out=out, data=data, ridge=ridge, random=random,
-                              max_ridge_windows=max_ridge_windows, ridge_components=ridge_components,
-                              feature_cache=feature_cache, data_format=data_format, data_cache=data_cache,
-                              centered=centered, **({} if early_curve else {"early_delays": []})))
+    cfg = EvalConfig(runs=list(runs), out=out, data=data, ridge=ridge, random=random,
+                     max_ridge_windows=max_ridge_windows, ridge_components=ridge_components,
+                     feature_cache=feature_cache, data_format=data_format, data_cache=data_cache, centered=centered)
+    if not early_curve:
+        cfg.early_delays = []
+    rep = run_eval(cfg)
     click.echo((Path(out) / "report.md").read_text())
     del rep
 
