@@ -372,7 +372,7 @@ def raw_sfreq(rec: Recording) -> float:
         value = doc.get("SamplingFrequency") if isinstance(doc, dict) else None
         where = f"sidecar {str(side)!r}"
     else:
-        value = rec.load_raw().info["sfreq"]  # DataFormatError names the file when it cannot be read
+        value = rec.load_raw(preload=False).info["sfreq"]  # header only; DataFormatError names a bad file
         where = f"recording {rec.name} (no sidecar at {str(side)!r})"
     if value is None:
         raise DataFormatError(f"the {where} has no SamplingFrequency; add the rate in Hz (BIDS requires it)")

@@ -21,6 +21,7 @@ Arrays are ``(n_times, n_channels)`` while streaming (the LSL layout) and ``(n_c
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from fractions import Fraction
 from typing import Any
@@ -41,6 +42,7 @@ __all__ = [
     "antialias_taps",
     "extract_windows",
     "group_delay_table",
+    "preprocess_blocks",
     "preprocess_continuous",
     "preprocess_window",
     "window_scaling",
@@ -622,14 +624,48 @@ def preprocess_continuous(
     times : array, shape (n_out,)
         Time of each output sample, on the same clock as ``first_time``.
     """
-    window = window or WindowSpec()
-    spec = spec or PreprocessingSpec()
     data = np.asarray(data)
     if data.ndim != 2:
         raise DataFormatError(f"expected data of shape (n_channels, n_times), got {data.shape}")
-    pre = StreamPreprocessor(sfreq, data.shape[0], window, spec)
-    chunks = [pre.process_channels(data[:, i : i + block]) for i in range(0, data.shape[1], block)]
-    out = np.concatenate(chunks, axis=1) if chunks else np.empty((data.shape[0], 0), np.float32)
+    return preprocess_blocks((data[:, i : i + block] for i in range(0, data.shape[1], block)), data.shape[0],
+                             sfreq, window, spec, first_time)
+
+
+def preprocess_blocks(
+    blocks: Iterable[FloatArray],
+    n_channels: int,
+    sfreq: float,
+    window: WindowSpec | None = None,
+    spec: PreprocessingSpec | None = None,
+    first_time: float = 0.0,
+) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
+    """:func:`preprocess_continuous` of a recording given as consecutive blocks (e.g. read from disk one at a
+    time, so the whole recording is never in memory at its raw rate).
+
+    Parameters
+    ----------
+    blocks : iterable of arrays, each shape (n_channels, n_i)
+        Consecutive pieces of the recording, in SI units; any split gives the same result.
+    n_channels : int
+        Number of channels of every block.
+    sfreq, window, spec, first_time
+        As for :func:`preprocess_continuous`.
+
+    Returns
+    -------
+    out : array, shape (n_channels, n_out), float32
+    times : array, shape (n_out,)
+    """
+    window = window or WindowSpec()
+    spec = spec or PreprocessingSpec()
+    pre = StreamPreprocessor(sfreq, n_channels, window, spec)
+    chunks = []
+    for x in blocks:
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[0] != n_channels:
+            raise DataFormatError(f"expected blocks of shape ({n_channels}, n_times), got {x.shape}")
+        chunks.append(np.asarray(pre.process_channels(x), dtype=np.float32))
+    out = np.concatenate(chunks, axis=1) if chunks else np.empty((n_channels, 0), np.float32)
     times = pre.resampler.output_times(first_time, 0, out.shape[1])
     return np.ascontiguousarray(out, dtype=np.float32), times
 

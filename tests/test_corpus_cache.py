@@ -274,3 +274,46 @@ def test_bank_from_the_target_cache_equals_the_in_memory_bank(trained, broderick
     assert any((feat / "recordings" / "targets").glob("*.npy"))  # read from the cache training streams from
     with pytest.raises(ConfigError, match="data_cache must be"):
         build_bank(model, root, feature_cache=feat, progress=False, data_cache="sometimes")
+
+
+def test_a_lazily_read_run_is_cached_block_by_block_without_loading_it_whole(tmp_path, monkeypatch):
+    """BIDS FIF (written by mne-bids) is read lazily: the cache entry equals the whole-run preprocessing, and the
+    traced peak memory while making it stays far below the run's size at its raw rate (the old path preloaded
+    it: peak >= 1x that size)."""
+    import datetime
+    import tracemalloc
+
+    import mne
+
+    from neurospeech.data import _cache, events_from_rows, load_dataset, write_run
+    from neurospeech.preprocessing import preprocess_continuous
+
+    sfreq, seconds, n_ch = 1000.0, 240.0, 20
+    info = mne.channels.read_meg_canonical_info("ctf151")
+    info = mne.pick_info(info, mne.pick_types(info, meg=True, ref_meg=False)[:n_ch])
+    with info._unlock():
+        info["sfreq"], info["lowpass"], info["line_freq"] = sfreq, sfreq / 2, 50.0
+    rng = np.random.default_rng(0)
+    raw = mne.io.RawArray(rng.standard_normal((n_ch, int(seconds * sfreq))) * 1e-13, info, verbose="error")
+    raw.set_meas_date(datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC))
+    rows = [dict(onset=2.0, duration=2.0, kind="sound", word="", sound="stimuli/a.wav", sound_time=0.0,
+                 sentence="a")]
+    write_run(tmp_path / "ds", raw, events_from_rows(rows), subject="01", task="listen", run="01")
+    raw_bytes = raw.get_data().nbytes  # float64 at the raw rate: what a preloaded read holds
+    del raw
+    rec = load_dataset(tmp_path / "ds")[0]
+    w, sp = WindowSpec(), PreprocessingSpec()
+    whole = rec.load_raw()
+    expect, _ = preprocess_continuous(whole.get_data(), whole.info["sfreq"], w, sp)
+    del whole
+    monkeypatch.setattr(_cache, "READ_BLOCK", 4096)
+    tracemalloc.start()
+    try:
+        entry = cache_recording(rec, w, sp, tmp_path / "rc")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    got = np.asarray(entry.data())
+    assert got.shape == expect.shape == (n_ch, entry.n_samples)
+    np.testing.assert_array_equal(got, expect)  # the block size does not change a sample
+    assert peak < raw_bytes / 4, f"caching a {raw_bytes / 1e6:.0f} MB run peaked at {peak / 1e6:.1f} MB"

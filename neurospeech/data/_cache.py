@@ -2,7 +2,8 @@
 
 A corpus larger than memory (LibriBrain: ~50 h of 306-channel MEG, ~26 GB even at 120 Hz in float32) cannot
 be held as training windows. :func:`cache_recordings` runs every recording, one at a time, through
-:func:`neurospeech.preprocessing.preprocess_continuous` (the offline path the live service shares) and writes
+:func:`neurospeech.preprocessing.preprocess_blocks` (the offline path the live service shares; the raw run is
+read block by block, never whole, when its reader reads lazily) and writes
 
     <cache_dir>/<key>.npy     (n_channels, n_samples) float32 at the model rate (window.sfreq)
     <cache_dir>/<key>.json    sidecar: key inputs, shape, first sample time, rate, channels, recording name
@@ -34,7 +35,7 @@ from numpy.typing import NDArray
 
 from ..contract import ChannelSpec
 from ..errors import DataFormatError
-from ..preprocessing import PreprocessingSpec, WindowSpec, preprocess_continuous
+from ..preprocessing import PreprocessingSpec, WindowSpec, preprocess_blocks
 from ._dataset import Recording
 
 __all__ = ["CACHE_FORMAT", "MAX_OPEN_MAPS", "CachedRecording", "cache_key", "cache_recording", "cache_recordings",
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 
 #: Version of the cache layout; part of every key.
 CACHE_FORMAT = 1
+
+#: Raw samples read and filtered per step while a run is cached (any value gives the same entry): a run is
+#: never in memory whole at its raw rate when its reader reads lazily (BIDS FIF / KIT / CTF / BrainVision).
+READ_BLOCK = 16384
 
 
 def default_recording_cache_dir(feature_cache: str | Path | None = None) -> Path:
@@ -201,7 +206,9 @@ def cache_recording(rec: Recording, window: WindowSpec, spec: PreprocessingSpec,
                     cache_dir: str | Path) -> CachedRecording:
     """The cache entry of one recording, made now if missing (the raw run is read and preprocessed once).
 
-    Peak memory while making it: the reader's copy of the run plus its model-rate float32 output.
+    The raw run is read ``READ_BLOCK`` samples at a time and streamed through the shared preprocessing, so the
+    peak memory is one block plus the model-rate float32 output (twice, while its pieces are joined) for the
+    readers that read lazily; the public-corpus readers preload the run (they convert it in memory).
     """
     from .segments import channel_specs
 
@@ -212,10 +219,13 @@ def cache_recording(rec: Recording, window: WindowSpec, spec: PreprocessingSpec,
     hit = _read_entry(rec, npy, side, key)
     if hit is not None:
         return hit
-    raw = rec.load_raw()
+    raw = rec.load_raw(preload=False)
     chans = channel_specs(raw.info)
-    data, times = preprocess_continuous(raw.get_data(), raw.info["sfreq"], window, spec,
-                                        first_time=float(raw.times[0]) if len(raw.times) else 0.0)
+    sfreq, n_times = float(raw.info["sfreq"]), int(raw.n_times)
+    block = max(READ_BLOCK, 1)
+    blocks = (raw.get_data(start=i, stop=min(i + block, n_times)) for i in range(0, n_times, block))
+    data, times = preprocess_blocks(blocks, len(chans), sfreq, window, spec,
+                                    first_time=float(raw.times[0]) if n_times else 0.0)
     del raw
     first = float(times[0]) if len(times) else 0.0
     _atomic_write(npy, lambda f: np.save(f, np.ascontiguousarray(data, dtype=np.float32), allow_pickle=False))

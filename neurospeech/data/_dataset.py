@@ -58,8 +58,12 @@ class Recording:
     def events_path(self) -> Path:
         return Path(self.bids_path.copy().update(suffix="events", extension=".tsv").fpath)
 
-    def load_raw(self) -> mne.io.BaseRaw:
-        """Read the run: preloaded, data channels only (MEG or EEG), SI units, bads in ``info['bads']``."""
+    def load_raw(self, preload: bool = True) -> mne.io.BaseRaw:
+        """Read the run: data channels only (MEG or EEG), SI units, bads in ``info['bads']``.
+
+        ``preload=False`` leaves the samples on disk (``raw.get_data(start=, stop=)`` then reads one piece at a
+        time): the cache builds a run of any length in bounded memory that way.
+        """
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -75,7 +79,8 @@ class Recording:
         if len(picks) == 0:
             raise DataFormatError(f"{self.bids_path.fpath} has no {self.datatype.upper()} channels")
         raw.pick(picks)
-        raw.load_data(verbose="error")
+        if preload:
+            raw.load_data(verbose="error")
         return raw
 
     def load_events(self) -> Events:

@@ -89,8 +89,12 @@ class CorpusRecording(Recording):
     def events_path(self) -> Path:
         return self.table
 
-    def load_raw(self) -> mne.io.BaseRaw:
-        """Read the run: preloaded, data channels only, SI units, bads in ``info['bads']``."""
+    def load_raw(self, preload: bool = True) -> mne.io.BaseRaw:
+        """Read the run: preloaded, data channels only, SI units, bads in ``info['bads']``.
+
+        The corpus readers convert units or assemble channels in memory, so the run is always preloaded
+        (``preload`` is accepted for the :class:`Recording` interface).
+        """
         if self.raw_loader is None:
             raise DataFormatError(f"{self.name}: no reader for {self.source}")
         return self.raw_loader()
