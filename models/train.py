@@ -383,9 +383,12 @@ def _val_loss(model: nn.Module, kind: str, val: Any, batch_size: int, device: to
 
 
 # ------------------------------------------------------------------------------------------------ fit
-def fit(model: BrainEncoder, train_set: Any, val_set: Any, cfg: TrainConfig, run_dir: Path | None = None,
+def fit(model: BrainEncoder, train_set: Any, val_set: Any | None, cfg: TrainConfig, run_dir: Path | None = None,
         device: torch.device | None = None) -> list[dict[str, float]]:
     """Optimise ``model`` on ``train_set`` with early stopping on ``val_set`` (both :class:`TensorSet`-like).
+
+    ``val_set=None``: no validation pass; ``cfg.max_epochs`` epochs run and the last is kept (``val_loss`` in the
+    history is then the epoch's training loss, ``val_top10`` NaN).
 
     Runs in every process of a torch.distributed job (call :func:`init_distributed` first); rank 0 writes
     ``checkpoint.pt`` / ``best.pt`` into ``run_dir`` and resumes from it when ``cfg.resume``.
@@ -491,11 +494,14 @@ def fit(model: BrainEncoder, train_set: Any, val_set: Any, cfg: TrainConfig, run
             # BatchNorm running statistics: rank 0's everywhere, so every rank evaluates the same model
             for buf in model.buffers():
                 dist.broadcast(buf, src=0)
-        val_loss, val_top10 = _val_loss(model, cfg.loss, val_set, global_bs, device)
+        if val_set is None:  # no validation windows: a fixed budget of epochs, the last one kept
+            val_loss, val_top10 = train_loss, float("nan")
+        else:
+            val_loss, val_top10 = _val_loss(model, cfg.loss, val_set, global_bs, device)
         rec = {"epoch": float(epoch), "train_loss": train_loss, "val_loss": val_loss,
                "val_top10": val_top10, "seconds": time.perf_counter() - t0}
         history.append(rec)
-        improved = val_loss < best - 1e-6
+        improved = val_set is None or val_loss < best - 1e-6
         if improved:
             best, bad = val_loss, 0
         else:

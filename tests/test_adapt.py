@@ -60,6 +60,9 @@ def test_adapted_run_changes_only_the_new_row(adapted):
     a = meta["adaptation"]
     assert 0 < a["minutes_used"] <= 0.8 + 1e-9 and a["n_windows"]["train"] > 0 and len(a["history"]) >= 1
     assert a["cpu_seconds"] > 0
+    # the first 0.8 min play train-split sounds only: no validation pass, the 2 epochs asked for all run
+    assert a["n_windows"]["val"] == 0 and a["early_stopping"].startswith("none: 2 epochs"), a["early_stopping"]
+    assert len(a["history"]) == 2 and all(np.isnan(h["val_top10"]) for h in a["history"])
     old_state, new_state = old.state_dict(), new.state_dict()
     assert set(old_state) == set(new_state)
     for name, value in old_state.items():
@@ -193,3 +196,34 @@ def test_adapt_curve_reuses_given_runs_without_training(adapted, tmp_path):
     assert _exit_code(["-q", "adapt-curve", data, "--held-out", "02", "--out", str(tmp_path / "c4"),
                        "--base-run", str(tmp_path / "nope"), "--within-run", run2]) == 4
     assert not (tmp_path / "c2").exists() and not (tmp_path / "c4").exists()
+
+
+def test_calibration_sounds_held_out_for_early_stopping_keep_every_sound_on_one_side():
+    from neurospeech.models._data import TensorSet
+    from neurospeech.models.adapt import _hold_out_sounds
+
+    rng = np.random.default_rng(3)
+    sounds = np.repeat([f"stimuli/s{k:04d}.wav" for k in range(60)], rng.integers(2, 9, 60))
+    n = len(sounds)
+    ws = TensorSet(brain=np.arange(n, dtype=np.float32)[:, None, None] * np.ones((1, 2, 3), np.float32),
+                   speech=np.zeros((n, 2, 2), np.float32), subject=np.zeros(n, np.int64),
+                   segment_id=np.array([f"w{i}" for i in range(n)]), word=np.array(["x"] * n),
+                   subject_name=np.array(["02"] * n))
+    fit, stop, text = _hold_out_sounds(ws, sounds, 0.15, seed=0)
+    assert len(fit) + len(stop) == n and stop is not fit and "held out" in text
+    fit_ids, stop_ids = set(fit.segment_id.tolist()), set(stop.segment_id.tolist())
+    assert not fit_ids & stop_ids
+    index = {f"w{i}": s for i, s in enumerate(sounds)}
+    fit_sounds, stop_sounds = {index[i] for i in fit_ids}, {index[i] for i in stop_ids}
+    assert not fit_sounds & stop_sounds, "a sound's windows must not be split between fitting and stopping"
+    assert 3 <= len(stop_sounds) <= 18  # ~15 % of 60 sounds (binomial, wide bounds)
+    again = _hold_out_sounds(ws, sounds, 0.15, seed=0)[1]
+    other = _hold_out_sounds(ws, sounds, 0.15, seed=1)[1]
+    assert np.array_equal(again.segment_id, stop.segment_id) and not np.array_equal(other.segment_id,
+                                                                                     stop.segment_id)
+    # two sounds cannot be split: nothing held out (adapt then runs its epochs without stopping), nothing lost
+    few = np.array(["a.wav", "a.wav", "b.wav", "b.wav"] + ["b.wav"] * (n - 4))
+    fit2, stop2, text2 = _hold_out_sounds(ws, few, 0.15, seed=0)
+    assert stop2 is fit2 and len(fit2) == n and "none held out" in text2
+    fit3, stop3, _ = _hold_out_sounds(ws, sounds, 0.0, seed=0)
+    assert stop3 is fit3 and len(fit3) == n
