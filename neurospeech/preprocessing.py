@@ -645,7 +645,8 @@ def preprocess_blocks(
     Parameters
     ----------
     blocks : iterable of arrays, each shape (n_channels, n_i)
-        Consecutive pieces of the recording, in SI units; any split gives the same result.
+        Consecutive pieces of the recording, in SI units; any split gives the same result to float32 rounding
+        (the filters run in float32, and their block boundaries move).
     n_channels : int
         Number of channels of every block.
     sfreq, window, spec, first_time

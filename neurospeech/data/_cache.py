@@ -46,8 +46,9 @@ log = logging.getLogger(__name__)
 #: Version of the cache layout; part of every key.
 CACHE_FORMAT = 1
 
-#: Raw samples read and filtered per step while a run is cached (any value gives the same entry): a run is
-#: never in memory whole at its raw rate when its reader reads lazily (BIDS FIF / KIT / CTF / BrainVision).
+#: Raw samples read and filtered per step while a run is cached (any value gives the same entry to float32
+#: rounding): a run is never in memory whole at its raw rate when its reader reads lazily (BIDS FIF / KIT /
+#: CTF / BrainVision).
 READ_BLOCK = 16384
 
 

@@ -214,3 +214,26 @@ def loader(workdir: Path, out: Path | None, **opts) -> None:
     out.write_text(json.dumps(r, indent=1, default=str))
     click.echo(format_loader(r))
     click.echo(f"results: {out}")
+
+
+@bench.command("cache")
+@click.option("--minutes", type=float, default=10.0, show_default=True, help="Length of the run.")
+@click.option("--channels", type=int, default=275, show_default=True, help="MEG channels of the run.")
+@click.option("--sfreq", type=float, default=1200.0, show_default=True, help="Its sampling rate in Hz.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_WORKDIR,
+              show_default=True, help="The run and the caches go here.")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON results [<workdir>/cache.json].")
+def cache(workdir: Path, out: Path | None, **opts) -> None:
+    """Peak memory of caching one long run: block by block (today) vs read whole (before), in fresh processes.
+
+    Example: neurospeech bench cache --minutes 10 --channels 275 --sfreq 1200
+    """
+    from .cache import CacheBenchSettings, format_cache, run_cache_bench
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    r = run_cache_bench(CacheBenchSettings(workdir=workdir, **opts))
+    out = out or workdir / "cache.json"
+    out.write_text(json.dumps(r, indent=1, default=str))
+    click.echo(format_cache(r))
+    click.echo(f"results: {out}")
