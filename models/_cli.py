@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ def train(config: Path | None, sets: tuple[str, ...], subjects: tuple[str, ...],
     cfg = TrainConfig.from_toml(config, **overrides) if config else TrainConfig.from_dict(overrides)
     run_dir = run_train(cfg)
     meta_path = Path(run_dir) / "meta.json"
-    if meta_path.is_file():
+    if meta_path.is_file() and os.environ.get("RANK", "0") == "0":  # torchrun: one summary, from rank 0
         meta = json.loads(meta_path.read_text())
         t = meta["training"]
         click.echo(f"run {run_dir}: {t['epochs_run']} epochs, best val loss {t['best_val_loss']:.4f} "

@@ -140,6 +140,30 @@ def test_training_streamed_or_in_memory_gives_the_same_model(broderick, tmp_path
 
 
 @pytest.mark.torch
+def test_torchrun_two_processes_streaming_from_the_cache_train_the_in_memory_model(broderick, tmp_path):
+    """`torchrun --nproc_per_node=2 -m neurospeech train` (gloo on CPU), windows streamed from the cache by both
+    ranks vs held in memory: exit 0, world size 2 recorded, the same model (sha256), one summary line."""
+    root, _ = broderick
+    enc = '{"n_virtual": 16, "hidden": 32, "head_hidden": 32, "fourier_harmonics": 4}'
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    metas = {}
+    for mode in ("on", "off"):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+               "neurospeech", "-q", "train", "--data", str(root), "--out", str(tmp_path / mode), "--epochs", "1",
+               "--batch-size", "8", "--set", f"encoder={enc}", "--set", "batches_per_epoch=3", "--set",
+               "score_dim=8", "--set", "progress=false", "--set", "threads=1", "--set", f"data_cache={mode}",
+               "--set", f"feature_cache={tmp_path / 'feat'}"]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, check=False)
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert p.stdout.count(f"run {tmp_path / mode}:") == 1, p.stdout  # rank 0 only
+        metas[mode] = json.loads((tmp_path / mode / "meta.json").read_text())
+    assert metas["on"]["training"]["world_size"] == metas["off"]["training"]["world_size"] == 2
+    assert metas["on"]["training"]["model_sha256"] == metas["off"]["training"]["model_sha256"]
+    assert metas["on"]["history"][0]["val_loss"] == metas["off"]["history"][0]["val_loss"]
+    assert any((tmp_path / "feat" / "recordings").glob("*.npy"))
+
+
+@pytest.mark.torch
 def test_corpus_larger_than_the_memory_limit_trains_and_evaluates_only_with_the_cache(tmp_path):
     """48 runs x 40 s of 306-channel MEG (282 MB at the model rate) under a 220 MB data limit (RLIMIT_DATA,
     set in a child process above what its imported libraries already hold): one epoch trains with the
