@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _big_corpus import make_big_libribrain
-from _reader_fixtures import make_broderick
+from _reader_fixtures import make_broderick, make_meg_masc, make_mous
 from neurospeech.models import _data
 from neurospeech.models._stream import stream_segments
 
@@ -342,3 +342,22 @@ def test_a_lazily_read_run_is_cached_block_by_block_without_loading_it_whole(tmp
     # another block size moves a sample by float32 rounding at most
     np.testing.assert_allclose(got, expect, rtol=0, atol=1e-5 * float(np.abs(expect).max()))
     assert peak < raw_bytes / 4, f"caching a {raw_bytes / 1e6:.0f} MB run peaked at {peak / 1e6:.1f} MB"
+
+
+@pytest.mark.parametrize("layout", ["meg-masc", "mous"])
+def test_kit_and_ctf_corpus_runs_are_read_lazily_and_cache_as_when_preloaded(tmp_path, layout):
+    """MEG-MASC (KIT .con) and MOUS (CTF .ds) runs leave their samples on disk until the cache reads them block by
+    block; the lazy read gives the preloaded data exactly, and the entry the whole-run preprocessing."""
+    from neurospeech.preprocessing import preprocess_continuous
+
+    root = tmp_path / layout
+    (make_meg_masc if layout == "meg-masc" else make_mous)(root)
+    rec = _data.find_recordings(root, None, None, layout)[0]
+    lazy, whole = rec.load_raw(preload=False), rec.load_raw()
+    assert not lazy.preload and whole.preload
+    assert lazy.ch_names == whole.ch_names and lazy.info["bads"] == whole.info["bads"]
+    np.testing.assert_array_equal(lazy.get_data(), whole.get_data())
+    w, sp = WindowSpec(), PreprocessingSpec()
+    expect, _ = preprocess_continuous(whole.get_data(), whole.info["sfreq"], w, sp)
+    got = np.asarray(cache_recording(rec, w, sp, tmp_path / "rc").data())
+    np.testing.assert_allclose(got, expect, rtol=0, atol=1e-5 * float(np.abs(expect).max()))

@@ -146,6 +146,9 @@ def test_kit_real_recording_without_sidecars_is_read_in_the_device_frame(tmp_pat
     picks = mne.pick_types(ref.info, meg=True, ref_meg=False, exclude=[])
     assert raw.ch_names == [ref.ch_names[i] for i in picks]
     np.testing.assert_array_equal(raw.get_data(), ref.get_data(picks=picks))
+    lazy = rec.load_raw(preload=False)  # what the cache reads block by block
+    assert not lazy.preload and lazy.ch_names == raw.ch_names
+    np.testing.assert_array_equal(lazy.get_data(start=100, stop=900), raw.get_data(start=100, stop=900))
     assert len(rec.load_events()) == 0
 
 
@@ -226,6 +229,9 @@ def test_ctf_real_dataset_in_the_mous_layout(tmp_path):
     assert raw.ch_names == [ref.ch_names[i] for i in picks]
     np.testing.assert_array_equal(raw.get_data(), ref.get_data(picks=picks))
     assert set(ref.info["bads"]) <= set(raw.info["bads"])
+    lazy = rec.load_raw(preload=False)  # what the cache reads block by block
+    assert not lazy.preload and lazy.ch_names == raw.ch_names and lazy.info["bads"] == raw.info["bads"]
+    np.testing.assert_array_equal(lazy.get_data(start=100, stop=900), raw.get_data(start=100, stop=900))
     assert len(rec.load_events()) == 0  # trigger rows are not speech
 
 

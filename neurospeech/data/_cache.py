@@ -48,7 +48,7 @@ CACHE_FORMAT = 1
 
 #: Raw samples read and filtered per step while a run is cached (any value gives the same entry to float32
 #: rounding): a run is never in memory whole at its raw rate when its reader reads lazily (BIDS FIF / KIT /
-#: CTF / BrainVision).
+#: CTF / BrainVision, MEG-MASC, MOUS).
 READ_BLOCK = 16384
 
 
@@ -209,7 +209,8 @@ def cache_recording(rec: Recording, window: WindowSpec, spec: PreprocessingSpec,
 
     The raw run is read ``READ_BLOCK`` samples at a time and streamed through the shared preprocessing, so the
     peak memory is one block plus the model-rate float32 output (twice, while its pieces are joined) for the
-    readers that read lazily; the public-corpus readers preload the run (they convert it in memory).
+    readers that read lazily (BIDS, MEG-MASC, MOUS); the Broderick, Brennan and LibriBrain readers preload the
+    run (they convert it in memory).
     """
     from .segments import channel_specs
 

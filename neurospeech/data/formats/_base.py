@@ -78,25 +78,31 @@ class CorpusRecording(Recording):
         The file the events come from (events.tsv, word table); :attr:`events_path`.
     raw_loader, events_loader : callable
         ``() -> mne.io.BaseRaw`` (data channels only, SI units, bads set) and ``() -> Events``.
+    lazy : bool
+        ``raw_loader(preload=False)`` leaves the samples on disk (readers that only read and pick channels:
+        KIT, CTF); the others convert in memory and always preload.
     """
 
     source: Path = field(default_factory=Path)
     table: Path = field(default_factory=Path)
-    raw_loader: Callable[[], mne.io.BaseRaw] | None = field(default=None, repr=False)
+    raw_loader: Callable[..., mne.io.BaseRaw] | None = field(default=None, repr=False)
     events_loader: Callable[[], Events] | None = field(default=None, repr=False)
+    lazy: bool = False
 
     @property
     def events_path(self) -> Path:
         return self.table
 
     def load_raw(self, preload: bool = True) -> mne.io.BaseRaw:
-        """Read the run: preloaded, data channels only, SI units, bads in ``info['bads']``.
+        """Read the run: data channels only, SI units, bads in ``info['bads']``.
 
-        The corpus readers convert units or assemble channels in memory, so the run is always preloaded
-        (``preload`` is accepted for the :class:`Recording` interface).
+        ``preload=False`` leaves the samples on disk when the reader is :attr:`lazy` (KIT, CTF); the readers
+        that convert units or assemble channels in memory always preload.
         """
         if self.raw_loader is None:
             raise DataFormatError(f"{self.name}: no reader for {self.source}")
+        if self.lazy and not preload:
+            return self.raw_loader(preload=False)
         return self.raw_loader()
 
     def load_events(self) -> Events:
@@ -113,8 +119,9 @@ def bids_name(root: Path, subject: str, task: str, datatype: str, session: str |
                              suffix=datatype, extension=extension, root=root, check=False)
 
 
-def pick_data_channels(raw: mne.io.BaseRaw, datatype: str, what: Path | str) -> mne.io.BaseRaw:
-    """Keep the MEG (no reference sensors) or EEG channels, preloaded."""
+def pick_data_channels(raw: mne.io.BaseRaw, datatype: str, what: Path | str, preload: bool = True
+                       ) -> mne.io.BaseRaw:
+    """Keep the MEG (no reference sensors) or EEG channels, preloaded unless ``preload=False``."""
     if datatype == "meg":
         picks = mne.pick_types(raw.info, meg=True, ref_meg=False, exclude=[])
     else:
@@ -123,7 +130,8 @@ def pick_data_channels(raw: mne.io.BaseRaw, datatype: str, what: Path | str) -> 
         raise DataFormatError(f"{what} has no {datatype.upper()} channels (types: "
                               f"{sorted(set(raw.get_channel_types()))})")
     raw.pick(picks, verbose="error")
-    raw.load_data(verbose="error")
+    if preload:
+        raw.load_data(verbose="error")
     return raw
 
 

@@ -82,7 +82,7 @@ def detect(root: Path) -> bool:
     return any(root.glob("sub-*/ses-*/meg/sub-*_meg.con"))
 
 
-def _load_raw(rec: CorpusRecording, mrk: Path, elp: Path, hsp: Path) -> mne.io.BaseRaw:
+def _load_raw(rec: CorpusRecording, mrk: Path, elp: Path, hsp: Path, preload: bool = True) -> mne.io.BaseRaw:
     kw: dict[str, object] = {}
     if mrk.is_file() and elp.is_file() and hsp.is_file():
         elp_pts = read_fastscan(elp)
@@ -101,7 +101,7 @@ def _load_raw(rec: CorpusRecording, mrk: Path, elp: Path, hsp: Path) -> mne.io.B
         raise DataFormatError(f"cannot read KIT recording {rec.source}: {exc}") from exc
     bads = read_channel_bads(rec.source.with_name(rec.source.name.replace("_meg.con", "_channels.tsv")))
     raw.info["bads"] = [b for b in bads if b in raw.ch_names]
-    return pick_data_channels(raw, "meg", rec.source)
+    return pick_data_channels(raw, "meg", rec.source, preload=preload)
 
 
 def _load_events(rec: CorpusRecording) -> Events:
@@ -134,7 +134,9 @@ def recordings(root: Path, subjects: list[str] | None, tasks: list[str] | None) 
         rec = CorpusRecording(root=root, subject=sub, session=ses, task=task, run=run, datatype="meg",
                               bids_path=bids_name(root, sub, task, "meg", ses, run, ".con"), source=con,
                               table=events)
-        rec.raw_loader = lambda rec=rec, mrk=mrk, elp=elp, hsp=hsp: _load_raw(rec, mrk, elp, hsp)
+        rec.raw_loader = (lambda preload=True, rec=rec, mrk=mrk, elp=elp, hsp=hsp:
+                          _load_raw(rec, mrk, elp, hsp, preload))
+        rec.lazy = True
         rec.events_loader = lambda rec=rec: _load_events(rec)
         out.append(rec)
     return out

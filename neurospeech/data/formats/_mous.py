@@ -123,7 +123,7 @@ def _load_events(rec: CorpusRecording) -> Events:
     return complete_sounds(rec.root, out)
 
 
-def _load_raw(rec: CorpusRecording) -> mne.io.BaseRaw:
+def _load_raw(rec: CorpusRecording, preload: bool = True) -> mne.io.BaseRaw:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -132,7 +132,7 @@ def _load_raw(rec: CorpusRecording) -> mne.io.BaseRaw:
         raise DataFormatError(f"cannot read CTF dataset {rec.source}: {exc}") from exc
     bads = read_channel_bads(rec.source.with_name(rec.source.name.replace("_meg.ds", "_channels.tsv")))
     raw.info["bads"] = sorted(set(raw.info["bads"]) | {b for b in bads if b in raw.ch_names})
-    return pick_data_channels(raw, "meg", rec.source)
+    return pick_data_channels(raw, "meg", rec.source, preload=preload)
 
 
 def recordings(root: Path, subjects: list[str] | None, tasks: list[str] | None) -> list[Recording]:
@@ -151,8 +151,9 @@ def recordings(root: Path, subjects: list[str] | None, tasks: list[str] | None) 
         rec = CorpusRecording(root=root, subject=sub, session=ses, task=task, run=run, datatype="meg",
                               bids_path=bids_name(root, sub, task, "meg", ses, run, ".ds"), source=ds,
                               table=events)
-        rec.raw_loader = lambda rec=rec: _load_raw(rec)
+        rec.raw_loader = lambda preload=True, rec=rec: _load_raw(rec, preload)
         rec.events_loader = lambda rec=rec: _load_events(rec)
+        rec.lazy = True
         out.append(rec)
     return out
 
