@@ -50,9 +50,7 @@ from ..metrics import (
     bootstrap_ratio_ci,
     empirical_chance,
     rank_of_true,
-    segment_topk,
     word_ranks,
-    word_topk,
 )
 from ..preprocessing import PreprocessingSpec, RobustScaler, WindowSpec
 from ..scoring import CandidateBank, normalise_candidates
@@ -163,14 +161,22 @@ def score_methods(scores: np.ndarray, true_index: np.ndarray, cand_words: np.nda
         ``word_identity_top1/top10`` with ``*_ci``, ``median_rank``), ``ranks`` and ``hits`` (per-query top-10
         hits, for paired ratios; removed before the report is written).
     """
+    # every metric below is a function of the per-query ranks: the score matrix is ranked once, row block by
+    # row block (neurospeech.metrics.ROW_BLOCK), and never copied per subject
     seg_rank = rank_of_true(scores, true_index)
-    w_rank, _ = word_ranks(scores, cand_words, true_words)
+    w_rank, n_words = word_ranks(scores, cand_words, true_words)
+    n_c = int(np.shape(scores)[1])
 
     def block(sel: np.ndarray) -> dict[str, Any]:
-        out = segment_topk(scores[sel], true_index[sel], ks=(1, 5, 10))
-        word = word_topk(scores[sel], cand_words, true_words[sel], k=10)
-        out.update({"word_identity_top1": word["top1"], "word_identity_top10": word["top10"],
-                    "n_words": word["n_words"]})
+        r, wr = seg_rank[sel], w_rank[sel]
+        out: dict[str, Any] = {"n_queries": len(r), "n_candidates": n_c}
+        for k in (1, 5, 10):  # the fields of neurospeech.metrics.segment_topk / word_topk, from the ranks
+            out[f"top{k}"] = float(np.mean(r < k))
+            out[f"chance_top{k}"] = min(k, n_c) / n_c
+        out["median_rank"] = float(np.median(r + 1))
+        out["mean_reciprocal_rank"] = float(np.mean(1.0 / (r + 1)))
+        out.update({"word_identity_top1": float(np.mean(wr < 1)), "word_identity_top10": float(np.mean(wr < 10)),
+                    "n_words": n_words})
         groups = true_index[sel]
         for k in (1, 5, 10):
             out[f"top{k}_ci"] = bootstrap_ci(seg_rank[sel] < k, groups, n_boot, seed)

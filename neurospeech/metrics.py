@@ -27,15 +27,28 @@ __all__ = ["binomial_p", "bootstrap_ci", "bootstrap_ratio_ci", "empirical_chance
            "segment_topk", "word_ranks", "word_topk"]
 
 
-def _check_scores(scores: NDArray[Any], n_q: int | None = None) -> NDArray[np.float64]:
-    s = np.asarray(scores, dtype=np.float64)
+#: Query rows ranked at a time: the float64 working copies (scores, softmax, per-word sums) are made per block,
+#: so ranking needs memory for the caller's score matrix plus a few blocks, not several float64 copies of it
+#: (20 000 x 20 000 scores: 1.6 GB as float32; the whole-matrix float64 softmax path peaked at ~4 times that).
+ROW_BLOCK = 1024
+
+
+def _check_shape(scores: NDArray[Any], n_q: int | None = None) -> NDArray[Any]:
+    s = np.asarray(scores)
     if s.ndim != 2 or s.shape[0] == 0 or s.shape[1] == 0:
         raise DataFormatError(f"scores must be a non-empty (n_queries, n_candidates) matrix, got {s.shape}")
     if n_q is not None and s.shape[0] != n_q:
         raise DataFormatError(f"scores have {s.shape[0]} rows but {n_q} true labels were given")
-    if not np.all(np.isfinite(s)):
-        raise DataFormatError("scores contain NaN or infinite values")
     return s
+
+
+def _row_blocks(s: NDArray[Any]) -> Any:
+    """``(rows, float64 block)`` over the rows of ``s``, ``ROW_BLOCK`` at a time, each checked finite."""
+    for i in range(0, s.shape[0], ROW_BLOCK):
+        b = np.asarray(s[i:i + ROW_BLOCK], dtype=np.float64)
+        if not np.all(np.isfinite(b)):
+            raise DataFormatError("scores contain NaN or infinite values")
+        yield slice(i, i + len(b)), b
 
 
 def rank_of_true(scores: NDArray[Any], true_index: NDArray[Any]) -> NDArray[np.int64]:
@@ -47,14 +60,17 @@ def rank_of_true(scores: NDArray[Any], true_index: NDArray[Any]) -> NDArray[np.i
     true_index : array of int, shape (n_queries,)
     """
     idx = np.asarray(true_index)
-    s = _check_scores(scores, len(idx))
+    s = _check_shape(scores, len(idx))
     if idx.dtype.kind not in "iu" or np.any(idx < 0) or np.any(idx >= s.shape[1]):
         raise DataFormatError(
             f"true_index must be integers in [0, {s.shape[1]}), got range "
             f"[{idx.min() if idx.size else None}, {idx.max() if idx.size else None}]"
         )
-    true = s[np.arange(len(idx)), idx][:, None]
-    return ((s >= true).sum(axis=1) - 1).astype(np.int64)
+    ranks = np.empty(len(idx), dtype=np.int64)
+    for rows, b in _row_blocks(s):
+        true = b[np.arange(len(b)), idx[rows]][:, None]
+        ranks[rows] = (b >= true).sum(axis=1) - 1
+    return ranks
 
 
 def segment_topk(
@@ -95,7 +111,7 @@ def word_ranks(scores: NDArray[Any], candidate_words: NDArray[Any], true_words: 
     Ties count against the true word (pessimistic).
     """
     tw = np.asarray([str(w).casefold() for w in np.asarray(true_words).astype(str).tolist()], dtype=str)
-    s = _check_scores(scores, len(tw))
+    s = _check_shape(scores, len(tw))
     cw = np.asarray(candidate_words).astype(str)
     if cw.shape != (s.shape[1],):
         raise DataFormatError(f"candidate_words has shape {cw.shape}, expected ({s.shape[1]},)")
@@ -104,13 +120,15 @@ def word_ranks(scores: NDArray[Any], candidate_words: NDArray[Any], true_words: 
     missing = sorted(set(tw) - set(vocab))
     if missing:
         raise DataFormatError(f"true words not among the candidates' words: {missing[:10]}")
-    p = softmax(s, axis=1)
-    pw = np.zeros((s.shape[0], len(vocab)))
-    np.add.at(pw.T, inv, p.T)  # pw[:, w] = sum of p over candidates of word w
     true_col = np.searchsorted(vocab, tw)
-    true_p = pw[np.arange(len(tw)), true_col][:, None]
-    ranks = (pw > true_p).sum(axis=1) + ((pw == true_p).sum(axis=1) - 1)
-    return ranks.astype(np.int64), len(vocab)
+    ranks = np.empty(len(tw), dtype=np.int64)
+    for rows, b in _row_blocks(s):
+        p = softmax(b, axis=1)
+        pw = np.zeros((len(b), len(vocab)))
+        np.add.at(pw.T, inv, p.T)  # pw[:, w] = sum of p over candidates of word w
+        true_p = pw[np.arange(len(b)), true_col[rows]][:, None]
+        ranks[rows] = (pw > true_p).sum(axis=1) + ((pw == true_p).sum(axis=1) - 1)
+    return ranks, len(vocab)
 
 
 def word_topk(

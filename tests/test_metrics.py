@@ -108,3 +108,87 @@ def test_metric_input_errors():
         segment_topk(np.zeros(4), np.arange(1))
     with pytest.raises(DataFormatError, match="not among"):
         word_topk(np.zeros((1, 2)), np.array(["a", "b"]), np.array(["z"]))
+
+
+def _reference_ranks(s, true_index, cand_words, true_words):
+    """The whole-matrix float64 ranking (what the metrics did before they worked in row blocks)."""
+    from neurospeech.scoring import softmax
+
+    s = np.asarray(s, dtype=np.float64)
+    seg = (s >= s[np.arange(len(s)), true_index][:, None]).sum(axis=1) - 1
+    cw = np.array([w.casefold() for w in cand_words])
+    vocab, inv = np.unique(cw, return_inverse=True)
+    p = softmax(s, axis=1)
+    pw = np.zeros((len(s), len(vocab)))
+    np.add.at(pw.T, inv, p.T)
+    tp = pw[np.arange(len(s)), np.searchsorted(vocab, [w.casefold() for w in true_words])][:, None]
+    return seg, (pw > tp).sum(axis=1) + (pw == tp).sum(axis=1) - 1
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 100_000])
+def test_ranks_in_row_blocks_equal_the_whole_matrix_ranks(monkeypatch, block):
+    from neurospeech import metrics
+    from neurospeech.metrics import word_ranks
+
+    rng = np.random.default_rng(5)
+    n_q, n_c = 150, 90
+    cand_words = rng.choice(["the", "a", "Dog", "dog", "ran", "sat", "on"], n_c)
+    true_index = rng.integers(0, n_c, n_q)
+    true_words = cand_words[true_index]
+    s = rng.standard_normal((n_q, n_c)).astype(np.float32)
+    s[:, :5] = s[:, :1]  # ties count against the true candidate
+    seg_ref, word_ref = _reference_ranks(s, true_index, list(cand_words), list(true_words))
+    monkeypatch.setattr(metrics, "ROW_BLOCK", block)
+    np.testing.assert_array_equal(rank_of_true(s, true_index), seg_ref)
+    np.testing.assert_array_equal(word_ranks(s, cand_words, true_words)[0], word_ref)
+    bad = s.copy()
+    bad[n_q - 1, 3] = np.nan  # in the last block whatever the block size
+    with pytest.raises(DataFormatError, match="NaN or infinite"):
+        rank_of_true(bad, true_index)
+
+
+def test_ranking_a_large_score_matrix_needs_far_less_than_its_float64_copies(monkeypatch):
+    """tracemalloc peak of ranking a 2000 x 3000 float32 matrix (24 MB) beside the matrix itself: the whole-matrix
+    path made float64 copies (48 MB each: scores, softmax, exponentials); the row blocks stay below one."""
+    import tracemalloc
+
+    from neurospeech import metrics
+    from neurospeech.metrics import word_ranks
+
+    rng = np.random.default_rng(6)
+    n_q, n_c = 2000, 3000
+    cand_words = np.array([f"w{k % 400}" for k in range(n_c)])
+    true_index = rng.integers(0, n_c, n_q)
+    s = rng.standard_normal((n_q, n_c)).astype(np.float32)
+    monkeypatch.setattr(metrics, "ROW_BLOCK", 128)
+    tracemalloc.start()
+    try:
+        rank_of_true(s, true_index)
+        word_ranks(s, cand_words, cand_words[true_index])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < n_q * n_c * 8 / 2, f"ranking peaked at {peak / 1e6:.1f} MB"
+
+
+def test_evaluate_score_methods_from_ranks_equal_the_metrics_on_each_subset():
+    """models.evaluate.score_methods derives every block from the per-query ranks; each block must equal what
+    segment_topk / word_topk give on that block's rows of the score matrix."""
+    from neurospeech.models.evaluate import score_methods
+
+    rng = np.random.default_rng(8)
+    n_q, n_c = 120, 60
+    cand_words = rng.choice(["the", "a", "dog", "ran", "sat"], n_c)
+    true_index = rng.integers(0, n_c, n_q)
+    s = rng.standard_normal((n_q, n_c)).astype(np.float32)
+    s[np.arange(n_q), true_index] += 1.0
+    subjects = np.array(["01", "02", "03"])[rng.integers(0, 3, n_q)]
+    res = score_methods(s, true_index, cand_words, cand_words[true_index], subjects, n_boot=50)
+    for name, sel in [("overall", np.ones(n_q, bool))] + [(k, subjects == k) for k in ("01", "02", "03")]:
+        got = res["overall"] if name == "overall" else res["per_subject"][name]
+        seg = segment_topk(s[sel], true_index[sel], ks=(1, 5, 10))
+        word = word_topk(s[sel], cand_words, cand_words[true_index][sel], k=10)
+        for key, value in seg.items():
+            assert got[key] == value, (name, key)
+        assert got["word_identity_top1"] == word["top1"] and got["word_identity_top10"] == word["top10"]
+        assert got["n_words"] == word["n_words"]
