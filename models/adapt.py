@@ -315,7 +315,7 @@ def _hold_out_sounds(windows: Any, sounds: np.ndarray, fraction: float, seed: in
     Returns
     -------
     fit, stop : TensorSet
-        ``stop is fit`` when nothing could be held out (then early stopping follows the training loss).
+        ``stop is fit`` when nothing was held out (``adapt`` then runs ``max_epochs`` with no validation pass).
     description : str
     """
     from ..data._ids import stable_uniform
