@@ -47,8 +47,14 @@ def test_loss_and_resume_when_the_outlet_is_killed_or_falls_silent(art):
             raise AssertionError(f"kill={kill}") from results.get(kill)
 
 
+#: outage length: longer than loss_timeout (1 s) by more than the inlet buffer (max_buflen 2 s) the service may
+#: still be draining when the player stops. At 1.2 s a service lagging > 0.2 s saw less than 1 s of silence and,
+#: rightly, no loss: the silent case failed so once, with busy loops and a second test run beside it (session 11)
+OUTAGE_S = 3.5
+
+
 def check_loss_and_resume(art, kill):
-    player = Player(art.data, art.sfreq, art.names, stop_at=3.3, restart_after=1.2, kill=kill).start()
+    player = Player(art.data, art.sfreq, art.names, stop_at=3.3, restart_after=OUTAGE_S, kill=kill).start()
     server = Server(serve_settings(art, player, loss_timeout=1.0, markers=False))
     server.start()
     sub = Subscriber(server.publisher.endpoint)
@@ -111,7 +117,7 @@ def check_loss_and_resume(art, kill):
     assert start <= player.stopped_at + 0.05, (start, player.stopped_at)
     assert player.restarted_at - 0.1 <= start + duration <= t_back + 0.1, (
         start + duration - player.restarted_at, t_back - player.restarted_at)
-    assert duration >= 1.2 - 0.1  # restart_after
+    assert duration >= OUTAGE_S - 0.1  # restart_after
     assert status[-1]["dropped_samples"] > 0
     for kind in ("decode", "status"):
         seqs = [m.seq for m in msgs if m.kind == kind]

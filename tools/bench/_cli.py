@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -12,6 +13,24 @@ __all__ = ["bench"]
 
 #: artifacts (two ONNX encoders, 2 x 128 MB banks), a 60 s FIF and logs: kept out of the checkout
 DEFAULT_WORKDIR = Path(tempfile.gettempdir()) / "neurospeech-bench"
+
+
+def _report(r: dict, out: Path | None, default: Path, table: str) -> None:
+    """Write the results as JSON to ``out`` (else ``default``), then print the table and where the JSON went."""
+    path = out or default
+    path.write_text(json.dumps(r, indent=1, default=str))
+    click.echo(table)
+    click.echo(f"results: {path}")
+
+
+def _io_options(workdir_help: str, name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """``--workdir`` (default :data:`DEFAULT_WORKDIR`) and ``--out`` (default ``<workdir>/<name>.json``)."""
+    def deco(f: Callable[..., None]) -> Callable[..., None]:
+        f = click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                         help=f"JSON results [<workdir>/{name}.json].")(f)
+        return click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_WORKDIR,
+                            show_default=True, help=workdir_help)(f)
+    return deco
 
 
 @click.group("bench")
@@ -121,10 +140,7 @@ def latency(workdir: Path, out: Path | None, presets: str, bank_rank: str, early
         **opts,
     )
     r = run_latency(s)
-    out = out or workdir / "latency.json"
-    out.write_text(json.dumps(r, indent=1, default=str))
-    click.echo(format_table(r))
-    click.echo(f"results: {out}")
+    _report(r, out, workdir / "latency.json", format_table(r))
 
 
 @bench.command("soak")
@@ -155,10 +171,7 @@ def soak(minutes: float, workdir: Path, out: Path | None, **opts) -> None:
     from .soak import SoakSettings, format_soak, run_soak
 
     r = run_soak(SoakSettings(minutes=minutes, workdir=workdir, **opts))
-    out = out or workdir / "soak.json"
-    out.write_text(json.dumps(r, indent=1, default=str))
-    click.echo(format_soak(r))
-    click.echo(f"results: {out}")
+    _report(r, out, workdir / "soak.json", format_soak(r))
 
 
 @bench.command("dashboard")
@@ -179,10 +192,7 @@ def dashboard(workdir: Path, out: Path | None, **opts) -> None:
     from .dashboard import DashboardBenchSettings, format_dashboard, run_dashboard_bench
 
     r = run_dashboard_bench(DashboardBenchSettings(workdir=workdir, **opts))
-    out = out or workdir / "dashboard.json"
-    out.write_text(json.dumps(r, indent=1, default=str))
-    click.echo(format_dashboard(r))
-    click.echo(f"results: {out}")
+    _report(r, out, workdir / "dashboard.json", format_dashboard(r))
 
 
 @bench.command("loader")
@@ -197,10 +207,7 @@ def dashboard(workdir: Path, out: Path | None, **opts) -> None:
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
 @click.option("--sensors", default="ctf275", show_default=True, help="Sensors of the simulated dataset.")
 @click.option("--minutes", type=float, default=2.0, show_default=True, help="Minutes of the simulated dataset.")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_WORKDIR,
-              show_default=True, help="Simulated data and the caches go here.")
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="JSON results [<workdir>/loader.json].")
+@_io_options("Simulated data and the caches go here.", "loader")
 def loader(workdir: Path, out: Path | None, **opts) -> None:
     """Windows/s of the streamed training loader alone vs the training step (is the loader the bottleneck?).
 
@@ -210,20 +217,14 @@ def loader(workdir: Path, out: Path | None, **opts) -> None:
 
     workdir.mkdir(parents=True, exist_ok=True)
     r = run_loader_bench(LoaderBenchSettings(workdir=workdir, **opts))
-    out = out or workdir / "loader.json"
-    out.write_text(json.dumps(r, indent=1, default=str))
-    click.echo(format_loader(r))
-    click.echo(f"results: {out}")
+    _report(r, out, workdir / "loader.json", format_loader(r))
 
 
 @bench.command("cache")
 @click.option("--minutes", type=float, default=10.0, show_default=True, help="Length of the run.")
 @click.option("--channels", type=int, default=275, show_default=True, help="MEG channels of the run.")
 @click.option("--sfreq", type=float, default=1200.0, show_default=True, help="Its sampling rate in Hz.")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_WORKDIR,
-              show_default=True, help="The run and the caches go here.")
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="JSON results [<workdir>/cache.json].")
+@_io_options("The run and the caches go here.", "cache")
 def cache(workdir: Path, out: Path | None, **opts) -> None:
     """Peak memory of caching one long run: block by block (today) vs read whole (before), in fresh processes.
 
@@ -233,7 +234,4 @@ def cache(workdir: Path, out: Path | None, **opts) -> None:
 
     workdir.mkdir(parents=True, exist_ok=True)
     r = run_cache_bench(CacheBenchSettings(workdir=workdir, **opts))
-    out = out or workdir / "cache.json"
-    out.write_text(json.dumps(r, indent=1, default=str))
-    click.echo(format_cache(r))
-    click.echo(f"results: {out}")
+    _report(r, out, workdir / "cache.json", format_cache(r))
