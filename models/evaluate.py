@@ -50,6 +50,7 @@ from ..metrics import (
     bootstrap_ratio_ci,
     empirical_chance,
     rank_of_true,
+    segment_topk_from_ranks,
     word_ranks,
 )
 from ..preprocessing import PreprocessingSpec, RobustScaler, WindowSpec
@@ -168,13 +169,8 @@ def score_methods(scores: np.ndarray, true_index: np.ndarray, cand_words: np.nda
     n_c = int(np.shape(scores)[1])
 
     def block(sel: np.ndarray) -> dict[str, Any]:
-        r, wr = seg_rank[sel], w_rank[sel]
-        out: dict[str, Any] = {"n_queries": len(r), "n_candidates": n_c}
-        for k in (1, 5, 10):  # the fields of neurospeech.metrics.segment_topk / word_topk, from the ranks
-            out[f"top{k}"] = float(np.mean(r < k))
-            out[f"chance_top{k}"] = min(k, n_c) / n_c
-        out["median_rank"] = float(np.median(r + 1))
-        out["mean_reciprocal_rank"] = float(np.mean(1.0 / (r + 1)))
+        wr = w_rank[sel]
+        out = segment_topk_from_ranks(seg_rank[sel], n_c, ks=(1, 5, 10))
         out.update({"word_identity_top1": float(np.mean(wr < 1)), "word_identity_top10": float(np.mean(wr < 10)),
                     "n_words": n_words})
         groups = true_index[sel]

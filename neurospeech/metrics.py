@@ -24,7 +24,7 @@ from .errors import DataFormatError
 from .scoring import softmax
 
 __all__ = ["binomial_p", "bootstrap_ci", "bootstrap_ratio_ci", "empirical_chance", "rank_of_true",
-           "segment_topk", "word_ranks", "word_topk"]
+           "segment_topk", "segment_topk_from_ranks", "word_ranks", "word_topk"]
 
 
 #: Query rows ranked at a time: the float64 working copies (scores, softmax, per-word sums) are made per block,
@@ -93,9 +93,16 @@ def segment_topk(
         ``top{k}`` and ``chance_top{k}`` for each k, ``n_queries``, ``n_candidates``, ``median_rank``
         (1-based), ``mean_reciprocal_rank``.
     """
-    ranks = rank_of_true(scores, true_index)
-    n_q, n_c = np.shape(scores)
-    out: dict[str, Any] = {"n_queries": int(n_q), "n_candidates": int(n_c)}
+    return segment_topk_from_ranks(rank_of_true(scores, true_index), int(np.shape(scores)[1]), ks)
+
+
+def segment_topk_from_ranks(ranks: NDArray[Any], n_candidates: int, ks: tuple[int, ...] = (1, 10)
+                            ) -> dict[str, Any]:
+    """:func:`segment_topk` from the 0-based ranks of :func:`rank_of_true` (shape ``(n_queries,)``), so that
+    subsets of queries are scored without ranking their rows again."""
+    ranks = np.asarray(ranks)
+    n_c = int(n_candidates)
+    out: dict[str, Any] = {"n_queries": len(ranks), "n_candidates": n_c}
     for k in ks:
         out[f"top{k}"] = float(np.mean(ranks < k))
         out[f"chance_top{k}"] = min(k, n_c) / n_c
