@@ -321,10 +321,10 @@ def _hold_out_sounds(windows: Any, sounds: np.ndarray, fraction: float, seed: in
     from ..data._ids import stable_uniform
 
     names = sorted(set(sounds.tolist()))
-    rank = sorted(names, key=lambda s: stable_uniform("calibration-val", seed, s))
+    u = {s: stable_uniform("calibration-val", seed, s) for s in names}
+    rank = sorted(names, key=u.__getitem__)
     # at least one sound held out and at least two fitted; none when there are fewer than three
-    n_held = min(max(1, sum(stable_uniform("calibration-val", seed, s) < fraction for s in names)),
-                 len(names) - 2) if fraction > 0 else 0
+    n_held = min(max(1, sum(v < fraction for v in u.values())), len(names) - 2) if fraction > 0 else 0
     held = set(rank[:max(n_held, 0)])
     mask = np.array([s in held for s in sounds.tolist()], dtype=bool)
     if mask.sum() >= 2 and (~mask).sum() >= 2:
