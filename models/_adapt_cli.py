@@ -27,11 +27,14 @@ log = logging.getLogger(__name__)
 @click.option("--task", "tasks", multiple=True, help="Use only this task (repeatable).")
 @click.option("--epochs", "max_epochs", type=int, default=None, help="Maximum passes over the calibration.")
 @click.option("--lr", type=float, default=None, help="Learning rate of the subject row.")
+@click.option("--shared-lr", type=float, default=None,
+              help="Learning rate of the shared weights (0: frozen; default: AdaptConfig.shared_lr).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any AdaptConfig field.")
 def adapt(run: str, data: str, subject: str, out: str, minutes: float | None, tasks: tuple[str, ...],
-          max_epochs: int | None, lr: float | None, sets: tuple[str, ...]) -> None:
+          max_epochs: int | None, lr: float | None, shared_lr: float | None, sets: tuple[str, ...]) -> None:
     """Calibrate a new participant on RUN: fit a new subject-layer row (from the mean of the trained ones)
-    and the subject's robust scaler on a calibration recording, trunk frozen; write a complete run OUT.
+    and the subject's robust scaler on a calibration recording, the shared weights fine-tuned at
+    --shared-lr (1e-5; 0 freezes them); write a complete run OUT.
 
     `neurospeech export OUT --subject NEW` then works as for a training subject. Exit codes: 2 bad settings
     (subject already in RUN, unknown subject in DATA), 3 bad data (missing model channels, too little
@@ -46,6 +49,8 @@ def adapt(run: str, data: str, subject: str, out: str, minutes: float | None, ta
         opts["max_epochs"] = max_epochs
     if lr is not None:
         opts["lr"] = lr
+    if shared_lr is not None:
+        opts["shared_lr"] = shared_lr
     opts.update(_parse_set(sets))
     try:
         cfg = AdaptConfig(**opts)

@@ -384,8 +384,11 @@ def _val_loss(model: nn.Module, kind: str, val: Any, batch_size: int, device: to
 
 # ------------------------------------------------------------------------------------------------ fit
 def fit(model: BrainEncoder, train_set: Any, val_set: Any | None, cfg: TrainConfig, run_dir: Path | None = None,
-        device: torch.device | None = None) -> list[dict[str, float]]:
+        device: torch.device | None = None, lr_by_param: dict[str, float] | None = None) -> list[dict[str, float]]:
     """Optimise ``model`` on ``train_set`` with early stopping on ``val_set`` (both :class:`TensorSet`-like).
+
+    ``lr_by_param``: parameter name -> learning rate for those parameters (the others: ``cfg.lr``; a rate of 0
+    leaves a parameter out of the optimiser).
 
     ``val_set=None``: no validation pass; ``cfg.max_epochs`` epochs run and the last is kept (``val_loss`` in the
     history is then the epoch's training loss, ``val_top10`` NaN).
@@ -427,7 +430,12 @@ def fit(model: BrainEncoder, train_set: Any, val_set: Any | None, cfg: TrainConf
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.lr is None:
         raise ConfigError("fit needs a learning rate; train() resolves lr=None per loss (see TrainConfig.lr)")
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rates = lr_by_param or {}
+    groups: dict[float, list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        groups.setdefault(float(rates.get(name, cfg.lr)), []).append(p)
+    opt = torch.optim.Adam([{"params": ps, "lr": lr} for lr, ps in groups.items() if lr > 0],
+                           lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     history: list[dict[str, float]] = []
     start_epoch, best, bad = 0, math.inf, 0

@@ -1,8 +1,9 @@
 """`neurospeech adapt` (a new participant) and the zero-calibration `export --subject mean`, through the CLI.
 
 One session pipeline on the `ci` simulated preset: train a tiny encoder on subject 01 only, then calibrate
-subject 02 as a new participant (`adapt`); the tests check the adapted run (exports, changed row, frozen
-trunk), the zero-calibration export, and the refusals with their exit codes.
+subject 02 as a new participant (`adapt --shared-lr 0`); the tests check the adapted run (exports, changed
+row, frozen trunk), the shared fine-tuning (the default), the zero-calibration export, and the refusals with
+their exit codes.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def adapted(tmp_path_factory) -> dict[str, Path]:
           "--subject", "01", "--set", f"encoder={TINY}", "--set", "progress=false", "--set", "threads=2"])
     run2 = work / "run2"
     _run(["-q", "adapt", str(run), "--data", str(data), "--subject", "02", "--out", str(run2),
-          "--minutes", "0.8", "--epochs", "2", "--set", "progress=false", "--set", "threads=2"])
+          "--minutes", "0.8", "--epochs", "2", "--shared-lr", "0", "--set", "progress=false", "--set", "threads=2"])
     return {"data": data, "run": run, "run2": run2, "work": work}
 
 
@@ -78,6 +79,27 @@ def test_adapted_run_changes_only_the_new_row(adapted):
     # the BatchNorm running statistics (buffers) are part of the state compared above; the sizes check
     # that the comparison saw them
     assert any("running_mean" in k for k in old_state)
+
+
+def test_shared_lr_fine_tunes_the_trunk_but_keeps_the_trained_rows(adapted, tmp_path):
+    """`adapt --shared-lr` (default 1e-5): the shared weights move with the new row; the trained rows do not."""
+    from neurospeech.models.train import load_run
+
+    run3 = tmp_path / "run3"
+    _run(["-q", "adapt", str(adapted["run"]), "--data", str(adapted["data"]), "--subject", "02",
+          "--out", str(run3), "--minutes", "0.8", "--epochs", "2", "--shared-lr", "1e-3",
+          "--set", "progress=false", "--set", "threads=2"])
+    old, _ = load_run(adapted["run"])
+    new, meta = load_run(run3)
+    old_state, new_state = old.state_dict(), new.state_dict()
+    moved = [k for k, v in old_state.items() if k != "subject_layer.weight" and v.dtype.is_floating_point
+             and not torch.equal(v, new_state[k])]
+    assert any(k.startswith("trunk.") for k in moved), moved
+    assert torch.equal(new_state["subject_layer.weight"][0], old_state["subject_layer.weight"][0])
+    assert meta["adaptation"]["config"]["shared_lr"] == 1e-3
+    assert any(f.startswith("shared weights") for f in meta["adaptation"]["fitted"])
+    assert _exit_code(["-q", "adapt", str(adapted["run"]), "--data", str(adapted["data"]), "--subject", "02",
+                       "--out", str(tmp_path / "bad"), "--shared-lr", "-1"]) == 2
 
 
 def test_adapted_subject_exports_and_evaluates(adapted):
