@@ -101,9 +101,8 @@ class AdaptConfig:
         Adam learning rate of the shared weights (trunk, spatial attention, heads), fine-tuned on the calibration
         beside the new row: the new run is then tuned to the new person (the trained subjects' rows and scalers
         stay as they were, their decoding changes slightly). 0: frozen, only the subject row and the scaler are
-        fitted, and every other subject decodes bit-identically. The default 1e-5 (with 15 epochs) was measured
-        on meg-bench (README, "A new participant"): 10 min of calibration 19.0 / 20.1 % (seeds 0 / 1) against
-        17.4 % frozen; 3e-5 gave 13.1 %, 1e-4 7.2 % (over-fitted).
+        fitted, and every other subject decodes bit-identically. The default 1e-5 (with 15 epochs) and its
+        measurement: the module docstring.
     max_epochs, patience : int
         Epochs (passes over the calibration windows) and early-stopping patience on the val-split loss.
     val_fraction : float

@@ -52,6 +52,7 @@ from ..metrics import (
     rank_of_true,
     segment_topk_from_ranks,
     word_ranks,
+    word_topk_from_ranks,
 )
 from ..preprocessing import PreprocessingSpec, RobustScaler, WindowSpec
 from ..scoring import CandidateBank, normalise_candidates
@@ -169,10 +170,10 @@ def score_methods(scores: np.ndarray, true_index: np.ndarray, cand_words: np.nda
     n_c = int(np.shape(scores)[1])
 
     def block(sel: np.ndarray) -> dict[str, Any]:
-        wr = w_rank[sel]
         out = segment_topk_from_ranks(seg_rank[sel], n_c, ks=(1, 5, 10))
-        out.update({"word_identity_top1": float(np.mean(wr < 1)), "word_identity_top10": float(np.mean(wr < 10)),
-                    "n_words": n_words})
+        word = word_topk_from_ranks(w_rank[sel], n_words, k=10)
+        out.update({"word_identity_top1": word["top1"], "word_identity_top10": word["top10"],
+                    "n_words": word["n_words"]})
         groups = true_index[sel]
         for k in (1, 5, 10):
             out[f"top{k}_ci"] = bootstrap_ci(seg_rank[sel] < k, groups, n_boot, seed)

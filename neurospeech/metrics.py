@@ -24,7 +24,7 @@ from .errors import DataFormatError
 from .scoring import softmax
 
 __all__ = ["binomial_p", "bootstrap_ci", "bootstrap_ratio_ci", "empirical_chance", "rank_of_true",
-           "segment_topk", "segment_topk_from_ranks", "word_ranks", "word_topk"]
+           "segment_topk", "segment_topk_from_ranks", "word_ranks", "word_topk", "word_topk_from_ranks"]
 
 
 #: Query rows ranked at a time: the float64 working copies (scores, softmax, per-word sums) are made per block,
@@ -156,8 +156,14 @@ def word_topk(
         ``top1``, ``top{k}``, ``naive_chance_top1``, ``naive_chance_top{k}`` (k / n_words: *not* the chance of
         this metric, see :func:`empirical_chance`), ``n_queries``, ``n_words``.
     """
-    ranks, n_words = word_ranks(scores, candidate_words, true_words)
-    out: dict[str, Any] = {"n_queries": len(ranks), "n_words": n_words}
+    return word_topk_from_ranks(*word_ranks(scores, candidate_words, true_words), k=k)
+
+
+def word_topk_from_ranks(ranks: NDArray[Any], n_words: int, k: int = 10) -> dict[str, Any]:
+    """:func:`word_topk` from the 0-based word ranks and vocabulary size of :func:`word_ranks` (ranks shape
+    ``(n_queries,)``), so that subsets of queries are scored without ranking their rows again."""
+    ranks = np.asarray(ranks)
+    out: dict[str, Any] = {"n_queries": len(ranks), "n_words": int(n_words)}
     for kk in sorted({1, int(k)}):
         out[f"top{kk}"] = float(np.mean(ranks < kk))
         out[f"naive_chance_top{kk}"] = min(kk, n_words) / n_words

@@ -133,10 +133,9 @@ def recordings(root: Path, subjects: list[str] | None, tasks: list[str] | None) 
         hsp = con.with_name(f"{prefix}_acq-HSP_headshape.pos")
         rec = CorpusRecording(root=root, subject=sub, session=ses, task=task, run=run, datatype="meg",
                               bids_path=bids_name(root, sub, task, "meg", ses, run, ".con"), source=con,
-                              table=events)
+                              table=events, lazy=True)
         rec.raw_loader = (lambda preload=True, rec=rec, mrk=mrk, elp=elp, hsp=hsp:
                           _load_raw(rec, mrk, elp, hsp, preload))
-        rec.lazy = True
         rec.events_loader = lambda rec=rec: _load_events(rec)
         out.append(rec)
     return out

@@ -150,10 +150,9 @@ def recordings(root: Path, subjects: list[str] | None, tasks: list[str] | None) 
             raise DataFormatError(f"{ds} has no events table {events.name}; MOUS gives one per task")
         rec = CorpusRecording(root=root, subject=sub, session=ses, task=task, run=run, datatype="meg",
                               bids_path=bids_name(root, sub, task, "meg", ses, run, ".ds"), source=ds,
-                              table=events)
+                              table=events, lazy=True)
         rec.raw_loader = lambda preload=True, rec=rec: _load_raw(rec, preload)
         rec.events_loader = lambda rec=rec: _load_events(rec)
-        rec.lazy = True
         out.append(rec)
     return out
 
