@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _big_corpus import make_big_libribrain
-from _reader_fixtures import make_broderick, make_meg_masc, make_mous
+from _reader_fixtures import make_brennan, make_broderick, make_libribrain, make_meg_masc, make_mous
 from neurospeech.models import _data
 from neurospeech.models._stream import stream_segments
 
@@ -344,19 +344,26 @@ def test_a_lazily_read_run_is_cached_block_by_block_without_loading_it_whole(tmp
     assert peak < raw_bytes / 4, f"caching a {raw_bytes / 1e6:.0f} MB run peaked at {peak / 1e6:.1f} MB"
 
 
-@pytest.mark.parametrize("layout", ["meg-masc", "mous"])
-def test_kit_and_ctf_corpus_runs_are_read_lazily_and_cache_as_when_preloaded(tmp_path, layout):
-    """MEG-MASC (KIT .con) and MOUS (CTF .ds) runs leave their samples on disk until the cache reads them block by
-    block; the lazy read gives the preloaded data exactly, and the entry the whole-run preprocessing."""
+_MAKERS = {"meg-masc": make_meg_masc, "mous": make_mous, "libribrain": make_libribrain, "brennan": make_brennan}
+
+
+@pytest.mark.parametrize("layout", sorted(_MAKERS))
+def test_corpus_runs_are_read_lazily_and_cache_as_when_preloaded(tmp_path, layout):
+    """MEG-MASC (KIT .con), MOUS (CTF .ds), LibriBrain (pnpl .h5) and Brennan v2 (BrainVision) runs leave their
+    samples on disk until the cache reads them block by block; the lazy read gives the preloaded data exactly,
+    a piece read alone equals that piece of the whole, and the entry equals the whole-run preprocessing."""
     from neurospeech.preprocessing import preprocess_continuous
 
     root = tmp_path / layout
-    (make_meg_masc if layout == "meg-masc" else make_mous)(root)
+    _MAKERS[layout](root)
     rec = _data.find_recordings(root, None, None, layout)[0]
     lazy, whole = rec.load_raw(preload=False), rec.load_raw()
     assert not lazy.preload and whole.preload
     assert lazy.ch_names == whole.ch_names and lazy.info["bads"] == whole.info["bads"]
     np.testing.assert_array_equal(lazy.get_data(), whole.get_data())
+    n = whole.n_times
+    a, b = n // 3, n // 3 + 777
+    np.testing.assert_array_equal(lazy.get_data(start=a, stop=b), whole.get_data()[:, a:b])
     w, sp = WindowSpec(), PreprocessingSpec()
     expect, _ = preprocess_continuous(whole.get_data(), whole.info["sfreq"], w, sp)
     got = np.asarray(cache_recording(rec, w, sp, tmp_path / "rc").data())

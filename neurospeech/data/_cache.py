@@ -209,8 +209,8 @@ def cache_recording(rec: Recording, window: WindowSpec, spec: PreprocessingSpec,
 
     The raw run is read ``READ_BLOCK`` samples at a time and streamed through the shared preprocessing, so the
     peak memory is one block plus the model-rate float32 output (twice, while its pieces are joined) for the
-    readers that read lazily (BIDS, MEG-MASC, MOUS); the Broderick, Brennan and LibriBrain readers preload the
-    run (they convert it in memory).
+    readers that read lazily (BIDS, MEG-MASC, MOUS, LibriBrain, Brennan v2's BrainVision); the Broderick reader and
+    Brennan v1's FieldTrip ``.mat`` preload the run (MATLAB v5 files are read whole by ``scipy.io.loadmat``).
     """
     from .segments import channel_specs
 

@@ -224,11 +224,14 @@ def loader(workdir: Path, out: Path | None, **opts) -> None:
 @click.option("--minutes", type=float, default=10.0, show_default=True, help="Length of the run.")
 @click.option("--channels", type=int, default=275, show_default=True, help="MEG channels of the run.")
 @click.option("--sfreq", type=float, default=1200.0, show_default=True, help="Its sampling rate in Hz.")
+@click.option("--format", "format", type=click.Choice(["fif", "libribrain"]), default="fif", show_default=True,
+              help="The run's file: BIDS FIF (mne-bids) or LibriBrain's pnpl .h5.")
 @_io_options("The run and the caches go here.", "cache")
 def cache(workdir: Path, out: Path | None, **opts) -> None:
     """Peak memory of caching one long run: block by block (today) vs read whole (before), in fresh processes.
 
     Example: neurospeech bench cache --minutes 10 --channels 275 --sfreq 1200
+    (LibriBrain's rate and channels: --format libribrain --channels 306 --sfreq 250 --minutes 30)
     """
     from .cache import CacheBenchSettings, format_cache, run_cache_bench
 

@@ -79,8 +79,8 @@ class CorpusRecording(Recording):
     raw_loader, events_loader : callable
         ``() -> mne.io.BaseRaw`` (data channels only, SI units, bads set) and ``() -> Events``.
     lazy : bool
-        ``raw_loader(preload=False)`` leaves the samples on disk (readers that only read and pick channels:
-        KIT, CTF); the others convert in memory and always preload.
+        ``raw_loader(preload=False)`` leaves the samples on disk (KIT, CTF, pnpl's h5, BrainVision); the
+        MATLAB ``.mat`` readers (Broderick, Brennan v1) convert in memory and always preload.
     """
 
     source: Path = field(default_factory=Path)
@@ -96,8 +96,8 @@ class CorpusRecording(Recording):
     def load_raw(self, preload: bool = True) -> mne.io.BaseRaw:
         """Read the run: data channels only, SI units, bads in ``info['bads']``.
 
-        ``preload=False`` leaves the samples on disk when the reader is :attr:`lazy` (KIT, CTF); the readers
-        that convert units or assemble channels in memory always preload.
+        ``preload=False`` leaves the samples on disk when the reader is :attr:`lazy`; the ``.mat`` readers
+        always preload.
         """
         if self.raw_loader is None:
             raise DataFormatError(f"{self.name}: no reader for {self.source}")

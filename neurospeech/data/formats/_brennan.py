@@ -76,13 +76,15 @@ def _strings(v: Any) -> list[str]:
     return [str(x) for x in np.ravel(np.asarray(v, dtype=object)) if str(x)]
 
 
-def _load_raw(rec: CorpusRecording) -> mne.io.BaseRaw:
+def _load_raw(rec: CorpusRecording, preload: bool = True) -> mne.io.BaseRaw:
+    """The subject's EEG; ``preload=False`` leaves v2's BrainVision samples on disk (v1's .mat always loads)."""
     src = rec.source
     if src.suffix == ".vhdr":
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                raw = mne.io.read_raw_brainvision(src, eog=["VEOG"], misc=["Aux5"], verbose="error")
+                raw = mne.io.read_raw_brainvision(src, eog=["VEOG"], misc=["Aux5"], preload=False,
+                                                  verbose="error")
         except (OSError, ValueError, RuntimeError) as exc:
             raise DataFormatError(f"cannot read BrainVision file {src}: {exc}") from exc
     else:
@@ -106,7 +108,7 @@ def _load_raw(rec: CorpusRecording) -> mne.io.BaseRaw:
         raw.info["bads"] = sorted({b for b in bads if b in raw.ch_names})
     except DataFormatError:
         pass
-    return pick_data_channels(raw, "eeg", src)
+    return pick_data_channels(raw, "eeg", src, preload=preload)
 
 
 def _table(root: Path) -> list[dict[str, str]]:
@@ -174,8 +176,9 @@ def recordings(root: Path, subjects: list[str] | None, tasks: list[str] | None) 
         if subjects and sub not in subjects:
             continue
         rec = CorpusRecording(root=root, subject=sub, session=None, task="alice", run=None, datatype="eeg",
-                              bids_path=bids_name(root, sub, "alice", "eeg"), source=src, table=root / TABLE)
-        rec.raw_loader = lambda rec=rec: _load_raw(rec)
+                              bids_path=bids_name(root, sub, "alice", "eeg"), source=src, table=root / TABLE,
+                              lazy=src.suffix == ".vhdr")  # v1's FieldTrip .mat is read whole (scipy loadmat)
+        rec.raw_loader = lambda preload=True, rec=rec: _load_raw(rec, preload)
         rec.events_loader = lambda rec=rec: _load_events(rec, _sfreq(rec.source))
         out.append(rec)
     return out

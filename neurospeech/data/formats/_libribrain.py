@@ -59,28 +59,50 @@ def _attr_str(v: Any) -> str:
     return v.decode("utf-8") if isinstance(v, bytes) else str(v)
 
 
-def _load_raw(rec: CorpusRecording) -> mne.io.BaseRaw:
+class _RawH5(mne.io.BaseRaw):
+    """One pnpl ``.h5`` run as an mne Raw whose samples stay on disk until asked for (``preload=False``).
+
+    Written here because mne has no reader for pnpl's serialised h5; without it a run had to be converted in
+    memory (float64, the whole run) before the cache streams it block by block. ``_read_segment_file`` is mne's
+    documented hook for on-demand reads (``mne.io.BaseRaw``): it reads ``data[:, start:stop]`` with h5py.
+    """
+
+    def __init__(self, path: Path, info: mne.Info, n_times: int, preload: bool) -> None:
+        super().__init__(info, preload=preload, last_samps=[n_times - 1], filenames=[path], orig_format="single",
+                         verbose="error")
+
+    def _read_segment_file(self, data: np.ndarray, idx: Any, fi: int, start: int, stop: int, cals: np.ndarray,
+                           mult: np.ndarray | None) -> None:
+        with _h5py().File(self.filenames[fi], "r") as f:
+            one = np.asarray(f["data"][:, start:stop], dtype=data.dtype)
+        if mult is not None:  # projections / compensation (none are set by this reader)
+            data[:] = mult @ one[idx]
+        else:
+            data[:] = one[idx] * cals
+
+
+def _load_raw(rec: CorpusRecording, preload: bool = True) -> mne.io.BaseRaw:
     h5py = _h5py()
     try:
         with h5py.File(rec.source, "r") as f:
-            data = np.asarray(f["data"], dtype=np.float64)
+            shape = tuple(f["data"].shape)
             sfreq = float(f.attrs["sample_frequency"])
             names = [n.strip() for n in _attr_str(f.attrs.get("channel_names", "")).split(",") if n.strip()]
             types = [t.strip() for t in _attr_str(f.attrs.get("channel_types", "")).split(",") if t.strip()]
     except (OSError, KeyError) as exc:
         raise DataFormatError(f"cannot read {rec.source} as pnpl's serialised h5 (data, sample_frequency): "
                               f"{exc}") from exc
-    if data.ndim != 2:
-        raise DataFormatError(f"{rec.source}: data has shape {data.shape}; expected (channels, times)")
-    if len(names) != data.shape[0]:
-        names = [f"MEG{k:04d}" for k in range(data.shape[0])]
-    if len(types) != data.shape[0]:
-        types = ["mag"] * data.shape[0]
+    if len(shape) != 2 or shape[1] < 1:
+        raise DataFormatError(f"{rec.source}: data has shape {shape}; expected (channels, times)")
+    if len(names) != shape[0]:
+        names = [f"MEG{k:04d}" for k in range(shape[0])]
+    if len(types) != shape[0]:
+        types = ["mag"] * shape[0]
     unknown = sorted({t for t in types if t not in _TYPES})
     if unknown:
         raise DataFormatError(f"{rec.source}: channel types {unknown} are not MEG/EEG types")
     info = mne.create_info(names, sfreq, [_TYPES[t] for t in types])
-    return mne.io.RawArray(data, info, verbose="error")
+    return _RawH5(rec.source, info, shape[1], preload)
 
 
 def _audio_table(root: Path) -> dict[tuple[str, str, str], tuple[str, float]]:
@@ -156,8 +178,9 @@ def recordings(root: Path, subjects: list[str] | None, tasks: list[str] | None) 
         if not events.is_file():
             raise DataFormatError(f"{h5} has no events table {events.relative_to(root)}")
         rec = CorpusRecording(root=root, subject=sub, session=ses, task=task, run=run, datatype="meg",
-                              bids_path=bids_name(root, sub, task, "meg", ses, run), source=h5, table=events)
-        rec.raw_loader = lambda rec=rec: _load_raw(rec)
+                              bids_path=bids_name(root, sub, task, "meg", ses, run), source=h5, table=events,
+                              lazy=True)
+        rec.raw_loader = lambda preload=True, rec=rec: _load_raw(rec, preload)
         rec.events_loader = lambda rec=rec: _load_events(rec)
         out.append(rec)
     return out
