@@ -29,9 +29,13 @@ log = logging.getLogger(__name__)
 @click.option("--lr", type=float, default=None, help="Learning rate of the subject row.")
 @click.option("--shared-lr", type=float, default=None,
               help="Learning rate of the shared weights (0: frozen; default: AdaptConfig.shared_lr).")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None,
+              help="Both rates constant, or decaying to 0 along a half cosine over the epochs "
+                   "(default: AdaptConfig.lr_schedule).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any AdaptConfig field.")
 def adapt(run: str, data: str, subject: str, out: str, minutes: float | None, tasks: tuple[str, ...],
-          max_epochs: int | None, lr: float | None, shared_lr: float | None, sets: tuple[str, ...]) -> None:
+          max_epochs: int | None, lr: float | None, shared_lr: float | None, lr_schedule: str | None,
+          sets: tuple[str, ...]) -> None:
     """Calibrate a new participant on RUN: fit a new subject-layer row (from the mean of the trained ones)
     and the subject's robust scaler on a calibration recording, the shared weights fine-tuned at
     --shared-lr (1e-5; 0 freezes them); write a complete run OUT.
@@ -51,6 +55,8 @@ def adapt(run: str, data: str, subject: str, out: str, minutes: float | None, ta
         opts["lr"] = lr
     if shared_lr is not None:
         opts["shared_lr"] = shared_lr
+    if lr_schedule is not None:
+        opts["lr_schedule"] = lr_schedule
     opts.update(_parse_set(sets))
     try:
         cfg = AdaptConfig(**opts)

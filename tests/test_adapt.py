@@ -45,7 +45,8 @@ def adapted(tmp_path_factory) -> dict[str, Path]:
           "--subject", "01", "--set", f"encoder={TINY}", "--set", "progress=false", "--set", "threads=2"])
     run2 = work / "run2"
     _run(["-q", "adapt", str(run), "--data", str(data), "--subject", "02", "--out", str(run2),
-          "--minutes", "0.8", "--epochs", "2", "--shared-lr", "0", "--set", "progress=false", "--set", "threads=2"])
+          "--minutes", "0.8", "--epochs", "2", "--shared-lr", "0", "--lr-schedule", "constant",
+          "--set", "progress=false", "--set", "threads=2"])
     return {"data": data, "run": run, "run2": run2, "work": work}
 
 
@@ -100,6 +101,28 @@ def test_shared_lr_fine_tunes_the_trunk_but_keeps_the_trained_rows(adapted, tmp_
     assert any(f.startswith("shared weights") for f in meta["adaptation"]["fitted"])
     assert _exit_code(["-q", "adapt", str(adapted["run"]), "--data", str(adapted["data"]), "--subject", "02",
                        "--out", str(tmp_path / "bad"), "--shared-lr", "-1"]) == 2
+
+
+def test_cosine_schedule_decays_both_rates_to_zero_and_step_sets_the_window_spacing(adapted, tmp_path):
+    """`adapt` (default ``--lr-schedule cosine``): half the starting rate after the first of two epochs, ~0 after
+    the last (the history's ``lr``); the fixture's ``constant`` keeps it. ``step`` halves the window spacing:
+    about twice the windows."""
+    from neurospeech.models.train import load_run
+
+    base = ["-q", "adapt", str(adapted["run"]), "--data", str(adapted["data"]), "--subject", "02",
+            "--minutes", "0.8", "--epochs", "2", "--lr", "1e-2", "--set", "progress=false", "--set", "threads=2"]
+    _run([*base, "--out", str(tmp_path / "cos"), "--set", "step=0.25"])
+    _, meta = load_run(tmp_path / "cos")
+    a = meta["adaptation"]
+    lrs = [h["lr"] for h in a["history"]]
+    assert len(lrs) == 2 and lrs[0] == pytest.approx(5e-3, rel=1e-6) and lrs[1] < 1e-12, lrs
+    assert a["config"]["lr_schedule"] == "cosine" and a["config"]["step"] == 0.25
+    _, const = load_run(adapted["run2"])  # the fixture's run: constant rate, the run's step
+    assert [h["lr"] for h in const["adaptation"]["history"]] == [1e-2, 1e-2]
+    n_half, n_full = a["n_windows"]["train"], const["adaptation"]["n_windows"]["train"]
+    assert 1.7 * n_full <= n_half <= 2.3 * n_full, (n_half, n_full)
+    assert _exit_code([*base, "--out", str(tmp_path / "bad"), "--set", "lr_schedule=linear"]) == 2
+    assert _exit_code([*base, "--out", str(tmp_path / "bad2"), "--set", "step=0"]) == 2
 
 
 def test_adapted_subject_exports_and_evaluates(adapted):
