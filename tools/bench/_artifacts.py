@@ -28,6 +28,13 @@ __all__ = ["bank_entries", "build_artifacts", "compressed_bank", "quantized_arti
 log = logging.getLogger(__name__)
 
 
+def _shipped_phase() -> str:
+    """The trainer's default anti-aliasing filter (``TrainConfig.resample_phase``): what a new model ships with."""
+    from ...models.train import TrainConfig
+
+    return str(TrainConfig.model_fields["resample_phase"].default)
+
+
 def bank_entries(n: int) -> list[tuple[str, float, str]]:
     """(sound, sound_time, word) of the first ``n`` bank candidates (markers of the soak refer to them)."""
     return [(f"stimuli/bench{k // 20:04d}.wav", round((k % 20) * 0.5, 3), f"word{k}") for k in range(n)]
@@ -51,7 +58,8 @@ def build_artifacts(
     """
     # the last item is the artifact version: bump it when the export changes (3: opset 20, Gelu nodes; 4: the
     # 1x1 ConvTranspose head exported as a Conv)
-    parts: list[Any] = [preset, n_candidates, n_channels, sfreq, score_dim, time_pool, seed, 4]
+    # 5: the anti-aliasing filter is the trainer's default (what a newly trained model ships with), in the key
+    parts: list[Any] = [preset, n_candidates, n_channels, sfreq, score_dim, time_pool, seed, 5, _shipped_phase()]
     if early:  # additive: the key (and the cache folder) of a model without early decisions is unchanged
         parts.append("early")
     key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:10]
@@ -84,7 +92,7 @@ def build_artifacts(
     from ...scoring import CandidateBank, normalise_candidates
     from ._synthetic import synthetic_meg
 
-    window, spec = WindowSpec(), PreprocessingSpec()
+    window, spec = WindowSpec(), PreprocessingSpec(resample_phase=_shipped_phase())
     data, names, pos = synthetic_meg(n_channels, sfreq, 30.0, seed)
     cont, times = preprocess_continuous(data, sfreq, window, spec)
     raw_w, valid = extract_windows(cont, times, np.arange(1.0, 26.0, 0.25), window)
