@@ -249,8 +249,11 @@ class ChunkyOutlet:
 
 
 def test_chunks_larger_than_the_inlet_buffer_grow_it_and_every_lost_sample_is_counted(art):
-    """0.05-s chunks for 2 s, then 3-s chunks into a 1-s inlet buffer (the issue's 10-s chunks, scaled down)."""
-    outlet = ChunkyOutlet(art, [0.05] * 40 + [3.0] * 5)
+    """0.05-s chunks for 2 s, then 3-s chunks into a 1-s inlet buffer (the issue's 10-s chunks, scaled down).
+
+    Eight 3-s chunks: the buffer grows twice (1 -> 3 -> 9 s) and each step can cost a loss; on a loaded machine
+    (two busy loops) that took until the fourth or fifth chunk, so five chunks left no steady state to check."""
+    outlet = ChunkyOutlet(art, [0.05] * 40 + [3.0] * 8)
     settings = serve_settings(art, outlet.start(), markers=False, max_buflen=1)
     server = Server(settings)
     server.start()
