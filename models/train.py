@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from .._settings import PathStr, Settings, read_toml
 from ..errors import ArtifactError, ConfigError
+from ..preprocessing import TRAIN_RESAMPLE_PHASE
 from .encoder import BrainEncoder, EncoderConfig, normalise_positions, preset_config, truncate_batch
 from .loss import make_loss
 
@@ -183,7 +184,7 @@ class TrainConfig(Settings):
         64, description="PCA components of the scoring representation (0: all features)")
     time_pool: int = Field(7, ge=1, description="frames averaged in the scoring representation")
     lag: float = Field(0.15, ge=-2.0, le=2.0, description="brain-to-speech lag (s)")
-    resample_phase: Literal["linear", "minimum"] = Field("minimum", description="anti-aliasing filter phase")
+    resample_phase: Literal["linear", "minimum"] = Field(TRAIN_RESAMPLE_PHASE, description="anti-aliasing filter phase")
     step: float = Field(0.5, gt=0, le=60, description="spacing of training anchors (s)")
     split_file: PathStr | None = Field(None, description="split file (default: splits.json or a hash)")
     split_fractions: Annotated[list[Annotated[float, Field(strict=True)]],

@@ -24,7 +24,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from fractions import Fraction
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -52,6 +52,10 @@ __all__ = [
 FloatArray = NDArray[np.floating[Any]]
 
 RESAMPLE_PHASES = frozenset({"linear", "minimum"})
+#: the anti-aliasing filter a newly trained model gets (``TrainConfig.resample_phase``; the benchmarks' untrained
+#: exports use it too). :class:`PreprocessingSpec`'s own default stays ``"linear"``: what a contract without the
+#: key means.
+TRAIN_RESAMPLE_PHASE: Final = "minimum"
 
 
 # --------------------------------------------------------------------------------------------- specs

@@ -22,17 +22,11 @@ from typing import Any
 import numpy as np
 
 from ...contract import sha256_file
+from ...preprocessing import TRAIN_RESAMPLE_PHASE
 
 __all__ = ["bank_entries", "build_artifacts", "compressed_bank", "quantized_artifacts"]
 
 log = logging.getLogger(__name__)
-
-
-def _shipped_phase() -> str:
-    """The trainer's default anti-aliasing filter (``TrainConfig.resample_phase``): what a new model ships with."""
-    from ...models.train import TrainConfig
-
-    return str(TrainConfig.model_fields["resample_phase"].default)
 
 
 def bank_entries(n: int) -> list[tuple[str, float, str]]:
@@ -59,7 +53,7 @@ def build_artifacts(
     # the last item is the artifact version: bump it when the export changes (3: opset 20, Gelu nodes; 4: the
     # 1x1 ConvTranspose head exported as a Conv)
     # 5: the anti-aliasing filter is the trainer's default (what a newly trained model ships with), in the key
-    parts: list[Any] = [preset, n_candidates, n_channels, sfreq, score_dim, time_pool, seed, 5, _shipped_phase()]
+    parts: list[Any] = [preset, n_candidates, n_channels, sfreq, score_dim, time_pool, seed, 5, TRAIN_RESAMPLE_PHASE]
     if early:  # additive: the key (and the cache folder) of a model without early decisions is unchanged
         parts.append("early")
     key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:10]
@@ -92,7 +86,7 @@ def build_artifacts(
     from ...scoring import CandidateBank, normalise_candidates
     from ._synthetic import synthetic_meg
 
-    window, spec = WindowSpec(), PreprocessingSpec(resample_phase=_shipped_phase())
+    window, spec = WindowSpec(), PreprocessingSpec(resample_phase=TRAIN_RESAMPLE_PHASE)
     data, names, pos = synthetic_meg(n_channels, sfreq, 30.0, seed)
     cont, times = preprocess_continuous(data, sfreq, window, spec)
     raw_w, valid = extract_windows(cont, times, np.arange(1.0, 26.0, 0.25), window)
