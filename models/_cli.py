@@ -151,8 +151,14 @@ def export(run: str, out: str, subject: str | None, metrics: str | None) -> None
                    "compute them in memory one sound at a time (off), or on for a public corpus only (auto).")
 @click.option("--rank", type=click.IntRange(min=1), default=None,
               help="Compress the bank to this rank (low-rank basis; faster scoring). Default: exact bank.")
+@click.option("--prefilter", type=click.IntRange(min=1), default=None,
+              help="Keep the exact bank and add a prefilter of this rank: each decision scores every candidate "
+                   "at this rank, then the --shortlist best exactly (exact top-k at a fraction of the cost).")
+@click.option("--shortlist", type=click.IntRange(min=1), default=200, show_default=True,
+              help="With --prefilter: candidates scored exactly per decision.")
 def bank(model: str, data: str | None, out: str, split: str, feature_cache: str | None, rank: int | None,
-         data_format: str | None, audio: str | None, words: str | None, data_cache: str) -> None:
+         data_format: str | None, audio: str | None, words: str | None, data_cache: str,
+         prefilter: int | None, shortlist: int) -> None:
     """Build the candidate bank of MODEL from the stimuli and word events of DATA, or from the wavs of --audio
     and the word timings of --words (every word onset is a candidate)."""
     from .bank import build_bank
@@ -167,9 +173,15 @@ def bank(model: str, data: str | None, out: str, split: str, feature_cache: str 
         root, cand, split = audio, audio_word_candidates(audio, words), "all"
     else:
         raise ConfigError("give either --data ROOT, or --audio DIR with --words FILE")
+    if rank and prefilter:
+        raise ConfigError("give either --rank (a compressed bank) or --prefilter (the exact bank with a prefilter)")
     b = build_bank(model, root, out, split=split, feature_cache=feature_cache, rank=rank, fmt=data_format,
-                   candidates=cand, data_cache=data_cache)
+                   candidates=cand, data_cache=data_cache, prefilter=prefilter, shortlist=shortlist)
     comp = b.header.get("compression")
+    pre = b.header.get("prefilter")
     extra = (f", rank {comp['rank']} ({100 * comp['energy']:.2f}% energy kept)" if comp else "")
+    if pre:
+        extra = (f", prefilter rank {pre['rank']} ({100 * pre['energy']:.2f}% energy), {b.shortlist} scored "
+                 "exactly per decision")
     click.echo(f"wrote {out}: {len(b)} candidates, features {b.features.shape}{extra}, "
                f"{b.macs_per_decision()} MACs per decision, model sha256 {b.model_sha256[:12]}...")

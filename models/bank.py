@@ -79,7 +79,7 @@ def build_bank(model: str | Path, data: str | Path, out: str | Path | None = Non
                feature_cache: str | Path | None = None, progress: bool = True,
                rank: int | None = None, fmt: str | None = None,
                candidates: dict[str, np.ndarray] | None = None, data_cache: str = "auto",
-               batch_size: int = 256) -> CandidateBank:
+               batch_size: int = 256, prefilter: int | None = None, shortlist: int = 200) -> CandidateBank:
     """Build (and optionally save) the candidate bank of ``model`` from the stimuli of dataset ``data``.
 
     Parameters
@@ -96,6 +96,9 @@ def build_bank(model: str | Path, data: str | Path, out: str | Path | None = Non
         Feature cache directory (None: :func:`neurospeech.speech.cache.default_cache_dir`).
     rank : int or None
         Store a low-rank compressed bank (:meth:`CandidateBank.compressed`); None or 0: the exact bank.
+    prefilter, shortlist : int or None, int
+        Instead of ``rank``: keep the exact bank and add a rank-``prefilter`` prefilter that picks the
+        ``shortlist`` candidates scored exactly per decision (:meth:`CandidateBank.with_prefilter`).
     fmt : str or None
         Layout of ``data`` (:mod:`neurospeech.data.formats`); None: detected.
     candidates : dict or None
@@ -169,6 +172,14 @@ def build_bank(model: str | Path, data: str | Path, out: str | Path | None = Non
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     )
+    if rank and prefilter:
+        raise ConfigError("give either rank (a compressed bank) or prefilter (an exact bank with a prefilter)")
+    if prefilter:
+        exact_macs = bank.macs_per_decision()
+        bank = bank.with_prefilter(int(prefilter), int(shortlist))
+        log.info("prefilter of rank %d (%.2f%% of the candidates' energy), %d candidates scored exactly: %d MACs "
+                 "per decision (exact: %d, %.1fx fewer)", prefilter, 100 * bank.header["prefilter"]["energy"],
+                 bank.shortlist, bank.macs_per_decision(), exact_macs, exact_macs / bank.macs_per_decision())
     if rank:
         exact_macs = bank.macs_per_decision()
         bank = bank.compressed(int(rank))
@@ -182,6 +193,7 @@ def build_bank(model: str | Path, data: str | Path, out: str | Path | None = Non
         bank.save(out)
     log.info("bank: %d candidates from %d sounds (%s split), %.1f MB, %.1f s", len(bank),
              bank.header["n_sounds"], split,
-             (bank.features.nbytes + (bank.basis.nbytes if bank.basis is not None else 0)) / 1e6,
+             sum(a.nbytes for a in (bank.features, bank.basis, bank.prefilter_basis, bank.prefilter_features)
+                 if a is not None) / 1e6,
              time.perf_counter() - t0)
     return bank

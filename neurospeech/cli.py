@@ -46,6 +46,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("neurospeech.service._cli:serve", "Decode a live LSL stream and publish over ZeroMQ."),
     "filters": ("neurospeech._filters_cli:filters", "Group delay and bands of the resampling filters."),
     "decode-file": ("neurospeech.service._cli:decode_file", "Run the streaming pipeline over a file."),
+    "compare-decisions": (
+        "neurospeech.tools.compare:compare_cmd", "Pair two decoders' word decisions on the same recording.",
+    ),
     "replay": ("neurospeech.tools._rt_cli:replay", "Replay a recording into LSL at real-time pace."),
     "listen": ("neurospeech.tools._rt_cli:listen", "Subscribe to a running service and print decodes."),
     "dashboard": ("neurospeech.tools.dashboard._cli:dashboard", "Live dashboard of a running service (browser)."),

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, ConfigError
-from ..scoring import CandidateBank, topk_softmax
+from ..scoring import CandidateBank
 from .jobs import WindowJob
 from .model import EncoderModel
 
@@ -84,7 +84,8 @@ def _model_check(bank: CandidateBank, model_path: Any) -> Any:
 
 def _check_bank_values(bank: CandidateBank, path: Any) -> None:
     """Refuse non-finite candidates, times or basis (every decision would go out with ``prob: null``)."""
-    for name, arr in (("features", bank.features), ("basis", bank.basis), ("sound_times", bank.sound_times)):
+    for name, arr in (("features", bank.features), ("basis", bank.basis), ("sound_times", bank.sound_times),
+                      ("prefilter_basis", bank.prefilter_basis), ("prefilter_features", bank.prefilter_features)):
         if arr is None:
             continue
         a = np.asarray(arr)
@@ -174,7 +175,7 @@ class Decoder:
         z = self.model.encode(job.x, self.subject_index) if job.x is not None else None
         ranked = None
         if z is not None:
-            best, score, prob = topk_softmax(self.bank.scores(z), self.k)
+            best, score, prob = self.bank.topk(z, self.k)
             ranked = (best[0], score[0], prob[0])
         return self._finish(job, z, ranked, with_latent)
 
@@ -233,7 +234,7 @@ class Decoder:
         zs: Any = [None] * len(jobs)
         ranked: Any = [None] * len(jobs)
         if idx:
-            best, score, prob = topk_softmax(self.bank.scores(z), self.k)
+            best, score, prob = self.bank.topk(z, self.k)
             for k, i in enumerate(idx):
                 zs[i], ranked[i] = z[k], (best[k], score[k], prob[k])
         share = (time.perf_counter() - t0) / max(1, len(jobs))
@@ -246,7 +247,7 @@ class Decoder:
     def _finish(
         self, job: WindowJob, z: Any, ranked: Any, with_latent: bool
     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """``ranked``: ``(indices, scores, probabilities)`` of the window's top-k (:func:`topk_softmax`)."""
+        """``ranked``: ``(indices, scores, probabilities)`` of the window's top-k (:meth:`CandidateBank.topk`)."""
         arrays: dict[str, np.ndarray] = {}
         entries: list[dict[str, Any]] = []
         flags = list(job.flags)

@@ -51,7 +51,22 @@ def test_compressed_bank_written_cached_and_scores_like_exact(tmp_path):
     assert (tmp_path / "bank-r32.npz").stat().st_mtime_ns != mtime
 
 
-@pytest.mark.parametrize("bad", ["-1", "abc", ",", "0,x"])
+def test_prefilter_variant_keeps_the_exact_bank_and_ranks_like_it(tmp_path):
+    exact = _exact_bank(tmp_path / "bank.npz")
+    art = {"bank": str(tmp_path / "bank.npz")}
+    info = compressed_bank(art, "p16")
+    assert info["bank"].endswith("bank-p16.npz") and info["bank_rank"] == "p16"
+    loaded = CandidateBank.load(info["bank"])
+    assert loaded.basis is None and loaded.prefilter_basis is not None and loaded.shortlist == 200
+    np.testing.assert_array_equal(loaded.features, exact.features)
+    z = np.random.default_rng(1).standard_normal((8, 12)).astype(np.float32)
+    assert np.array_equal(loaded.topk(z, 5)[0], exact.topk(z, 5)[0])  # 300 candidates: the shortlist of 200
+    assert compressed_bank(art, "p16") == info  # cached
+    assert config_label("efficient", "p16", early=True) == "efficient@p16+early"
+    assert config_label("efficient", 16) == "efficient@r16"
+
+
+@pytest.mark.parametrize("bad", ["-1", "abc", ",", "0,x", "p", "p-3", "q12"])
 def test_bank_rank_option_rejects_bad_values(tmp_path, bad):
     res = CliRunner().invoke(cli, ["bench", "latency", "--workdir", str(tmp_path), "--bank-rank", bad])
     assert res.exit_code != 0

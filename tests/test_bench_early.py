@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from neurospeech.tools.bench._artifacts import build_artifacts
 from neurospeech.tools.bench._synthetic import word_markers
-from neurospeech.tools.bench.latency import _events_tsv, _over, config_label, format_table
+from neurospeech.tools.bench.latency import _events_tsv, _over, config_label, config_plan, format_table
 
 from neurospeech.contract import ModelContract
 from neurospeech.data import read_events_tsv, segment_id
@@ -84,3 +84,19 @@ def test_table_has_the_early_row_beside_todays_and_their_ratios():
     assert rows["efficient"][1:3] == ["10.0", "20.0"] and rows[lab][1:3] == ["12.0", "30.0"]
     assert "efficient+early / efficient: latency_p50 1.20, latency_p99 1.50, cpu_percent 1.50" in table
     assert "word_early latency p50 30.0 / p99 60.0 ms (n=80)" in table and "5.70 word_early" in table
+
+
+def test_early_rows_get_the_same_bank_ranks_and_int8_copies_as_todays():
+    plan = config_plan(("efficient", "paper"), ("efficient",), (0, 512), True)
+    labels = [row[0] for row in plan]
+    assert labels == [
+        "efficient", "efficient+int8", "efficient@r512", "efficient@r512+int8",
+        "paper", "paper+int8", "paper@r512", "paper@r512+int8",
+        "efficient+early", "efficient+int8+early", "efficient@r512+early", "efficient@r512+int8+early",
+    ]
+    assert plan[-1] == ("efficient@r512+int8+early", "efficient", 512, True, True)
+    # each early row has today's row of the same bank and encoder to be compared with (early_over_today)
+    for lab in labels:
+        if lab.endswith("+early"):
+            assert lab[: -len("+early")] in labels
+    assert [r[0] for r in config_plan(("efficient",), (), (0,), False)] == ["efficient"]

@@ -97,3 +97,45 @@ def test_topk_softmax_matches_softmax_and_topk_row_by_row():
     assert idx_t[1, :9].tolist() == order[:9].tolist()
     assert idx_t[1, 9] == int(np.sort(order[9:21])[0]) and best_t[1, 9] == t[1, order[9]]
     assert idx_t[0].tolist() == idx[0].tolist()
+
+
+def test_prefilter_gives_the_exact_topk_at_a_fraction_of_the_cost(tmp_path):
+    # candidates mostly inside a rank-40 subspace plus a little full-rank noise (as speech candidates: 99 % of the
+    # energy in the top ranks); the prefilter of rank 40 then shortlists the exact top-k
+    rng = np.random.default_rng(3)
+    n, f, t = 3000, 16, 20
+    y = (rng.standard_normal((n, 40)) @ rng.standard_normal((40, f * t))).reshape(n, f, t)
+    y += 0.05 * np.linalg.norm(y) / np.sqrt(y.size) * rng.standard_normal(y.shape)
+    ids = np.array([f"s{i:04d}" for i in range(n)])
+    bank = CandidateBank(features=normalise_candidates(y), ids=ids, words=ids, sounds=np.array(["a.wav"] * n),
+                         sentences=ids, sound_times=np.zeros(n), header={"output_shape": [f, t]})
+    pre = bank.with_prefilter(40, shortlist=100)
+    assert 0.99 < pre.header["prefilter"]["energy"] < 1 and pre.shortlist == 100
+    assert pre.macs_per_decision() < bank.macs_per_decision() / 3
+    pre.save(tmp_path / "p.npz")
+    back = CandidateBank.load(tmp_path / "p.npz")
+    assert back.header["prefilter"] == pre.header["prefilter"] and back.features.flags.c_contiguous
+    np.testing.assert_array_equal(back.features, bank.features)  # the exact bank is kept whole
+    z = rng.standard_normal((32, f, t)).astype(np.float32)
+    i_ex, s_ex, p_ex = bank.topk(z, 10)
+    i_pf, s_pf, p_pf = back.topk(z, 10)
+    np.testing.assert_array_equal(i_pf, i_ex)
+    np.testing.assert_allclose(s_pf, s_ex, rtol=1e-5, atol=1e-5)  # exact scores for the reported candidates
+    # probabilities: the denominator takes rank-40 scores outside the shortlist (close, not equal)
+    np.testing.assert_allclose(p_pf, p_ex, rtol=0.05)
+    one = back.topk(z[0], 10)
+    np.testing.assert_array_equal(one[0], i_ex[:1])
+    # a shortlist of k or less ranks only what the prefilter picked: the approximation shows
+    tiny = bank.with_prefilter(2, shortlist=10)
+    assert not np.array_equal(tiny.topk(z, 10)[0], i_ex)
+    with pytest.raises(ConfigError, match="exact bank"):
+        back.with_prefilter(10)
+    with pytest.raises(ConfigError, match="exact bank"):
+        bank.compressed(10).with_prefilter(5)
+    with pytest.raises(ConfigError, match="shortlist"):
+        bank.with_prefilter(10, shortlist=0)
+    from neurospeech.errors import DataFormatError
+
+    with pytest.raises(DataFormatError, match="prefilter"):
+        CandidateBank(features=bank.features, ids=ids, words=ids, sounds=bank.sounds, sentences=ids,
+                      sound_times=np.zeros(n), prefilter_basis=pre.prefilter_basis)

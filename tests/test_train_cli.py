@@ -203,3 +203,21 @@ def test_bank_for_another_model_is_refused(pipeline):
     bank = CandidateBank.load(pipeline["bank"])
     with pytest.raises(ArtifactError, match="rebuild the bank"):
         bank.check_model(sha256_file(other))
+
+
+def test_bank_prefilter_keeps_the_exact_bank_and_refuses_rank_with_it(pipeline, tmp_path):
+    exact = CandidateBank.load(pipeline["bank"])
+    out = tmp_path / "bank_p.npz"
+    _run(["-q", "bank", "--model", str(pipeline["onnx"]), "--data", str(pipeline["data"]), "--out", str(out),
+          "--prefilter", "8", "--shortlist", "5"])
+    pre = CandidateBank.load(out)
+    assert pre.header["prefilter"]["rank"] == 8 and pre.shortlist == min(5, len(pre))
+    np.testing.assert_array_equal(pre.features, exact.features)
+    np.testing.assert_array_equal(pre.ids, exact.ids)
+    z = np.random.default_rng(0).standard_normal((3, *exact.header["output_shape"])).astype(np.float32)
+    idx, best, _ = pre.topk(z, 3)
+    np.testing.assert_allclose(best, np.take_along_axis(exact.scores(z), idx, axis=1), rtol=1e-5, atol=1e-5)
+    with pytest.raises(SystemExit) as exc:
+        main(["-q", "bank", "--model", str(pipeline["onnx"]), "--data", str(pipeline["data"]), "--out",
+              str(tmp_path / "x.npz"), "--prefilter", "8", "--rank", "8"])
+    assert exc.value.code == 2 and not (tmp_path / "x.npz").exists()

@@ -153,8 +153,9 @@ def build_artifacts(
     return info
 
 
-def compressed_bank(art: dict[str, Any], rank: int) -> dict[str, Any]:
-    """Write (or reuse) ``bank-r<rank>.npz`` next to the exact bank of ``art`` (from :func:`build_artifacts`).
+def compressed_bank(art: dict[str, Any], rank: int | str) -> dict[str, Any]:
+    """Write (or reuse) ``bank-r<rank>.npz`` next to the exact bank of ``art`` (from :func:`build_artifacts`);
+    ``rank="p<N>"``: ``bank-p<N>.npz``, the exact bank with a rank-N prefilter (shortlist 200).
 
     Returns ``bank`` (its path), ``bank_rank``, ``bank_energy_kept``, ``bank_macs_per_decision``, ``bank_mb``
     and ``bank_note``. The benchmark bank is random (full-rank), so the energy kept here says nothing about
@@ -163,18 +164,22 @@ def compressed_bank(art: dict[str, Any], rank: int) -> dict[str, Any]:
     from ...scoring import CandidateBank
 
     exact = Path(art["bank"])
-    out = exact.with_name(f"bank-r{int(rank)}.npz")
+    pre = isinstance(rank, str)
+    if pre and not (str(rank)[:1] == "p" and str(rank)[1:].isdigit()):
+        raise ValueError(f"bank variant {rank!r}: expected a rank (int) or 'p<rank>'")
+    out = exact.with_name(f"bank-{rank}.npz" if pre else f"bank-r{int(rank)}.npz")
     meta = out.with_suffix(".json")
     if out.is_file() and meta.is_file() and json.loads(meta.read_text()).get("exact_sha256") == sha256_file(exact):
         info = json.loads(meta.read_text())
     else:
-        log.info("compressing the benchmark bank to rank %d", rank)
-        b = CandidateBank.load(exact).compressed(int(rank))
+        log.info("%s the benchmark bank to rank %s", "prefiltering" if pre else "compressing", rank)
+        full = CandidateBank.load(exact)
+        b = full.with_prefilter(int(str(rank)[1:])) if pre else full.compressed(int(rank))
         b.save(out)
         info = {
             "exact_sha256": sha256_file(exact),
-            "bank_rank": int(rank),
-            "bank_energy_kept": b.header["compression"]["energy"],
+            "bank_rank": rank if pre else int(rank),
+            "bank_energy_kept": b.header["prefilter" if pre else "compression"]["energy"],
             "bank_macs_per_decision": b.macs_per_decision(),
         }
         meta.write_text(json.dumps(info, indent=1))

@@ -96,7 +96,8 @@ def bench() -> None:
     "bank_rank",
     default="0",
     show_default=True,
-    help="Low-rank bank compression: 0 = exact bank; a comma list (e.g. 0,256) measures each side by side. "
+    help="Bank variants: 0 = exact bank, N = low-rank bank of rank N, pN = the exact bank with a rank-N prefilter "
+    "(200 candidates scored exactly per decision); a comma list (e.g. 0,512,p512) measures each side by side. "
     "The benchmark bank is random, so this measures cost only.",
 )
 @click.option(
@@ -126,12 +127,17 @@ def latency(workdir: Path, out: Path | None, presets: str, bank_rank: str, early
     from ...errors import ConfigError
     from .latency import LatencySettings, format_table, run_latency
 
+    ranks: tuple[int | str, ...]
     try:
-        ranks = tuple(dict.fromkeys(int(x) for x in bank_rank.split(",") if x.strip()))
+        ranks = tuple(dict.fromkeys(
+            (x.strip() if x.strip()[:1] == "p" and int(x.strip()[1:]) > 0 else int(x))
+            for x in bank_rank.split(",") if x.strip()
+        ))
     except ValueError:
         ranks = (-1,)
-    if not ranks or any(r < 0 for r in ranks):
-        raise ConfigError(f"--bank-rank must be 0 or positive integers separated by commas, got {bank_rank!r}")
+    if not ranks or any(isinstance(r, int) and r < 0 for r in ranks):
+        raise ConfigError(f"--bank-rank must be 0, positive integers (ranks) or pN (prefilters) separated by "
+                          f"commas, got {bank_rank!r}")
     s = LatencySettings(
         workdir=workdir,
         presets=tuple(p.strip() for p in presets.split(",") if p.strip()),

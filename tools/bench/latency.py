@@ -37,7 +37,7 @@ import numpy as np
 
 from ._procs import ProcSampler, service, stream, wait_running
 
-__all__ = ["LatencySettings", "config_label", "format_table", "run_latency"]
+__all__ = ["LatencySettings", "config_label", "config_plan", "format_table", "run_latency"]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class LatencySettings:
     decode_file_repeats: int = 5
     skip_decode_file: bool = False
     skip_live: bool = False
-    bank_ranks: tuple[int, ...] = (0,)
+    bank_ranks: tuple[int | str, ...] = (0,)  # 0: exact; N: rank-N compressed bank; "pN": rank-N prefilter
     int8: bool = False
     early_presets: tuple[str, ...] = ("efficient",)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -190,7 +190,8 @@ def decode_file_run(workdir: Path, art: dict[str, Any], seconds: float, hop: flo
     artifact (``art["early"]``) runs with the word events of the synthetic markers (``--events``)."""
     fif = _fif(workdir, seconds)
     tag = ("-int8" if art.get("quantized") else "") + ("-early" if art.get("early") else "")
-    out = workdir / f"decisions-{art['preset']}-r{art.get('bank_rank', 0)}{tag}.jsonl"
+    rank = art.get("bank_rank", 0)
+    out = workdir / f"decisions-{art['preset']}-{rank if isinstance(rank, str) else f'r{rank}'}{tag}.jsonl"
     cmd = [
         sys.executable, "-m", "neurospeech", "-q", "decode-file", str(fif), "--model", art["model"],
         "--bank", art["bank"], "--out", str(out), "--hop", str(hop), "--threads", str(threads),
@@ -237,10 +238,29 @@ def summarise_decode_file(runs: list[dict[str, Any]], seconds: float, hop: float
     }
 
 
-def config_label(preset: str, rank: int, int8: bool = False, early: bool = False) -> str:
-    """Row label of a preset with a bank of ``rank`` (0 = exact bank, label = preset name), ``+int8`` when
-    the encoder is quantized, ``+early`` with early decisions (and word markers)."""
-    return (preset if not rank else f"{preset}@r{rank}") + ("+int8" if int8 else "") + ("+early" if early else "")
+def config_label(preset: str, rank: int | str, int8: bool = False, early: bool = False) -> str:
+    """Row label of a preset with a bank of ``rank`` (0 = exact bank, label = preset name; ``@rN`` a rank-N
+    compressed bank; ``@pN`` the exact bank with a rank-N prefilter, ``rank="pN"``), ``+int8`` when the encoder is
+    quantized, ``+early`` with early decisions (and word markers)."""
+    bank = "" if not rank else f"@{rank}" if isinstance(rank, str) else f"@r{rank}"
+    return preset + bank + ("+int8" if int8 else "") + ("+early" if early else "")
+
+
+def config_plan(
+    presets: tuple[str, ...], early_presets: tuple[str, ...], ranks: tuple[int | str, ...], int8: bool
+) -> list[tuple[str, str, int | str, bool, bool]]:
+    """The benchmark's rows, in table order: ``(label, preset, bank rank, int8, early)``.
+
+    Every preset at every bank rank (and its int8 copy with ``int8``), then every early preset the same way
+    (issue 18, part 3: early decisions beside today's configurations, with the same bank ranks and int8 copies).
+    """
+    rows = []
+    for early, names in ((False, presets), (True, early_presets)):
+        for p in names:
+            for rank in ranks:
+                for q in (False, True) if int8 else (False,):
+                    rows.append((config_label(p, rank, q, early), p, rank, q, early))
+    return rows
 
 
 def run_latency(s: LatencySettings) -> dict[str, Any]:
@@ -252,16 +272,15 @@ def run_latency(s: LatencySettings) -> dict[str, Any]:
 
     s.workdir.mkdir(parents=True, exist_ok=True)
     arts: dict[str, dict[str, Any]] = {}
-    for p in s.presets:
-        base = build_artifacts(s.workdir, p, n_candidates=s.n_candidates)
-        for rank in s.bank_ranks:
-            a = {**base, **compressed_bank(base, rank)} if rank else {**base, "bank_rank": 0}
-            arts[config_label(p, rank)] = a
-            if s.int8:
-                arts[config_label(p, rank, True)] = quantized_artifacts(a, _fif(s.workdir, s.decode_file_seconds))
-    for p in s.early_presets:  # beside today's configurations, in the same run (issue 18, part 3)
-        base = build_artifacts(s.workdir, p, n_candidates=s.n_candidates, early=True)
-        arts[config_label(p, 0, early=True)] = {**base, "bank_rank": 0, "early": True}
+    bases: dict[tuple[str, bool], dict[str, Any]] = {}
+    for label, preset, rank, int8, early in config_plan(s.presets, s.early_presets, s.bank_ranks, s.int8):
+        if (preset, early) not in bases:
+            bases[preset, early] = build_artifacts(s.workdir, preset, n_candidates=s.n_candidates, early=early)
+        base = bases[preset, early]
+        a = {**base, **compressed_bank(base, rank)} if rank else {**base, "bank_rank": 0}
+        if int8:
+            a = quantized_artifacts(a, _fif(s.workdir, s.decode_file_seconds))
+        arts[label] = {**a, "early": True} if early else a
     any_early = any(a.get("early") for a in arts.values())
     result: dict[str, Any] = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()},
