@@ -112,17 +112,8 @@ class Player:
     def _outlets(self):
         import pylsl
 
-        info = pylsl.StreamInfo(
-            self.name, self.ch_type, len(self.names), self.declared, "float32", self.source_id
-        )
-        chs = info.desc().append_child("channels")
-        for n in self.names:
-            ch = chs.append_child("channel")
-            ch.append_child_value("label", n)
-            ch.append_child_value("type", self.ch_type)
-            ch.append_child_value("unit", self.unit)
         minfo = pylsl.StreamInfo(self.name + "-markers", "Markers", 1, 0, "string", self.source_id + "-m")
-        return pylsl.StreamOutlet(info, chunk_size=self.chunk, max_buffered=10), pylsl.StreamOutlet(minfo)
+        return self._outlets_data_only()[0], pylsl.StreamOutlet(minfo)
 
     def start(self):
         if self.process:
@@ -267,6 +258,7 @@ class Player:
             self._report("pushed", self.pushed)
 
     def _outlets_data_only(self):
+        """The data outlet (channel labels, types and units in its description) and no marker outlet."""
         import pylsl
 
         info = pylsl.StreamInfo(
