@@ -173,8 +173,6 @@ def bank(model: str, data: str | None, out: str, split: str, feature_cache: str 
         root, cand, split = audio, audio_word_candidates(audio, words), "all"
     else:
         raise ConfigError("give either --data ROOT, or --audio DIR with --words FILE")
-    if rank and prefilter:
-        raise ConfigError("give either --rank (a compressed bank) or --prefilter (the exact bank with a prefilter)")
     b = build_bank(model, root, out, split=split, feature_cache=feature_cache, rank=rank, fmt=data_format,
                    candidates=cand, data_cache=data_cache, prefilter=prefilter, shortlist=shortlist)
     comp = b.header.get("compression")

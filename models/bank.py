@@ -119,6 +119,8 @@ def build_bank(model: str | Path, data: str | Path, out: str | Path | None = Non
     from ._data import SpeechTargets
     from .export import read_contract
 
+    if rank and prefilter:  # refused before any work
+        raise ConfigError("give either rank (a compressed bank) or prefilter (an exact bank with a prefilter)")
     t0 = time.perf_counter()
     contract = read_contract(model)
     rep: dict[str, Any] | None = contract.output.get("speech_to_output")
@@ -172,8 +174,6 @@ def build_bank(model: str | Path, data: str | Path, out: str | Path | None = Non
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     )
-    if rank and prefilter:
-        raise ConfigError("give either rank (a compressed bank) or prefilter (an exact bank with a prefilter)")
     if prefilter:
         exact_macs = bank.macs_per_decision()
         bank = bank.with_prefilter(int(prefilter), int(shortlist))

@@ -24,7 +24,6 @@ File format (``.npz`` read with ``allow_pickle=False``; never pickle):
   softmax denominator uses the exact scores of the shortlist and the rank-``r`` scores of the others.
 """
 
-
 from __future__ import annotations
 
 import json
@@ -258,19 +257,22 @@ class CandidateBank:
 
         Returns ``(n_candidates,)`` or ``(B, n_candidates)``.
         """
+        flat, single = self._flat(z)
+        if self.basis is not None:
+            flat = flat @ self.basis.T
+        s = np.asarray(flat @ self.features.T, dtype=np.float32)
+        return s[0] if single else s
+
+    def _flat(self, z: NDArray[np.floating[Any]]) -> tuple[NDArray[np.float32], bool]:
+        """Latents checked against the bank's output shape, as rows ``(B, D)``; and whether one latent was given
+        (``(F, T)`` or an already flat ``(F*T,)`` vector; ``(B, F, T)`` is a batch)."""
         z = np.asarray(z, dtype=np.float32)
-        d = self.dim
         if z.ndim >= 2 and z.shape[-2:] != tuple(self.header.get("output_shape", z.shape[-2:])):
             raise DataFormatError(
                 f"latent shape {z.shape[-2:]} differs from the bank's output shape "
                 f"{self.header['output_shape']}"
             )
-        single = z.ndim <= 2  # one latent (F, T) or an already flat (F*T,) vector; (B, F, T) is a batch
-        flat = z.reshape(-1, d)
-        if self.basis is not None:
-            flat = flat @ self.basis.T
-        s = np.asarray(flat @ self.features.T, dtype=np.float32)
-        return s[0] if single else s
+        return z.reshape(-1, self.dim), z.ndim <= 2
 
     def topk(
         self, z: NDArray[np.floating[Any]], k: int
@@ -284,12 +286,7 @@ class CandidateBank:
         """
         if self.prefilter_basis is None or self.prefilter_features is None:
             return topk_softmax(self.scores(z), k)
-        z = np.asarray(z, dtype=np.float32)
-        if z.ndim >= 2 and z.shape[-2:] != tuple(self.header.get("output_shape", z.shape[-2:])):
-            raise DataFormatError(
-                f"latent shape {z.shape[-2:]} differs from the bank's output shape {self.header['output_shape']}"
-            )
-        flat = z.reshape(-1, self.dim)
+        flat = self._flat(z)[0]
         approx = np.asarray((flat @ self.prefilter_basis.T) @ self.prefilter_features.T, dtype=np.float32)
         n = approx.shape[1]
         m = min(max(self.shortlist, int(k)), n)

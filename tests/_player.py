@@ -95,7 +95,7 @@ class Player:
         self.wait_consumers = wait_consumers
         self.kill = kill
         self.stamp_on_schedule = stamp_on_schedule
-        self.stalls = sorted((stalls or {}).items())
+        self.stalls = sorted(dict(stalls or {}).items())  # a dict, or (time, seconds) pairs
         self.pushed = 0
         self.t_first = None
         self.stopped_at = None
@@ -128,9 +128,10 @@ class Player:
             self._report(key, value)
 
     def child_config(self) -> dict[str, Any]:
-        """What ``tests/_player_proc.py`` needs to rebuild this player (data already scaled and ordered)."""
+        """The keyword arguments that rebuild this player in ``tests/_player_proc.py`` (JSON-safe), beside its
+        data (already scaled and ordered, so ``scale``, ``order``, ``nan`` and ``dead`` keep their defaults)."""
         return {
-            "sfreq": self.sfreq, "names": self.names, "name": self.name, "chunk_samples": self.chunk,
+            "sfreq": self.sfreq, "names": self.names, "name": self.name, "chunk": self.chunk / self.sfreq,
             "markers": self.markers, "unit": self.unit, "ch_type": self.ch_type, "declared_sfreq": self.declared,
             "jump_at": self.jump_at, "jump_by": self.jump_by, "rate_factor": self.rate_factor,
             "stop_at": self.stop_at, "restart_after": self.restart_after, "loop": self.loop,

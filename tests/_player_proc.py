@@ -20,16 +20,7 @@ def main(folder: str) -> int:
     d = Path(folder)
     cfg = json.loads((d / "player.json").read_text())
     data = np.load(d / "data.npy")  # (n, C), scaled and ordered by the parent
-    p = Player(
-        data.T, cfg["sfreq"], cfg["names"], name=cfg["name"], chunk=cfg["chunk_samples"] / cfg["sfreq"],
-        markers=[(float(t), payload) for t, payload in cfg["markers"]], unit=cfg["unit"], ch_type=cfg["ch_type"],
-        declared_sfreq=cfg["declared_sfreq"], jump_at=cfg["jump_at"], jump_by=cfg["jump_by"],
-        rate_factor=cfg["rate_factor"], stop_at=cfg["stop_at"], restart_after=cfg["restart_after"],
-        loop=cfg["loop"], wait_consumers=cfg["wait_consumers"], kill=cfg["kill"],
-        stamp_on_schedule=cfg["stamp_on_schedule"], stalls=None, process=False,
-    )
-    p.chunk = int(cfg["chunk_samples"])
-    p.stalls = [tuple(x) for x in cfg["stalls"]]
+    p = Player(data.T, **cfg, process=False)  # Player.child_config: its own keyword arguments
     lock = threading.Lock()
 
     def report(key: str, value: object) -> None:

@@ -66,8 +66,9 @@ def read_decisions(path: str | Path) -> list[Decision]:
                     raise DataFormatError(
                         f"{f.name} line {n} is not JSON ({exc.msg}); compare files written by decode-file --out"
                     ) from exc
-                kind = h.get("kind") if isinstance(h, dict) else None
-                truth = h.get("truth") if isinstance(h, dict) else None
+                if not isinstance(h, dict):
+                    continue
+                kind, truth = h.get("kind"), h.get("truth")
                 if kind not in ("word", "word_early") or not isinstance(truth, dict) or "segment_id" not in truth:
                     continue
                 if kind == "word_early":
@@ -125,14 +126,15 @@ def compare_decisions(a: list[Decision], b: list[Decision], n_candidates: int, n
         da, db = [ia[k] for k in keys], [ib[k] for k in keys]
         groups = np.array([d.truth for d in da])
         row: dict[str, Any] = {"delay": delay, "n": len(keys)}
-        for side, ds in (("a", da), ("b", db)):
+        hits = {(side, k): _topk_hits(ds, k) for side, ds in (("a", da), ("b", db)) for k in (1, 10)}
+        for side in ("a", "b"):
             row[side] = {}
             for k in (1, 10):
-                h = _topk_hits(ds, k)
+                h = hits[side, k]
                 row[side][f"top{k}"] = float(h.mean())
                 row[side][f"top{k}_ci"] = list(bootstrap_ci(h, groups, n_boot, seed))
         for k in (1, 10):
-            diff = _topk_hits(db, k) - _topk_hits(da, k)
+            diff = hits["b", k] - hits["a", k]
             row[f"diff_top{k}"] = float(diff.mean())
             row[f"diff_top{k}_ci"] = list(bootstrap_ci(diff, groups, n_boot, seed))
         row["top1_agreement"] = float(np.mean([x.ranked[:1] == y.ranked[:1] for x, y in zip(da, db, strict=True)]))

@@ -24,7 +24,7 @@ import numpy as np
 from ...contract import sha256_file
 from ...preprocessing import TRAIN_RESAMPLE_PHASE
 
-__all__ = ["bank_entries", "build_artifacts", "compressed_bank", "quantized_artifacts"]
+__all__ = ["bank_entries", "bank_tag", "bank_variant", "build_artifacts", "compressed_bank", "quantized_artifacts"]
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,25 @@ def build_artifacts(
     return info
 
 
+def bank_variant(token: int | str) -> int | str:
+    """A bank variant as the benchmark names it: ``0`` the exact bank, ``N`` (> 0) a rank-N compressed bank,
+    ``"pN"`` (N > 0) the exact bank with a rank-N prefilter. ``ValueError`` for anything else."""
+    t = str(token).strip()
+    if t[:1] == "p" and t[1:].isdigit() and int(t[1:]) > 0:
+        return t
+    n = int(t)  # ValueError for text that is neither
+    if n < 0:
+        raise ValueError(f"bank rank must be 0 or positive, got {n}")
+    return n
+
+
+def bank_tag(rank: int | str) -> str:
+    """Short name of a bank variant (:func:`bank_variant`): ``""`` exact, ``"rN"`` compressed, ``"pN"``
+    prefiltered (file names and table labels)."""
+    v = bank_variant(rank)
+    return v if isinstance(v, str) else f"r{v}" if v else ""
+
+
 def compressed_bank(art: dict[str, Any], rank: int | str) -> dict[str, Any]:
     """Write (or reuse) ``bank-r<rank>.npz`` next to the exact bank of ``art`` (from :func:`build_artifacts`);
     ``rank="p<N>"``: ``bank-p<N>.npz``, the exact bank with a rank-N prefilter (shortlist 200).
@@ -164,21 +183,20 @@ def compressed_bank(art: dict[str, Any], rank: int | str) -> dict[str, Any]:
     from ...scoring import CandidateBank
 
     exact = Path(art["bank"])
+    rank = bank_variant(rank)
     pre = isinstance(rank, str)
-    if pre and not (str(rank)[:1] == "p" and str(rank)[1:].isdigit()):
-        raise ValueError(f"bank variant {rank!r}: expected a rank (int) or 'p<rank>'")
-    out = exact.with_name(f"bank-{rank}.npz" if pre else f"bank-r{int(rank)}.npz")
+    out = exact.with_name(f"bank-{bank_tag(rank)}.npz")
     meta = out.with_suffix(".json")
     if out.is_file() and meta.is_file() and json.loads(meta.read_text()).get("exact_sha256") == sha256_file(exact):
         info = json.loads(meta.read_text())
     else:
         log.info("%s the benchmark bank to rank %s", "prefiltering" if pre else "compressing", rank)
         full = CandidateBank.load(exact)
-        b = full.with_prefilter(int(str(rank)[1:])) if pre else full.compressed(int(rank))
+        b = full.with_prefilter(int(rank[1:])) if isinstance(rank, str) else full.compressed(rank)
         b.save(out)
         info = {
             "exact_sha256": sha256_file(exact),
-            "bank_rank": rank if pre else int(rank),
+            "bank_rank": rank,
             "bank_energy_kept": b.header["prefilter" if pre else "compression"]["energy"],
             "bank_macs_per_decision": b.macs_per_decision(),
         }

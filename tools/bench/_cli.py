@@ -125,17 +125,15 @@ def latency(workdir: Path, out: Path | None, presets: str, bank_rank: str, early
     Example: neurospeech bench latency --workdir /tmp/nsbench
     """
     from ...errors import ConfigError
+    from ._artifacts import bank_variant
     from .latency import LatencySettings, format_table, run_latency
 
     ranks: tuple[int | str, ...]
     try:
-        ranks = tuple(dict.fromkeys(
-            (x.strip() if x.strip()[:1] == "p" and int(x.strip()[1:]) > 0 else int(x))
-            for x in bank_rank.split(",") if x.strip()
-        ))
+        ranks = tuple(dict.fromkeys(bank_variant(x) for x in bank_rank.split(",") if x.strip()))
     except ValueError:
-        ranks = (-1,)
-    if not ranks or any(isinstance(r, int) and r < 0 for r in ranks):
+        ranks = ()
+    if not ranks:
         raise ConfigError(f"--bank-rank must be 0, positive integers (ranks) or pN (prefilters) separated by "
                           f"commas, got {bank_rank!r}")
     s = LatencySettings(

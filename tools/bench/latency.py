@@ -190,8 +190,9 @@ def decode_file_run(workdir: Path, art: dict[str, Any], seconds: float, hop: flo
     artifact (``art["early"]``) runs with the word events of the synthetic markers (``--events``)."""
     fif = _fif(workdir, seconds)
     tag = ("-int8" if art.get("quantized") else "") + ("-early" if art.get("early") else "")
-    rank = art.get("bank_rank", 0)
-    out = workdir / f"decisions-{art['preset']}-{rank if isinstance(rank, str) else f'r{rank}'}{tag}.jsonl"
+    from ._artifacts import bank_tag
+
+    out = workdir / f"decisions-{art['preset']}-{bank_tag(art.get('bank_rank', 0)) or 'r0'}{tag}.jsonl"
     cmd = [
         sys.executable, "-m", "neurospeech", "-q", "decode-file", str(fif), "--model", art["model"],
         "--bank", art["bank"], "--out", str(out), "--hop", str(hop), "--threads", str(threads),
@@ -242,8 +243,10 @@ def config_label(preset: str, rank: int | str, int8: bool = False, early: bool =
     """Row label of a preset with a bank of ``rank`` (0 = exact bank, label = preset name; ``@rN`` a rank-N
     compressed bank; ``@pN`` the exact bank with a rank-N prefilter, ``rank="pN"``), ``+int8`` when the encoder is
     quantized, ``+early`` with early decisions (and word markers)."""
-    bank = "" if not rank else f"@{rank}" if isinstance(rank, str) else f"@r{rank}"
-    return preset + bank + ("+int8" if int8 else "") + ("+early" if early else "")
+    from ._artifacts import bank_tag
+
+    tag = bank_tag(rank)
+    return preset + (f"@{tag}" if tag else "") + ("+int8" if int8 else "") + ("+early" if early else "")
 
 
 def config_plan(
@@ -273,11 +276,14 @@ def run_latency(s: LatencySettings) -> dict[str, Any]:
     s.workdir.mkdir(parents=True, exist_ok=True)
     arts: dict[str, dict[str, Any]] = {}
     bases: dict[tuple[str, bool], dict[str, Any]] = {}
+    banks: dict[tuple[str, bool, int | str], dict[str, Any]] = {}  # the float rows' artifacts, reused by int8 rows
     for label, preset, rank, int8, early in config_plan(s.presets, s.early_presets, s.bank_ranks, s.int8):
         if (preset, early) not in bases:
             bases[preset, early] = build_artifacts(s.workdir, preset, n_candidates=s.n_candidates, early=early)
-        base = bases[preset, early]
-        a = {**base, **compressed_bank(base, rank)} if rank else {**base, "bank_rank": 0}
+        if (preset, early, rank) not in banks:
+            base = bases[preset, early]
+            banks[preset, early, rank] = {**base, **compressed_bank(base, rank)} if rank else {**base, "bank_rank": 0}
+        a = banks[preset, early, rank]
         if int8:
             a = quantized_artifacts(a, _fif(s.workdir, s.decode_file_seconds))
         arts[label] = {**a, "early": True} if early else a
