@@ -37,7 +37,10 @@ __all__ = [
     "delays_of",
     "mask_unseen",
     "n_seen",
+    "seen_share",
+    "separation_for_topk",
     "supports_early",
+    "topk_at_separation",
 ]
 
 DEFAULT_DELAYS: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
@@ -65,6 +68,53 @@ def n_seen(window: WindowSpec, delay: float) -> int:
     t0 = window.tmin + window.lag  # time of the first model-input sample
     k = math.floor((delay - t0) * window.sfreq + 1e-9) + 1
     return int(min(max(k, 0), window.n_times))
+
+
+def seen_share(window: WindowSpec, delay: float) -> float:
+    """Share of the model input that exists at ``onset + delay`` (``n_seen / n_times``; 1 for the full window)."""
+    return n_seen(window, delay) / window.n_times
+
+
+# Evidence-limited reference for the accuracy-vs-delay curve. Model: equal-variance Gaussian signal detection. For
+# one query, each wrong candidate's score is N(0, 1) and the true one's N(d', 1), independently (scores in units of
+# the wrong candidates' spread). If evidence accrues uniformly over the window (independent noise per sample, a
+# signal spread evenly over the speech), seeing a share f of the window scales d' by sqrt(f). Fitting d' to the
+# full window's top-k then predicts every delay's top-k with no free parameter; and inverting the measured top-k
+# gives the evidence share a decoder actually used: (d'(delay) / d'(full))**2.
+_D_MAX = 12.0  # top-k is 1 to double precision far below this separation for any bank size used here
+
+
+def topk_at_separation(d_prime: float, n_candidates: int, k: int = 10) -> float:
+    """P(true candidate ranks in the top ``k`` of ``n_candidates``) at separation ``d_prime`` (model above).
+
+    ``P = integral phi(x - d') * P[Binomial(n - 1, Q(x)) <= k - 1] dx`` with ``Q`` the normal tail.
+    """
+    from scipy import stats
+
+    if n_candidates < 1 or k < 1:
+        raise ConfigError(f"top-k needs n_candidates >= 1 and k >= 1, got {n_candidates} and {k}")
+    if k >= n_candidates:
+        return 1.0
+    x = np.linspace(d_prime - 10.0, d_prime + 10.0, 8001)
+    integrand = stats.norm.pdf(x - d_prime) * stats.binom.cdf(k - 1, n_candidates - 1, stats.norm.sf(x))
+    return float(np.clip(integrand.sum() * (x[1] - x[0]), 0.0, 1.0))
+
+
+def separation_for_topk(topk: float, n_candidates: int, k: int = 10) -> float:
+    """The ``d'`` whose top-``k`` accuracy is ``topk`` (inverse of :func:`topk_at_separation`).
+
+    Returns 0 at or below chance (``k / n_candidates``) and NaN where the accuracy is too close to 1 to invert.
+    """
+    from scipy import optimize
+
+    if not 0.0 <= topk <= 1.0:
+        raise ConfigError(f"top-{k} accuracy must be in [0, 1], got {topk!r}")
+    if topk <= topk_at_separation(0.0, n_candidates, k):
+        return 0.0
+    if topk >= topk_at_separation(_D_MAX, n_candidates, k):
+        return float("nan")
+    return float(optimize.brentq(lambda d: topk_at_separation(d, n_candidates, k) - topk, 0.0, _D_MAX,
+                                 xtol=1e-6))
 
 
 def check_delays(delays: Iterable[float], window: WindowSpec | None = None) -> tuple[float, ...]:
@@ -134,7 +184,7 @@ def delays_of(contract: Any) -> tuple[float, ...]:
 
 
 def delay_curve(ranks: Mapping[float, NDArray[Any]], groups: NDArray[Any], n_candidates: int,
-                n_boot: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
+                n_boot: int = 1000, seed: int = 0, window: WindowSpec | None = None) -> list[dict[str, Any]]:
     """Accuracy vs decision delay, with 95 % bootstrap intervals over test segments.
 
     Parameters
@@ -146,13 +196,19 @@ def delay_curve(ranks: Mapping[float, NDArray[Any]], groups: NDArray[Any], n_can
         Test segment of each query (bootstrap groups).
     n_candidates : int
         Candidates ranked (chance of top-k is k / n_candidates).
+    window : WindowSpec, optional
+        The window geometry. With it each row also gets the evidence-limited reference (see
+        :func:`topk_at_separation`): ``seen_share`` (share of the model input seen at that delay),
+        ``uniform_evidence_of_full`` (the top-10, as a share of the full window's, that a decoder extracting
+        evidence uniformly over the window would reach) and ``implied_evidence_share`` (the evidence share the
+        measured top-10 corresponds to; NaN where it cannot be inverted).
 
     Returns
     -------
     list of dict
         One row per delay, in increasing order: ``delay_s``, ``top1``, ``top1_ci``, ``top10``, ``top10_ci``,
         ``chance_top10``, ``of_full_top10`` (top-10 / the full window's top-10) with ``of_full_top10_ci`` (paired
-        bootstrap), ``n_queries``.
+        bootstrap), ``n_queries``, and the three keys above when ``window`` is given.
     """
     from .metrics import bootstrap_ci, bootstrap_ratio_ci
 
@@ -173,7 +229,22 @@ def delay_curve(ranks: Mapping[float, NDArray[Any]], groups: NDArray[Any], n_can
         row["of_full_top10"] = row["top10"] / base if base > 0 else float("nan")
         row["of_full_top10_ci"] = list(bootstrap_ratio_ci(hits10, full_hits, groups, n_boot, seed))
         rows.append(row)
+    if window is not None:
+        _add_evidence_reference(rows, window, n_candidates)
     return rows
+
+
+def _add_evidence_reference(rows: list[dict[str, Any]], window: WindowSpec, n_candidates: int) -> None:
+    """Add ``seen_share``, ``uniform_evidence_of_full``, ``implied_evidence_share`` to :func:`delay_curve` rows."""
+    full = rows[-1]["top10"]
+    d_full = separation_for_topk(full, n_candidates)
+    for row in rows:
+        f = 1.0 if row is rows[-1] else seen_share(window, row["delay_s"])
+        row["seen_share"] = f
+        pred = topk_at_separation(d_full * math.sqrt(f), n_candidates) if math.isfinite(d_full) else float("nan")
+        row["uniform_evidence_of_full"] = pred / full if full > 0 else float("nan")
+        d = separation_for_topk(row["top10"], n_candidates)
+        row["implied_evidence_share"] = (d / d_full) ** 2 if d_full > 0 and math.isfinite(d) else float("nan")
 
 
 def curve_markdown(curves: Mapping[str, list[dict[str, Any]]], full_label: str = "full") -> list[str]:
@@ -184,8 +255,8 @@ def curve_markdown(curves: Mapping[str, list[dict[str, Any]]], full_label: str =
     head = [f"onset + {d:g} s" + (f" ({full_label})" if i == len(delays) - 1 else "") for i, d in enumerate(delays)]
     lines = ["| method | " + " | ".join(head) + " |", "|---|" + "---|" * len(delays)]
 
-    def pc(v: float) -> str:
-        return f"{100 * v:.1f}"
+    def pc(v: float | None) -> str:
+        return f"{100 * v:.1f}" if v is not None and math.isfinite(v) else "n/a"
 
     for name, rows in curves.items():
         cells = [f"{pc(r['top10'])} [{pc(r['top10_ci'][0])}, {pc(r['top10_ci'][1])}]" for r in rows]
@@ -195,6 +266,13 @@ def curve_markdown(curves: Mapping[str, list[dict[str, Any]]], full_label: str =
         lines.append(f"| {name}: % of full-window top-10 | " + " | ".join(cells) + " |")
         cells = [f"{pc(r['top1'])} [{pc(r['top1_ci'][0])}, {pc(r['top1_ci'][1])}]" for r in rows]
         lines.append(f"| {name}: segment top-1 % | " + " | ".join(cells) + " |")
-    ch = next(iter(curves.values()))[0]["chance_top10"]
-    lines.append("| chance top-10 % | " + " | ".join(pc(ch) for _ in delays) + " |")
+        if "uniform_evidence_of_full" in rows[0]:
+            lines.append(f"| {name}: uniform-evidence reference, % of full-window top-10 | "
+                         + " | ".join(pc(r["uniform_evidence_of_full"]) for r in rows) + " |")
+            lines.append(f"| {name}: evidence share implied by the top-10 % | "
+                         + " | ".join(pc(r["implied_evidence_share"]) for r in rows) + " |")
+    first = next(iter(curves.values()))
+    if "seen_share" in first[0]:
+        lines.append("| share of the window seen % | " + " | ".join(pc(r["seen_share"]) for r in first) + " |")
+    lines.append("| chance top-10 % | " + " | ".join(pc(first[0]["chance_top10"]) for _ in delays) + " |")
     return lines

@@ -368,15 +368,18 @@ def early_jobs(job: WindowJob, window: Any, delays: tuple[float, ...]) -> list[W
             for d in delays]
 
 
-def early_summary(ranks: dict[float, list[int]], groups: list[str], n_candidates: int) -> dict[str, Any] | None:
+def early_summary(ranks: dict[float, list[int]], groups: list[str], n_candidates: int,
+                  window: Any = None) -> dict[str, Any] | None:
     """Accuracy vs decision delay of decode-file's word decisions (JSON-safe: non-finite numbers -> None).
 
     ``ranks``: per delay (the full window under ``window.tmax``) the rank of the true segment in each word's
-    top-k (``k`` when absent), the same words at every delay; ``groups``: their segment ids.
+    top-k (``k`` when absent), the same words at every delay; ``groups``: their segment ids; ``window``: the
+    model's window (adds the evidence-limited reference of :func:`neurospeech.early.delay_curve`).
     """
     if not ranks or not groups:
         return None
-    rows = delay_curve({d: np.asarray(r) for d, r in ranks.items()}, np.asarray(groups), n_candidates)
+    rows = delay_curve({d: np.asarray(r) for d, r in ranks.items()}, np.asarray(groups), n_candidates,
+                       window=window)
 
     def clean(v: Any) -> Any:
         if isinstance(v, float):
@@ -581,7 +584,8 @@ def decode_file(
         "segment_top10": top10 / n_words if n_words else None,
         "n_candidates": len(bank),
         "model_sha256": model.sha256,
-        "early_decisions": early_summary(early_ranks, early_groups, len(bank)) if delays else None,
+        "early_decisions": early_summary(early_ranks, early_groups, len(bank), model.contract.window)
+        if delays else None,
     }
 
 

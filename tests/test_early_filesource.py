@@ -11,7 +11,7 @@ from neurospeech.service.config import ServeSettings
 from neurospeech.service.filesource import FileMarker, decode_raw, early_summary
 from neurospeech.service.messages import validate_header
 
-from neurospeech.early import DEFAULT_DELAYS, mask_unseen
+from neurospeech.early import DEFAULT_DELAYS, mask_unseen, n_seen
 from neurospeech.errors import ConfigError
 from neurospeech.scoring import CandidateBank
 
@@ -89,7 +89,11 @@ def test_decode_file_summary_curve(early_art, tmp_path):
     for r in e["curve"]:
         lo, hi = r["top10_ci"]
         assert lo <= r["top10"] <= hi and r["chance_top10"] == pytest.approx(10 / summary["n_candidates"])
-    assert "onset + 1 s" in e["table"] and "chance" in e["table"]
+        # the evidence-limited reference travels with the curve (None where the top-10 cannot be inverted)
+        w = art.contract.window
+        assert r["seen_share"] == pytest.approx(n_seen(w, r["delay_s"]) / w.n_times if r is not full else 1.0)
+        assert "uniform_evidence_of_full" in r and "implied_evidence_share" in r
+    assert "onset + 1 s" in e["table"] and "chance" in e["table"] and "share of the window seen" in e["table"]
 
 
 def test_early_refused_for_a_model_without_it(tmp_path):
