@@ -409,7 +409,8 @@ def _plot_early(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
         line = ax.errorbar(d, top, yerr=[top - lo, hi - top], marker="o", capsize=3, label=name)
         top_hi = max(top_hi, float(hi.max()))
         if "uniform_evidence_of_full" in rows[0]:  # what uniform evidence over the window would give
-            ref = np.array([100 * r["uniform_evidence_of_full"] * rows[-1]["top10"] for r in rows])
+            ref = np.array([np.nan if r["uniform_evidence_of_full"] is None
+                            else 100 * r["uniform_evidence_of_full"] * rows[-1]["top10"] for r in rows])
             ax.plot(d, ref, ls="--", color=line[0].get_color(), alpha=0.6,
                     label=f"{name}: uniform-evidence reference")
     rows0 = next(iter(curves.values()))

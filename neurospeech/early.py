@@ -201,7 +201,7 @@ def delay_curve(ranks: Mapping[float, NDArray[Any]], groups: NDArray[Any], n_can
         :func:`topk_at_separation`): ``seen_share`` (share of the model input seen at that delay),
         ``uniform_evidence_of_full`` (the top-10, as a share of the full window's, that a decoder extracting
         evidence uniformly over the window would reach) and ``implied_evidence_share`` (the evidence share the
-        measured top-10 corresponds to; NaN where it cannot be inverted).
+        measured top-10 corresponds to); either is None where the model cannot give it.
 
     Returns
     -------
@@ -235,16 +235,20 @@ def delay_curve(ranks: Mapping[float, NDArray[Any]], groups: NDArray[Any], n_can
 
 
 def _add_evidence_reference(rows: list[dict[str, Any]], window: WindowSpec, n_candidates: int) -> None:
-    """Add ``seen_share``, ``uniform_evidence_of_full``, ``implied_evidence_share`` to :func:`delay_curve` rows."""
+    """Add ``seen_share``, ``uniform_evidence_of_full``, ``implied_evidence_share`` to :func:`delay_curve` rows.
+
+    A value the model cannot give (no full-window hit, a top-10 of 1, at most 10 candidates) is None, so that the
+    rows stay comparable and JSON-safe."""
     full = rows[-1]["top10"]
     d_full = separation_for_topk(full, n_candidates)
+    ok = 0 < full and 0 < d_full < math.inf  # NaN compares False
     for row in rows:
         f = 1.0 if row is rows[-1] else seen_share(window, row["delay_s"])
         row["seen_share"] = f
-        pred = topk_at_separation(d_full * math.sqrt(f), n_candidates) if math.isfinite(d_full) else float("nan")
-        row["uniform_evidence_of_full"] = pred / full if full > 0 else float("nan")
+        row["uniform_evidence_of_full"] = (
+            topk_at_separation(d_full * math.sqrt(f), n_candidates) / full if ok else None)
         d = separation_for_topk(row["top10"], n_candidates)
-        row["implied_evidence_share"] = (d / d_full) ** 2 if d_full > 0 and math.isfinite(d) else float("nan")
+        row["implied_evidence_share"] = (d / d_full) ** 2 if ok and math.isfinite(d) else None
 
 
 def curve_markdown(curves: Mapping[str, list[dict[str, Any]]], full_label: str = "full") -> list[str]:

@@ -37,6 +37,13 @@ def test_separation_edges_and_errors():
     assert separation_for_topk(0.001, n) == 0.0  # below chance: no separation
     assert np.isnan(separation_for_topk(1.0, n))  # cannot invert a perfect score
     assert topk_at_separation(1.0, 5) == 1.0  # k >= n: always in the top k
+    # where the reference cannot be given (every query a top-10 hit among 12 candidates) the rows hold None, so two
+    # identical curves compare equal (NaN would not) and stay JSON-safe
+    rows = delay_curve({1.0: np.zeros(12), 2.5: np.zeros(12)}, np.arange(12), 12, n_boot=50, window=WindowSpec())
+    assert rows == delay_curve({1.0: np.zeros(12), 2.5: np.zeros(12)}, np.arange(12), 12, n_boot=50,
+                               window=WindowSpec())
+    assert rows[0]["implied_evidence_share"] is None and rows[0]["seen_share"] == seen_share(WindowSpec(), 1.0)
+    assert "n/a" in "\n".join(curve_markdown({"m": rows}))
     with pytest.raises(ConfigError, match="must be in"):
         separation_for_topk(1.5, n)
     with pytest.raises(ConfigError, match="n_candidates"):
