@@ -85,6 +85,11 @@ class EncoderConfig:
         Accept windows whose not-yet-seen samples are NaN (:mod:`neurospeech.early`): the front end's output
         at those time steps is replaced by a learned ``unseen`` vector (``BrainEncoder.unseen``), so the trunk
         knows which part of the window is missing. Off (the default) for every model trained before.
+    causal : bool
+        Causal convolutions: every conv pads on the left only (``dilation * (kernel - 1)`` samples), so an
+        output at time t depends on inputs up to t alone -- the precondition of a streaming encoder that
+        reuses the previous hop's layer states (README, Early decisions). Off (the default): "same" padding,
+        each output sees both ways; every model trained before.
     """
 
     preset: str = "paper"
@@ -102,6 +107,7 @@ class EncoderConfig:
     stem_layers: int = 0
     downsample_in_stem: bool = False
     early_decisions: bool = False
+    causal: bool = False
 
     def __post_init__(self) -> None:
         for f in ("n_virtual", "fourier_harmonics", "hidden", "n_blocks", "dilation_cycle", "kernel",
@@ -116,8 +122,9 @@ class EncoderConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        if not self.early_decisions:  # additive: a run without early decisions writes what older runs wrote
-            d.pop("early_decisions")
+        for key in ("early_decisions", "causal"):  # additive: a run without them writes what older runs wrote
+            if not getattr(self, key):
+                d.pop(key)
         return d
 
     @classmethod
@@ -236,25 +243,28 @@ class SubjectLayer(nn.Module):
 
 class _ConvBNGelu(nn.Module):
     def __init__(self, c_in: int, c_out: int, kernel: int, dilation: int = 1, stride: int = 1,
-                 residual: bool = False) -> None:
+                 residual: bool = False, causal: bool = False) -> None:
         super().__init__()
-        pad = 0 if stride > 1 else dilation * (kernel - 1) // 2
+        span = 0 if stride > 1 else dilation * (kernel - 1)  # a strided conv's frame ends where it reads
+        self.left = span if causal else 0
+        pad = 0 if causal else span // 2
         self.conv = nn.Conv1d(c_in, c_out, kernel, padding=pad, dilation=dilation, stride=stride)
         self.bn = nn.BatchNorm1d(c_out)
         self.residual = residual and c_in == c_out and stride == 1
 
     def forward(self, x: Tensor) -> Tensor:
-        y = F.gelu(self.bn(self.conv(x)))
+        y = F.gelu(self.bn(self.conv(F.pad(x, (self.left, 0)) if self.left else x)))
         return x + y if self.residual else y
 
 
 class _GLUConv(nn.Module):
-    def __init__(self, dim: int, kernel: int) -> None:
+    def __init__(self, dim: int, kernel: int, causal: bool = False) -> None:
         super().__init__()
-        self.conv = nn.Conv1d(dim, 2 * dim, kernel, padding=kernel // 2)
+        self.left = kernel - 1 if causal else 0
+        self.conv = nn.Conv1d(dim, 2 * dim, kernel, padding=0 if causal else kernel // 2)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.glu(self.conv(x), dim=1)
+        return F.glu(self.conv(F.pad(x, (self.left, 0)) if self.left else x), dim=1)
 
 
 # ------------------------------------------------------------------------------------------------ encoder
@@ -392,7 +402,7 @@ class _Trunk(nn.Module):
         super().__init__()
         d, h = cfg.n_virtual, cfg.hidden
         self.stem = nn.ModuleList(
-            [_ConvBNGelu(d, d, cfg.kernel, residual=True) for _ in range(cfg.stem_layers)]
+            [_ConvBNGelu(d, d, cfg.kernel, residual=True, causal=cfg.causal) for _ in range(cfg.stem_layers)]
         )
         self.down: _ConvBNGelu | None = None
         c_in = d
@@ -404,9 +414,9 @@ class _Trunk(nn.Module):
         for k in range(cfg.n_blocks):
             dil = 2 ** (k % cfg.dilation_cycle)
             c = c_in if k == 0 else h
-            self.blocks.append(_ConvBNGelu(c, h, cfg.kernel, dilation=dil, residual=k > 0))
+            self.blocks.append(_ConvBNGelu(c, h, cfg.kernel, dilation=dil, residual=k > 0, causal=cfg.causal))
             if k % cfg.glu_every == 1 % cfg.glu_every:
-                self.glus[str(k)] = _GLUConv(h, cfg.glu_kernel)
+                self.glus[str(k)] = _GLUConv(h, cfg.glu_kernel, causal=cfg.causal)
         self.head_in = nn.Conv1d(h, cfg.head_hidden, 1)
         self.head_out: nn.Module = nn.ConvTranspose1d(cfg.head_hidden, out_dim, 1)  # export: the equal Conv1d
         self.final_pool = time_pool if (self.down is None and time_pool > 1) else 1

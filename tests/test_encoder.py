@@ -124,3 +124,25 @@ def test_config_validation():
         EncoderConfig.from_dict({"bogus": 1})
     with pytest.raises(ConfigError):
         BrainEncoder(preset_config("paper"), _positions(4), 1, 8)(torch.randn(1, 5, T), torch.tensor([0]))
+
+
+@pytest.mark.parametrize("preset", ["paper", "efficient"])
+def test_causal_encoder_output_depends_on_the_past_only(preset):
+    """causal=True: changing the input from sample 7 m on leaves every output frame before m as it was (the
+    precondition of a streaming encoder); the default "same" padding lets a later sample reach earlier frames."""
+    x = torch.randn(1, 10, T)
+    later = x.clone()
+    m_frame = 20
+    later[..., 7 * m_frame:] += torch.randn(1, 10, T - 7 * m_frame)
+    subj = torch.tensor([1])
+    for causal in (True, False):
+        cfg = preset_config(preset, n_virtual=16, hidden=24, head_hidden=32, fourier_harmonics=4, causal=causal)
+        m = BrainEncoder(cfg, _positions(10), n_subjects=3, out_dim=8, time_pool=7).eval()
+        with torch.no_grad():
+            a, b = m(x, subj), m(later, subj)
+        assert a.shape == (1, 8, 49)
+        same = torch.allclose(a[..., :m_frame], b[..., :m_frame], atol=1e-6)
+        assert same is causal, (preset, causal)
+        assert not torch.allclose(a[..., m_frame:], b[..., m_frame:])
+    assert "causal" not in preset_config(preset).to_dict()  # additive: older runs' configs are unchanged
+    assert preset_config(preset, causal=True).to_dict()["causal"] is True
