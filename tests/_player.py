@@ -7,6 +7,7 @@ process (``_player_proc.py``, ``Player(process=True)``) starts in a fraction of 
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import threading
@@ -68,6 +69,7 @@ class Player:
         stamp_on_schedule=False,
         stalls=None,
         process=None,
+        start_index=0,
     ):
         import threading
         import uuid
@@ -96,13 +98,15 @@ class Player:
         self.kill = kill
         self.stamp_on_schedule = stamp_on_schedule
         self.stalls = sorted(dict(stalls or {}).items())  # a dict, or (time, seconds) pairs
-        self.pushed = 0
+        self.start_index = int(start_index)  # a resumed child: the sample the killed one stopped at
+        self.pushed = self.start_index
         self.t_first = None
         self.stopped_at = None
         self.restarted_at = None
         self.error = None
         self.ready = False  # process mode: the child's outlets exist
         self._halt = threading.Event()
+        self._proc_lock = threading.Lock()
         self._live: list = []  # this player's outlets (see _run)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.process = bool(stop_at is not None and kill) if process is None else bool(process)
@@ -136,7 +140,7 @@ class Player:
             "jump_at": self.jump_at, "jump_by": self.jump_by, "rate_factor": self.rate_factor,
             "stop_at": self.stop_at, "restart_after": self.restart_after, "loop": self.loop,
             "wait_consumers": self.wait_consumers, "kill": self.kill, "stamp_on_schedule": self.stamp_on_schedule,
-            "stalls": self.stalls,
+            "stalls": self.stalls, "start_index": self.start_index,
         }
 
     def _start_process(self):
@@ -147,13 +151,16 @@ class Player:
         d = Path(self._tmp.name)
         np.save(d / "data.npy", self.data)
         (d / "player.json").write_text(json.dumps(self.child_config()))
-        with (d / "stderr.txt").open("w") as err_file:  # the child writes to its own copy of the handle
-            self._proc = subprocess.Popen(
-                [sys.executable, str(Path(__file__).with_name("_player_proc.py")), str(d)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err_file, text=True,
-            )
+        self._killed_at: int | None = None
 
-        def read():
+        def spawn(config: str) -> None:
+            with (d / "stderr.txt").open("w") as err_file:  # the child writes to its own copy of the handle
+                self._proc = subprocess.Popen(
+                    [sys.executable, str(Path(__file__).with_name("_player_proc.py")), str(d), config],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err_file, text=True,
+                )
+
+        def follow() -> int:
             assert self._proc is not None and self._proc.stdout is not None
             for line in self._proc.stdout:
                 try:
@@ -164,10 +171,31 @@ class Player:
                     setattr(self, k, v)
             self._proc.stdout.close()
             rc = self._proc.wait()
+            if self._killed_at is not None and self._proc.stdin is not None:  # replaced by its continuation
+                with contextlib.suppress(OSError, ValueError):
+                    self._proc.stdin.close()
             err = (d / "stderr.txt").read_text(errors="replace")
             if rc != 0 and self.error is None and not self._halt.is_set():
                 self.error = f"player process exited {rc}: {err[-1500:]}"
+            return rc
 
+        def read():
+            if follow() != 0 or self._killed_at is None:
+                return
+            # the outlet was killed with its process (no liblsl destructor ran, as when an amplifier's
+            # software dies): ``restart_after`` seconds later a new process continues with the same source_id
+            if self._halt.wait(self.restart_after):
+                return
+            cfg = {**self.child_config(), "start_index": self._killed_at, "stop_at": None, "markers": [],
+                   "wait_consumers": False}
+            (d / "resume.json").write_text(json.dumps(cfg))
+            with self._proc_lock:  # stop() either sees the new child or has halted before it starts
+                if self._halt.is_set():
+                    return
+                spawn("resume.json")
+            follow()
+
+        spawn("player.json")
         self._thread = threading.Thread(target=read, daemon=True)
         self._thread.start()
         # the outlet exists before start() returns, as with a thread (the service resolves it within its
@@ -186,7 +214,7 @@ class Player:
         import pylsl
 
         try:
-            out, mout = self._outlets()
+            out, mout = self._outlets() if not self.start_index else self._outlets_data_only()
             # held by the Player, not by this thread: the outlets outlive the thread and are destroyed in stop(),
             # which run_session calls after the service's inlets are closed. Destroying an outlet while an inlet
             # in this process is still connected can crash liblsl (a segfault in the outlet's destructor was
@@ -194,16 +222,18 @@ class Player:
             self._live = [out, mout]
             if self._report is not None:
                 self._report("ready", True)
+            if self.start_index:  # a resumed child: its outlet is the restarted one
+                self._set("restarted_at", pylsl.local_clock())
             if self.wait_consumers:  # start pushing once the service has both inlets (bounded wait)
                 out.wait_for_consumers(10.0)
                 if self.markers:
                     mout.wait_for_consumers(5.0)
             rate = self.sfreq * self.rate_factor
             n = len(self.data)
-            i = 0
+            i = self.start_index
             mk = 0
-            t0 = time.monotonic()
-            lsl0 = pylsl.local_clock()
+            t0 = time.monotonic() - i / rate  # a resumed child continues the schedule from its first sample
+            lsl0 = pylsl.local_clock() - i / rate
             shift = 0.0  # pause time removed from the schedule after a restart
             while not self._halt.is_set():
                 if i >= n:
@@ -221,7 +251,7 @@ class Player:
                 while self.stalls and self.stalls[0][0] * self.sfreq <= j:
                     self._halt.wait(self.stalls.pop(0)[1])
                 stamp = pylsl.local_clock()
-                if self.t_first is None:
+                if self.t_first is None and not self.start_index:
                     self._set("t_first", stamp - (j - 1) / rate)
                     lsl0 = self.t_first
                 elif self.stamp_on_schedule:  # like an amplifier: acquisition time, however late the push
@@ -240,6 +270,13 @@ class Player:
                 i = j
                 if self.stop_at is not None and self.stopped_at is None and i / self.sfreq >= self.stop_at:
                     self._set("stopped_at", pylsl.local_clock())
+                    if self.kill and self._report is not None:
+                        # a child: the process dies with its outlets, no liblsl destructor runs (destroying an
+                        # outlet while a consumer is connected crashed liblsl, in the child too, under two busy
+                        # loops: exit -11); the parent starts the continuation (see _start_process)
+                        self._report("pushed", self.pushed)
+                        self._report("_killed_at", i)
+                        os._exit(0)
                     if self.kill:  # the outlet vanishes under a connected inlet: the case under test
                         self._live = [o for o in self._live if o is not out]
                         del out
@@ -278,7 +315,8 @@ class Player:
         return not self._thread.is_alive()
 
     def stop(self):
-        self._halt.set()
+        with self._proc_lock:
+            self._halt.set()
         if self._proc is not None:
             with contextlib.suppress(OSError, ValueError):
                 self._proc.stdin.write("stop\n")  # type: ignore[union-attr]

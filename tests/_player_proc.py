@@ -16,9 +16,9 @@ import numpy as np
 from _player import Player
 
 
-def main(folder: str) -> int:
+def main(folder: str, config: str = "player.json") -> int:
     d = Path(folder)
-    cfg = json.loads((d / "player.json").read_text())
+    cfg = json.loads((d / config).read_text())
     data = np.load(d / "data.npy")  # (n, C), scaled and ordered by the parent
     p = Player(data.T, **cfg, process=False)  # Player.child_config: its own keyword arguments
     lock = threading.Lock()
@@ -41,4 +41,4 @@ def main(folder: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(*sys.argv[1:3]))

@@ -275,7 +275,8 @@ def test_chunks_larger_than_the_inlet_buffer_grow_it_and_every_lost_sample_is_co
         # where the samples went, for a failure message that tells it (a loaded CI run once missed 523 of 15600)
         counts = {k: stats.get(k) for k in ("samples_received", "dropped_samples", "n_gaps", "losses", "reconnects")}
         counts.update(pushed=outlet.pushed, total=outlet.total, complete=complete,
-                      waited_s=round(time.monotonic() - t_start, 1), gaps=stats.get("gaps"))
+                      waited_s=round(time.monotonic() - t_start, 1), gaps=stats.get("gaps"),
+                      untimed=(stats.get("inlet") or {}).get("untimed_samples"))
         states = [m["state"] for m in msgs if m.kind == "status"]
     finally:
         sub.close()
@@ -289,6 +290,7 @@ def test_chunks_larger_than_the_inlet_buffer_grow_it_and_every_lost_sample_is_co
     # every sample the outlet pushed is either received or counted as dropped (+-1 per gap: stamp rounding)
     total = stats["samples_received"] + stats["dropped_samples"]
     assert stats["dropped_samples"] > 0  # the 1-s buffer did lose data before it grew
+    print("sample accounting:", counts)  # shown in full on failure (an assertion message is shortened)
     assert abs(total - outlet.total) <= stats["n_gaps"] + 1, counts
     # the silences between chunks are not losses once the chunking is known; decisions come from the chunks
     assert stats["losses"] <= 2, stats["losses"]
