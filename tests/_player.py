@@ -36,10 +36,11 @@ class Player:
     the tests that need them.
 
     ``process``: run the outlets in a child Python process (``tests/_player_proc.py``) instead of a thread of
-    this one. Default: when the outlet is destroyed mid-stream (``stop_at`` with ``kill``), so that the
-    destruction happens in a process without the service's inlets: destroying an outlet while an inlet of the
-    same process pulls from it can crash liblsl (a segfault of the whole test run was seen under two busy loops,
-    sccn/liblsl#218). The attributes the tests read (``t_first``, ``pushed``, ``stopped_at``, ``restarted_at``,
+    this one. Default: when the outlet is killed mid-stream (``stop_at`` with ``kill``): the child then exits
+    without running liblsl's outlet destructor and a new child continues after ``restart_after``, because
+    destroying an outlet while an inlet pulls from it can crash liblsl (a segfault was seen under two busy loops,
+    first of the whole test run, then of the child: sccn/liblsl#218).
+    The attributes the tests read (``t_first``, ``pushed``, ``stopped_at``, ``restarted_at``,
     ``error``, ``done``) are reported back by the child (LSL's clock is the same in every process of a machine).
     """
 
@@ -107,6 +108,7 @@ class Player:
         self.ready = False  # process mode: the child's outlets exist
         self._halt = threading.Event()
         self._proc_lock = threading.Lock()
+        self._killed_at: int | None = None  # process mode: the sample at which the child killed its outlet
         self._live: list = []  # this player's outlets (see _run)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.process = bool(stop_at is not None and kill) if process is None else bool(process)
@@ -151,8 +153,6 @@ class Player:
         d = Path(self._tmp.name)
         np.save(d / "data.npy", self.data)
         (d / "player.json").write_text(json.dumps(self.child_config()))
-        self._killed_at: int | None = None
-
         def spawn(config: str) -> None:
             with (d / "stderr.txt").open("w") as err_file:  # the child writes to its own copy of the handle
                 self._proc = subprocess.Popen(
