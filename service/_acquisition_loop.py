@@ -57,6 +57,7 @@ class AcquisitionLoop:
     _last_data: float
     _lost_stamp: float
     _lost_since: float | None
+    _untimed_in_gap: int  # untimed samples counted as dropped since the loss (see _acq_loop)
     overruns: int
     reconnects: int
     losses: int
@@ -198,6 +199,11 @@ class AcquisitionLoop:
             except lost_error:
                 self._on_lost("the outlet closed")
                 continue
+            untimed = self._inlet.take_untimed()
+            if untimed:  # dropped on arrival: counted now (the stream may end before a gap would count them)
+                p.dropped_samples += untimed
+                if self.state == "lost":  # they lie in the loss's gap, reported with the next timed sample
+                    self._untimed_in_gap += untimed
             n = len(stamps)
             if n == 0:
                 quiet = max(s.loss_timeout, self._inlet.quiet_allowance)  # an outlet sending 10-s chunks
@@ -207,7 +213,8 @@ class AcquisitionLoop:
             self._last_data = time.monotonic()
             if self.state != "running":
                 if self.state == "lost" and math.isfinite(self._lost_stamp):
-                    p.report_gap(self._lost_stamp, float(stamps[0]) - self._lost_stamp)
+                    p.report_gap(self._lost_stamp, float(stamps[0]) - self._lost_stamp, self._untimed_in_gap)
+                self._untimed_in_gap = 0
                 self._set_state("running")
             if n >= self._inlet.max_samples:
                 self.overruns += 1

@@ -303,6 +303,7 @@ class DataInlet:
         self.chunking_exceeds_buffer = bool(learned.get("chunking_exceeds_buffer", False))
         self.buffer_switches = int(learned.get("buffer_switches", 0))
         self.untimed_samples = 0  # dropped: stamps liblsl deduced from 0 (see pull)
+        self._untimed_new = 0  # of which not yet taken by take_untimed()
         self._n_seen = 0
 
     @property
@@ -360,9 +361,10 @@ class DataInlet:
         if n and not self._timed and st[0] <= self._n_seen / max(self.description.sfreq, 1.0) + 1.0:
             # liblsl sends one explicit stamp per pushed chunk and "deduces" the others from the previous
             # sample; an inlet that connects in the middle of a chunk deduces them from 0 (stamps k / rate):
-            # they cannot be placed in time. Dropped (the gap they leave is counted as dropped samples)
+            # they cannot be placed in time. Dropped, and counted as dropped by the caller (take_untimed)
             keep = st > self._n_seen / max(self.description.sfreq, 1.0) + 1.0
             self.untimed_samples += n - int(np.count_nonzero(keep))
+            self._untimed_new += n - int(np.count_nonzero(keep))
             if self.untimed_samples == n - int(np.count_nonzero(keep)):
                 log.warning(
                     "stream %s: %d samples arrived without a usable time stamp (an inlet opened in the middle "
@@ -372,6 +374,15 @@ class DataInlet:
         if n:
             self._timed = True  # only a new inlet's first chunk can lack an explicit stamp
         return self._deliver(n, st)
+
+    def take_untimed(self) -> int:
+        """Samples dropped as untimed (see :meth:`pull`) since the last call: the caller counts them as dropped.
+
+        They are counted when they are dropped, not later from the gap their absence leaves: a stream that
+        ends (or is lost again) before its next timed sample leaves no gap to count them by.
+        """
+        k, self._untimed_new = self._untimed_new, 0
+        return k
 
     def _keep(
         self, n: int, st: NDArray[np.float64], keep: NDArray[np.bool_]
@@ -412,6 +423,8 @@ class DataInlet:
         sf = self.description.sfreq
         if sf <= 0 or burst < 0.5 * sf:  # ordinary small chunks
             return
+        log.debug("burst of %d samples from t=%.3f (idle before: %s, waited %.3f s; previous burst t=%.3f)",
+                  burst, self._burst_t0, self._burst_idle, self._burst_wait, self._prev_burst_t0)
         if self._burst_idle and self._burst_wait >= 0.5 * burst / sf:  # the outlet's chunking
             if math.isfinite(self._prev_burst_t0):
                 self.burst_period = self._burst_t0 - self._prev_burst_t0

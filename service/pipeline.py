@@ -206,12 +206,16 @@ class OnlinePipeline:
             self._last_finite = np.zeros(self.n_channels)
             self._last_raw = np.full(self.n_channels, np.nan)
 
-    def report_gap(self, start: float, duration: float) -> None:
-        """Record a gap (stream loss or dropped data) of ``duration`` s starting at LSL time ``start``."""
+    def report_gap(self, start: float, duration: float, counted: int = 0) -> None:
+        """Record a gap (stream loss or dropped data) of ``duration`` s starting at LSL time ``start``.
+
+        ``counted``: samples inside the gap already counted in ``dropped_samples`` (untimed samples dropped on
+        arrival, see :meth:`~neurospeech.service.acquisition.DataInlet.take_untimed`); not counted twice.
+        """
         self.gaps.append({"start": float(start), "duration": float(duration)})
         self.n_gaps += 1
         if duration > 0 and math.isfinite(duration):
-            self.dropped_samples += round(duration * self.sfreq)
+            self.dropped_samples += max(0, round(duration * self.sfreq) - int(counted))
 
     @property
     def rate_ratio(self) -> float:

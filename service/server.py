@@ -116,6 +116,7 @@ class Server(AcquisitionLoop):
         self._t_start = time.monotonic()
         self._last_data = time.monotonic()
         self._lost_stamp = math.nan
+        self._untimed_in_gap = 0
         self._lost_since: float | None = None
         self._started = False
         # counters

@@ -283,6 +283,7 @@ def test_chunks_larger_than_the_inlet_buffer_grow_it_and_every_lost_sample_is_co
         server.stop()
         server.join()
         outlet.stop()
+    print("sample accounting:", counts)  # shown in full on failure (an assertion message is shortened)
     assert server.exit_code == 0
     inlet = stats["inlet"] or next(m["inlet"] for m in reversed(msgs) if m.kind == "status" and m.get("inlet"))
     assert inlet["chunking_exceeds_buffer"] is True and inlet["buffer_switches"] >= 1, (inlet, stats)
@@ -290,7 +291,6 @@ def test_chunks_larger_than_the_inlet_buffer_grow_it_and_every_lost_sample_is_co
     # every sample the outlet pushed is either received or counted as dropped (+-1 per gap: stamp rounding)
     total = stats["samples_received"] + stats["dropped_samples"]
     assert stats["dropped_samples"] > 0  # the 1-s buffer did lose data before it grew
-    print("sample accounting:", counts)  # shown in full on failure (an assertion message is shortened)
     assert abs(total - outlet.total) <= stats["n_gaps"] + 1, counts
     # the silences between chunks are not losses once the chunking is known; decisions come from the chunks
     assert stats["losses"] <= 2, stats["losses"]
@@ -298,6 +298,79 @@ def test_chunks_larger_than_the_inlet_buffer_grow_it_and_every_lost_sample_is_co
     assert states[-1] == "running", states
     dec = [m for m in msgs if m.kind == "decode"]
     assert dec and any(m["topk"] for m in dec)
+
+
+@pytest.mark.parametrize("then", ["ends", "resumes"])
+def test_untimed_samples_after_a_reconnect_are_counted_as_dropped_once(art, then):
+    """An inlet that reconnects in the middle of a pushed chunk gets the chunk's tail with stamps liblsl deduces
+    from 0 (one explicit stamp per pushed chunk): dropped, and counted as dropped when they arrive. Before, they
+    were counted only through the gap that the next timed sample closes, so a stream that ended right after
+    them left them uncounted (a loaded CI run missed 523 of 15,600 samples in the chunky-outlet test above).
+
+    The outlet is real; the chunk tail is pushed with liblsl's deduced-stamp marker (``push_sample(x, -1.0)``),
+    which is what such a tail looks like on the wire. ``resumes``: timed samples follow, placed after the tail,
+    and the loss's gap (which holds the tail) must not count the tail a second time."""
+    import pylsl
+
+    name, sf, n_ch = _uid("untimed"), art.sfreq, len(art.names)
+    info = pylsl.StreamInfo(name, "EEG", n_ch, sf, "float32", name + "-sid")
+    chs = info.desc().append_child("channels")
+    for label in art.names:
+        ch = chs.append_child("channel")
+        ch.append_child_value("label", label)
+        ch.append_child_value("type", "EEG")
+        ch.append_child_value("unit", "V")
+    outlet = pylsl.StreamOutlet(info, chunk_size=30, max_buffered=60)
+    data = np.ascontiguousarray(np.tile(art.data, (1, 2))[:, : round(4 * sf)].T, dtype=np.float32)
+    n_timed, n_tail, n_after = round(2 * sf), 300, round(1 * sf) if then == "resumes" else 0
+
+    settings = serve_settings(art, type("P", (), {"name": name})(), markers=False, loss_timeout=1.0)
+    server = Server(settings)
+    server.start()
+    try:
+        if not outlet.wait_for_consumers(10.0):
+            pytest.fail("the service never connected to the outlet")
+        lsl0 = pylsl.local_clock()
+        for j in range(30, n_timed + 1, 30):  # 2 s of timed 0.05-s chunks at real-time pace
+            outlet.push_chunk(data[j - 30: j], lsl0 + (j - 1) / sf)
+            time.sleep(0.05)
+
+        def wait(cond, what, timeout=30.0):
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                st = server.stats()
+                if cond(st):
+                    return st
+                time.sleep(0.02)
+            pytest.fail(f"{what} within {timeout} s: {server.stats()}")
+
+        # silence: the service declares the stream lost and opens a new inlet on the same outlet
+        wait(lambda st: st["samples_received"] == n_timed and st["losses"] >= 1 and st["reconnects"] >= 1,
+             "no loss and reconnection")
+        deadline = time.monotonic() + 10.0
+        while not outlet.have_consumers() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for k in range(n_timed, n_timed + n_tail):  # the new inlet joins here: the rest of a chunk
+            outlet.push_sample(data[k], -1.0)
+        for j in range(n_timed + n_tail + 30, n_timed + n_tail + n_after + 1, 30):
+            outlet.push_chunk(data[j - 30: j], lsl0 + (j - 1) / sf)
+        total = n_timed + n_tail + n_after
+        st = wait(lambda st: st["samples_received"] + st["dropped_samples"] >= total and
+                  st["samples_received"] >= n_timed + n_after,
+                  "the pushed samples were not all received or counted as dropped")
+        time.sleep(0.3)  # nothing is counted late, twice
+        st = server.stats()
+    finally:
+        server.stop()
+        server.join()
+        del outlet
+    counts = {k: st[k] for k in ("samples_received", "dropped_samples", "n_gaps", "losses", "reconnects", "gaps")}
+    assert st["samples_received"] == n_timed + n_after, counts
+    if then == "ends":  # no gap closes behind them: they are counted when dropped, exactly
+        assert st["dropped_samples"] == n_tail, counts
+    else:  # the loss's gap holds the tail and one stamp step (the +-1 per gap of the chunky test)
+        assert n_tail <= st["dropped_samples"] <= n_tail + st["n_gaps"], counts
+    assert server.exit_code == 0
 
 
 # --------------------------------------------------------------------------------------------- interop
