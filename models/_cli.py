@@ -151,18 +151,28 @@ def export(run: str, out: str, subject: str | None, metrics: str | None) -> None
                    "compute them in memory one sound at a time (off), or on for a public corpus only (auto).")
 @click.option("--rank", type=click.IntRange(min=1), default=None,
               help="Compress the bank to this rank (low-rank basis; faster scoring). Default: exact bank.")
-@click.option("--prefilter", type=click.IntRange(min=1), default=None,
+@click.option("--prefilter", default="auto", show_default=True, metavar="auto|off|RANK",
               help="Keep the exact bank and add a prefilter of this rank: each decision scores every candidate "
-                   "at this rank, then the --shortlist best exactly (exact top-k at a fraction of the cost).")
+                   "at this rank, then the --shortlist best exactly (exact top-k at a fraction of the cost). "
+                   "auto: rank 512 where it costs at most half of exact scoring (thousands of candidates) and "
+                   "keeps >= 99 % of the candidates' energy, else the exact bank. off: the exact bank.")
 @click.option("--shortlist", type=click.IntRange(min=1), default=200, show_default=True,
               help="With --prefilter: candidates scored exactly per decision.")
 def bank(model: str, data: str | None, out: str, split: str, feature_cache: str | None, rank: int | None,
          data_format: str | None, audio: str | None, words: str | None, data_cache: str,
-         prefilter: int | None, shortlist: int) -> None:
+         prefilter: str, shortlist: int) -> None:
     """Build the candidate bank of MODEL from the stimuli and word events of DATA, or from the wavs of --audio
     and the word timings of --words (every word onset is a candidate)."""
     from .bank import build_bank
 
+    pre_arg: int | str | None
+    if prefilter.strip().lower() in ("auto", "off", "0"):
+        pre_arg = {"auto": "auto", "off": None, "0": None}[prefilter.strip().lower()]
+    elif prefilter.strip().isdigit():
+        pre_arg = int(prefilter)
+    else:
+        raise click.BadParameter(f"{prefilter!r}: give auto, off or a rank (a positive integer), e.g. 512",
+                                 param_hint="--prefilter")
     if not out.endswith(".npz"):
         raise ConfigError(f"bank output must end with .npz, got {out!r}")
     if data is not None and audio is None and words is None:
@@ -174,7 +184,7 @@ def bank(model: str, data: str | None, out: str, split: str, feature_cache: str 
     else:
         raise ConfigError("give either --data ROOT, or --audio DIR with --words FILE")
     b = build_bank(model, root, out, split=split, feature_cache=feature_cache, rank=rank, fmt=data_format,
-                   candidates=cand, data_cache=data_cache, prefilter=prefilter, shortlist=shortlist)
+                   candidates=cand, data_cache=data_cache, prefilter=pre_arg, shortlist=shortlist)
     comp = b.header.get("compression")
     pre = b.header.get("prefilter")
     extra = (f", rank {comp['rank']} ({100 * comp['energy']:.2f}% energy kept)" if comp else "")

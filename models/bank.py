@@ -79,7 +79,7 @@ def build_bank(model: str | Path, data: str | Path, out: str | Path | None = Non
                feature_cache: str | Path | None = None, progress: bool = True,
                rank: int | None = None, fmt: str | None = None,
                candidates: dict[str, np.ndarray] | None = None, data_cache: str = "auto",
-               batch_size: int = 256, prefilter: int | None = None, shortlist: int = 200) -> CandidateBank:
+               batch_size: int = 256, prefilter: int | str | None = None, shortlist: int = 200) -> CandidateBank:
     """Build (and optionally save) the candidate bank of ``model`` from the stimuli of dataset ``data``.
 
     Parameters
@@ -96,9 +96,11 @@ def build_bank(model: str | Path, data: str | Path, out: str | Path | None = Non
         Feature cache directory (None: :func:`neurospeech.speech.cache.default_cache_dir`).
     rank : int or None
         Store a low-rank compressed bank (:meth:`CandidateBank.compressed`); None or 0: the exact bank.
-    prefilter, shortlist : int or None, int
+    prefilter, shortlist : int, 'auto' or None, int
         Instead of ``rank``: keep the exact bank and add a rank-``prefilter`` prefilter that picks the
-        ``shortlist`` candidates scored exactly per decision (:meth:`CandidateBank.with_prefilter`).
+        ``shortlist`` candidates scored exactly per decision (:meth:`CandidateBank.with_prefilter`). ``'auto'``
+        (``neurospeech bank``'s default): rank 512 where it pays and keeps 99 % of the candidates' energy,
+        else the exact bank (:meth:`CandidateBank.with_auto_prefilter`). None or 0: the exact bank.
     fmt : str or None
         Layout of ``data`` (:mod:`neurospeech.data.formats`); None: detected.
     candidates : dict or None
@@ -119,6 +121,10 @@ def build_bank(model: str | Path, data: str | Path, out: str | Path | None = Non
     from ._data import SpeechTargets
     from .export import read_contract
 
+    if prefilter == "auto" and rank:
+        prefilter = None  # a compressed bank asked for: no prefilter on it
+    if isinstance(prefilter, str) and prefilter != "auto":
+        raise ConfigError(f"prefilter must be a rank (a positive integer), 'auto' or None, got {prefilter!r}")
     if rank and prefilter:  # refused before any work
         raise ConfigError("give either rank (a compressed bank) or prefilter (an exact bank with a prefilter)")
     t0 = time.perf_counter()
@@ -174,7 +180,10 @@ def build_bank(model: str | Path, data: str | Path, out: str | Path | None = Non
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     )
-    if prefilter:
+    if prefilter == "auto":
+        bank, why = bank.with_auto_prefilter(shortlist=int(shortlist))
+        log.info("bank: %s", why)
+    elif prefilter:
         exact_macs = bank.macs_per_decision()
         bank = bank.with_prefilter(int(prefilter), int(shortlist))
         log.info("prefilter of rank %d (%.2f%% of the candidates' energy), %d candidates scored exactly: %d MACs "

@@ -36,9 +36,14 @@ from numpy.typing import NDArray
 
 from .errors import ArtifactError, ConfigError, DataFormatError
 
-__all__ = ["BANK_FORMAT", "CandidateBank", "normalise_candidates", "softmax", "topk", "topk_softmax"]
+__all__ = [
+    "AUTO_PREFILTER_MIN_ENERGY", "AUTO_PREFILTER_RANK", "BANK_FORMAT", "CandidateBank", "normalise_candidates",
+    "softmax", "topk", "topk_softmax",
+]
 
 BANK_FORMAT = 1
+AUTO_PREFILTER_RANK = 512  # `neurospeech bank`'s default prefilter (CandidateBank.with_auto_prefilter)
+AUTO_PREFILTER_MIN_ENERGY = 0.99  # ... added only where the rank holds this share of the candidates' energy
 
 
 def normalise_candidates(y: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
@@ -221,6 +226,42 @@ class CandidateBank:
             sound_times=self.sound_times, header=header, prefilter_basis=low.basis,
             prefilter_features=low.features,
         )
+
+    def with_auto_prefilter(self, rank: int = AUTO_PREFILTER_RANK, shortlist: int = 200,
+                            min_energy: float = AUTO_PREFILTER_MIN_ENERGY,
+                            max_cost: float = 0.5) -> tuple[CandidateBank, str]:
+        """The bank ``neurospeech bank`` builds by default: this exact bank with a rank-``rank`` prefilter where
+        that pays and is safe, else this bank unchanged; and the reason, in words.
+
+        The prefilter is added when (1) its multiply-accumulates per decision are at most ``max_cost`` of the
+        exact bank's (it pays: thousands of candidates; a bank of a few hundred stays exact) and (2) the rank-r
+        subspace holds at least ``min_energy`` of the candidates' energy. On meg-bench's 5,953-word bank rank 512
+        held 99.05 % and the prefilter changed none of 11,870 decisions (README, Banks for many candidates); a
+        bank whose candidates spread over more dimensions (random vectors, another representation) stays exact.
+        The SVD this needs costs seconds to a minute for 10,000 candidates, once, at build time.
+
+        Raises
+        ------
+        ConfigError
+            If the bank is compressed or already prefiltered.
+        """
+        if self.basis is not None or self.prefilter_basis is not None:
+            raise ConfigError("a prefilter goes on an exact bank; build the exact bank and add it to that one")
+        n, d = self.features.shape
+        if not 1 <= int(rank) < min(n, d):
+            return self, (f"exact: {n} candidates x {d} features are too few for a rank-{rank} prefilter")
+        exact = self.macs_per_decision()
+        cost = n * rank + rank * d + min(n, int(shortlist)) * d
+        if cost > max_cost * exact:
+            return self, (f"exact: a rank-{rank} prefilter would cost {cost / exact:.0%} of exact scoring for {n} "
+                          "candidates (it pays from a few thousand)")
+        pre = self.with_prefilter(rank, shortlist)
+        energy = float(pre.header["prefilter"]["energy"])
+        if energy < min_energy:
+            return self, (f"exact: rank {rank} holds only {energy:.2%} of the candidates' energy (a prefilter needs "
+                          f">= {min_energy:.0%} to keep decisions exact)")
+        return pre, (f"prefilter of rank {rank} ({energy:.2%} of the energy), {pre.shortlist} candidates scored "
+                     f"exactly: {exact / pre.macs_per_decision():.1f}x fewer MACs per decision")
 
     def compressed(self, rank: int) -> CandidateBank:
         """A low-rank copy of this bank (see the module docstring); ``rank`` < D.

@@ -139,3 +139,37 @@ def test_prefilter_gives_the_exact_topk_at_a_fraction_of_the_cost(tmp_path):
     with pytest.raises(DataFormatError, match="prefilter"):
         CandidateBank(features=bank.features, ids=ids, words=ids, sounds=bank.sounds, sentences=ids,
                       sound_times=np.zeros(n), prefilter_basis=pre.prefilter_basis)
+
+
+def test_auto_prefilter_only_where_it_pays_and_keeps_the_energy():
+    """`neurospeech bank`'s default: a prefilter for thousands of candidates whose energy sits in few ranks (as
+    speech candidates'), the exact bank for a small bank or for candidates spread over every dimension."""
+    rng = np.random.default_rng(5)
+
+    def bank_of(y):
+        n = len(y)
+        ids = np.array([f"s{i:04d}" for i in range(n)])
+        return CandidateBank(features=normalise_candidates(y), ids=ids, words=ids, sounds=np.array(["a.wav"] * n),
+                             sentences=ids, sound_times=np.zeros(n), header={"output_shape": list(y.shape[1:])})
+
+    n, f, t = 1500, 16, 32  # D = 512: a rank-64 prefilter costs 64 n + 264 D MACs against n D
+    low = (rng.standard_normal((n, 40)) @ rng.standard_normal((40, f * t))).reshape(n, f, t)
+    low += 0.03 * np.linalg.norm(low) / np.sqrt(low.size) * rng.standard_normal(low.shape)
+    pre, why = bank_of(low).with_auto_prefilter(rank=64, shortlist=200)
+    assert pre.header["prefilter"]["rank"] == 64 and pre.header["prefilter"]["energy"] >= 0.99, why
+    assert "prefilter of rank 64" in why
+    z = rng.standard_normal((16, f, t)).astype(np.float32)
+    exact = bank_of(low)
+    np.testing.assert_array_equal(pre.topk(z, 10)[0], exact.topk(z, 10)[0])
+    # random candidates: rank 64 of 512 holds ~1/8 of their energy -> exact
+    flat = bank_of(rng.standard_normal((n, f, t)))
+    same, why = flat.with_auto_prefilter(rank=64)
+    assert same is flat and same.prefilter_basis is None and "energy" in why
+    # a few hundred candidates: the prefilter would not pay -> exact, without an SVD
+    small = bank_of(low[:300])
+    same, why = small.with_auto_prefilter(rank=64)
+    assert same is small and "cost" in why
+    same, why = bank_of(low[:50]).with_auto_prefilter(rank=64)  # fewer candidates than the rank
+    assert same.prefilter_basis is None and "too few" in why
+    with pytest.raises(ConfigError, match="exact bank"):
+        pre.with_auto_prefilter(rank=64)

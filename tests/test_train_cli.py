@@ -221,3 +221,15 @@ def test_bank_prefilter_keeps_the_exact_bank_and_refuses_rank_with_it(pipeline, 
         main(["-q", "bank", "--model", str(pipeline["onnx"]), "--data", str(pipeline["data"]), "--out",
               str(tmp_path / "x.npz"), "--prefilter", "8", "--rank", "8"])
     assert exc.value.code == 2 and not (tmp_path / "x.npz").exists()
+    # the default (auto) leaves a bank of this size exact (a prefilter pays from thousands of candidates), as
+    # does off; anything else is refused
+    assert "prefilter" not in exact.header and exact.prefilter_basis is None
+    _run(["-q", "bank", "--model", str(pipeline["onnx"]), "--data", str(pipeline["data"]), "--out",
+          str(tmp_path / "off.npz"), "--prefilter", "off"])
+    off = CandidateBank.load(tmp_path / "off.npz")
+    assert off.prefilter_basis is None
+    np.testing.assert_array_equal(off.features, exact.features)
+    with pytest.raises(SystemExit) as exc:
+        main(["-q", "bank", "--model", str(pipeline["onnx"]), "--data", str(pipeline["data"]), "--out",
+              str(tmp_path / "y.npz"), "--prefilter", "some"])
+    assert exc.value.code == 2 and not (tmp_path / "y.npz").exists()
