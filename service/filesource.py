@@ -17,6 +17,7 @@ intervals over words, chance, share of the full-window top-10).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -410,6 +411,11 @@ def _as_float32(data: np.ndarray) -> np.ndarray:
 
 def _write_error(target: Path | None, exc: OSError) -> ConfigError:
     where = str(target) if target is not None else "the output"
+    if target is not None and exc.errno == errno.ENOENT and not target.parent.exists():
+        return ConfigError(
+            f"cannot write the decisions to {where!r}: its folder {str(target.parent)!r} does not exist; create it "
+            f"(mkdir -p {str(target.parent)!r}) or choose another --out. Nothing was written"
+        )
     return ConfigError(
         f"cannot write the decisions to {where!r}: {exc.strerror or exc} (errno {exc.errno}); free disk space or "
         "choose a writable --out. Nothing was written there"

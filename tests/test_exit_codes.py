@@ -284,7 +284,9 @@ def case_message_log_unwritable(c):
 
 
 def case_out_unwritable(c):
-    return decode(c, out=c.new_dir() / "missing" / "dec.jsonl")
+    rc, err = decode(c, out=c.new_dir() / "missing" / "dec.jsonl")
+    assert "folder" in err and "does not exist" in err and "mkdir -p" in err, err  # names the problem and the fix
+    return rc, err
 
 
 def case_out_disk_full(c):
