@@ -326,6 +326,7 @@ class DataInlet:
             "chunking_exceeds_buffer": self.chunking_exceeds_buffer,
             "buffer_switches": self.buffer_switches,
             "untimed_samples": self.untimed_samples,
+            "quiet_allowance_s": max(self.quiet_allowance, 0.0),
         }
 
     def pull(self, timeout: float) -> tuple[NDArray[Any], NDArray[np.float64]]:
@@ -421,11 +422,18 @@ class DataInlet:
         self._in_burst = False
         burst = self._burst
         sf = self.description.sfreq
+        chunking = sf > 0 and burst >= 0.5 * sf and self._burst_idle and self._burst_wait >= 0.5 * burst / sf
+        if not chunking:
+            # data arrived between two of the outlet's large chunks (small chunks, or a large chunk a loaded
+            # consumer received in pieces): the time between those two is not the outlet's chunk period. (Under
+            # three busy loops, 25 s of pieces gave a "period" of 25.3 s, a 50-s quiet allowance: a stream that
+            # died then was declared lost 50 s late.) The allowance falls back to the largest chunk
+            self._prev_burst_t0 = math.nan
         if sf <= 0 or burst < 0.5 * sf:  # ordinary small chunks
             return
         log.debug("burst of %d samples from t=%.3f (idle before: %s, waited %.3f s; previous burst t=%.3f)",
                   burst, self._burst_t0, self._burst_idle, self._burst_wait, self._prev_burst_t0)
-        if self._burst_idle and self._burst_wait >= 0.5 * burst / sf:  # the outlet's chunking
+        if chunking:  # the outlet's chunking: a large burst after a silence at least half as long
             if math.isfinite(self._prev_burst_t0):
                 self.burst_period = self._burst_t0 - self._prev_burst_t0
             self._prev_burst_t0 = self._burst_t0

@@ -373,6 +373,70 @@ def test_untimed_samples_after_a_reconnect_are_counted_as_dropped_once(art, then
     assert server.exit_code == 0
 
 
+def test_data_between_two_large_chunks_is_not_taken_for_the_outlet_chunk_period(art):
+    """A 1.2-s chunk after a silence, 6 s of 0.05-s chunks, a silence, another 1.2-s chunk, then the outlet falls
+    silent for good. The time between the two large chunks (~9 s) is not a chunk period: the quiet allowance
+    (how long a silent stream counts as between chunks) stays near twice the largest chunk, so the dead stream
+    is declared lost within seconds, not after twice that "period" (a loaded run once waited 50 s)."""
+    import pylsl
+
+    name, sf, n_ch = _uid("between"), art.sfreq, len(art.names)
+    info = pylsl.StreamInfo(name, "EEG", n_ch, sf, "float32", name + "-sid")
+    chs = info.desc().append_child("channels")
+    for label in art.names:
+        ch = chs.append_child("channel")
+        ch.append_child_value("label", label)
+        ch.append_child_value("type", "EEG")
+        ch.append_child_value("unit", "V")
+    outlet = pylsl.StreamOutlet(info, chunk_size=30, max_buffered=60)
+    data = np.ascontiguousarray(np.tile(art.data, (1, 3))[:, : round(20 * sf)].T, dtype=np.float32)
+    settings = serve_settings(art, type("P", (), {"name": name})(), markers=False, loss_timeout=2.0, max_buflen=4)
+    server = Server(settings)
+    server.start()
+    seen: list[float] = []
+    try:
+        if not outlet.wait_for_consumers(10.0):
+            pytest.fail("the service never connected to the outlet")
+        lsl0, i = pylsl.local_clock(), 0
+
+        def push(seconds, pace):
+            nonlocal i
+            step = round((0.05 if pace else seconds) * sf)
+            for _ in range(round(seconds * sf) // step):
+                outlet.push_chunk(data[i: i + step], lsl0 + (i + step - 1) / sf)
+                i += step
+                if pace:
+                    time.sleep(0.05)
+                st = server.stats()["inlet"]
+                if st:
+                    seen.append(st["quiet_allowance_s"])
+
+        push(0.5, pace=True)
+        time.sleep(1.0)  # silence (under the 2-s loss timeout), then a large chunk
+        push(1.2, pace=False)
+        push(6.0, pace=True)
+        time.sleep(1.0)
+        push(1.2, pace=False)
+        t_last = time.monotonic()
+        deadline = t_last + 30.0
+        while time.monotonic() < deadline and server.stats()["losses"] == 0:
+            st = server.stats()["inlet"]
+            if st:
+                seen.append(st["quiet_allowance_s"])
+            time.sleep(0.05)
+        lost_after = time.monotonic() - t_last
+        stats = server.stats()
+    finally:
+        server.stop()
+        server.join()
+    assert server.exit_code == 0
+    assert stats["losses"] == 1, (stats["losses"], seen[-5:])
+    # before: period ~9.4 s -> allowance ~19 s. Now at most twice the largest burst (1.2 s; a loaded consumer that
+    # catches up may merge some small chunks into it)
+    assert max(seen) <= 8.0, max(seen)
+    assert lost_after < 12.0, (lost_after, max(seen))
+
+
 # --------------------------------------------------------------------------------------------- interop
 def _pylsl_outlet(kind, name):
     """pylsl's example outlets (pylsl/examples/SendData.py, SendDataAdvanced.py, SendStringMarkers.py): the
