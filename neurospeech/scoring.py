@@ -236,8 +236,9 @@ class CandidateBank:
         The prefilter is added when (1) its multiply-accumulates per decision are at most ``max_cost`` of the
         exact bank's (it pays: thousands of candidates; a bank of a few hundred stays exact) and (2) the rank-r
         subspace holds at least ``min_energy`` of the candidates' energy. On meg-bench's 5,953-word bank rank 512
-        held 99.05 % and the prefilter changed none of 11,870 decisions (README, Banks for many candidates); a
-        bank whose candidates spread over more dimensions (random vectors, another representation) stays exact.
+        held 99.05 %, and the prefilter gave the same top-1 in every decision checked and the same ranked top 10
+        in all but one, a float32 near-tie (README, Banks for many candidates); a bank whose candidates spread
+        over more dimensions (random vectors, another representation) stays exact.
         The SVD this needs costs seconds to a minute for 10,000 candidates, once, at build time.
 
         Raises
