@@ -300,6 +300,20 @@ def test_chunks_larger_than_the_inlet_buffer_grow_it_and_every_lost_sample_is_co
     assert dec and any(m["topk"] for m in dec)
 
 
+def _eeg_outlet(art, name):
+    """A real pylsl outlet for ``art``'s channels (EEG, volts, float32), source_id ``name-sid``, pushed by the test."""
+    import pylsl
+
+    info = pylsl.StreamInfo(name, "EEG", len(art.names), art.sfreq, "float32", name + "-sid")
+    chs = info.desc().append_child("channels")
+    for label in art.names:
+        ch = chs.append_child("channel")
+        ch.append_child_value("label", label)
+        ch.append_child_value("type", "EEG")
+        ch.append_child_value("unit", "V")
+    return pylsl.StreamOutlet(info, chunk_size=30, max_buffered=60)
+
+
 @pytest.mark.parametrize("then", ["ends", "resumes"])
 def test_untimed_samples_after_a_reconnect_are_counted_as_dropped_once(art, then):
     """An inlet that reconnects in the middle of a pushed chunk gets the chunk's tail with stamps liblsl deduces
@@ -312,15 +326,8 @@ def test_untimed_samples_after_a_reconnect_are_counted_as_dropped_once(art, then
     and the loss's gap (which holds the tail) must not count the tail a second time."""
     import pylsl
 
-    name, sf, n_ch = _uid("untimed"), art.sfreq, len(art.names)
-    info = pylsl.StreamInfo(name, "EEG", n_ch, sf, "float32", name + "-sid")
-    chs = info.desc().append_child("channels")
-    for label in art.names:
-        ch = chs.append_child("channel")
-        ch.append_child_value("label", label)
-        ch.append_child_value("type", "EEG")
-        ch.append_child_value("unit", "V")
-    outlet = pylsl.StreamOutlet(info, chunk_size=30, max_buffered=60)
+    name, sf = _uid("untimed"), art.sfreq
+    outlet = _eeg_outlet(art, name)
     data = np.ascontiguousarray(np.tile(art.data, (1, 2))[:, : round(4 * sf)].T, dtype=np.float32)
     n_timed, n_tail, n_after = round(2 * sf), 300, round(1 * sf) if then == "resumes" else 0
 
@@ -380,15 +387,8 @@ def test_data_between_two_large_chunks_is_not_taken_for_the_outlet_chunk_period(
     is declared lost within seconds, not after twice that "period" (a loaded run once waited 50 s)."""
     import pylsl
 
-    name, sf, n_ch = _uid("between"), art.sfreq, len(art.names)
-    info = pylsl.StreamInfo(name, "EEG", n_ch, sf, "float32", name + "-sid")
-    chs = info.desc().append_child("channels")
-    for label in art.names:
-        ch = chs.append_child("channel")
-        ch.append_child_value("label", label)
-        ch.append_child_value("type", "EEG")
-        ch.append_child_value("unit", "V")
-    outlet = pylsl.StreamOutlet(info, chunk_size=30, max_buffered=60)
+    name, sf = _uid("between"), art.sfreq
+    outlet = _eeg_outlet(art, name)
     data = np.ascontiguousarray(np.tile(art.data, (1, 3))[:, : round(20 * sf)].T, dtype=np.float32)
     settings = serve_settings(art, type("P", (), {"name": name})(), markers=False, loss_timeout=2.0, max_buflen=4)
     server = Server(settings)
