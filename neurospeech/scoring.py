@@ -46,6 +46,12 @@ AUTO_PREFILTER_RANK = 512  # `neurospeech bank`'s default prefilter (CandidateBa
 AUTO_PREFILTER_MIN_ENERGY = 0.99  # ... added only where the rank holds this share of the candidates' energy
 
 
+def _prefilter_macs(n: int, dim: int, rank: int, shortlist: int) -> int:
+    """MACs per decision of a prefiltered bank: project the latent to rank r, score n candidates there, score the
+    shortlist exactly."""
+    return n * rank + rank * dim + shortlist * dim
+
+
 def normalise_candidates(y: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
     """Flatten ``(n, ...)`` candidates and divide each by its Frobenius norm -> ``(n, D)`` float32."""
     y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
@@ -193,8 +199,7 @@ class CandidateBank:
         pass plus the exact scores of the shortlist)."""
         n, r = self.features.shape
         if self.prefilter_features is not None:
-            rp = self.prefilter_features.shape[1]
-            return n * rp + rp * self.dim + self.shortlist * self.dim
+            return _prefilter_macs(n, self.dim, self.prefilter_features.shape[1], self.shortlist)
         return n * r + (r * self.dim if self.basis is not None else 0)
 
     @property
@@ -252,7 +257,7 @@ class CandidateBank:
         if not 1 <= int(rank) < min(n, d):
             return self, (f"exact: {n} candidates x {d} features are too few for a rank-{rank} prefilter")
         exact = self.macs_per_decision()
-        cost = n * rank + rank * d + min(n, int(shortlist)) * d
+        cost = _prefilter_macs(n, d, int(rank), min(n, int(shortlist)))  # before the SVD: it may not pay
         if cost > max_cost * exact:
             return self, (f"exact: a rank-{rank} prefilter would cost {cost / exact:.0%} of exact scoring for {n} "
                           "candidates (it pays from a few thousand)")

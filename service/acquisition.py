@@ -364,12 +364,13 @@ class DataInlet:
             # sample; an inlet that connects in the middle of a chunk deduces them from 0 (stamps k / rate):
             # they cannot be placed in time. Dropped, and counted as dropped by the caller (take_untimed)
             keep = st > self._n_seen / max(self.description.sfreq, 1.0) + 1.0
-            self.untimed_samples += n - int(np.count_nonzero(keep))
-            self._untimed_new += n - int(np.count_nonzero(keep))
-            if self.untimed_samples == n - int(np.count_nonzero(keep)):
+            untimed = n - int(np.count_nonzero(keep))
+            self.untimed_samples += untimed
+            self._untimed_new += untimed
+            if self.untimed_samples == untimed:
                 log.warning(
                     "stream %s: %d samples arrived without a usable time stamp (an inlet opened in the middle "
-                    "of a pushed chunk); dropped", self.description.name, n - int(np.count_nonzero(keep)),
+                    "of a pushed chunk); dropped", self.description.name, untimed,
                 )
             n, st = self._keep(n, st, keep)
         if n:
