@@ -17,9 +17,7 @@ intervals over words, chance, share of the full-window top-10).
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -33,6 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from ..early import delay_curve, delays_of, mask_unseen
 from ..errors import ConfigError, DataFormatError
+from ._partial_file import PartialFile, write_error
 from .config import ServeSettings
 from .decoder import Decoder, load_artifacts
 from .early_decisions import early_header
@@ -409,51 +408,6 @@ def _as_float32(data: np.ndarray) -> np.ndarray:
     return out
 
 
-def _write_error(target: Path | None, exc: OSError) -> ConfigError:
-    where = str(target) if target is not None else "the output"
-    if target is not None and exc.errno == errno.ENOENT and not target.parent.exists():
-        return ConfigError(
-            f"cannot write the decisions to {where!r}: its folder {str(target.parent)!r} does not exist; create it "
-            f"(mkdir -p {str(target.parent)!r}) or choose another --out. Nothing was written"
-        )
-    return ConfigError(
-        f"cannot write the decisions to {where!r}: {exc.strerror or exc} (errno {exc.errno}); free disk space or "
-        "choose a writable --out. Nothing was written there"
-    )
-
-
-def _open_partial(target: Path) -> tuple[Path, IO[str]]:
-    """A temporary file next to ``target`` (same filesystem, so the final rename is atomic)."""
-    import tempfile
-
-    if target.is_dir():
-        raise ConfigError(f"--out {str(target)!r} is a directory; give a file name such as decisions.jsonl")
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent or Path("."))
-    except OSError as exc:
-        raise _write_error(target, exc) from exc
-    try:
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # the permissions a plain open() would give (mkstemp makes it 0600)
-        return Path(name), os.fdopen(fd, "w", encoding="utf-8")
-    except BaseException:  # a signal (Interrupted) or an error between creating the file and handing it back
-        os.close(fd)
-        os.unlink(name)
-        raise
-
-
-def _discard(path: Path, fh: IO[str]) -> None:
-    try:
-        fh.close()
-    except OSError:  # a full disk can fail the final flush too; the file goes anyway
-        log.debug("closing %s failed", path, exc_info=True)
-    try:
-        path.unlink()
-    except OSError:
-        log.warning("could not remove the unfinished output %s", path)
-
-
 def decode_file(
     path: str | Path,
     out: str | Path | IO[str],
@@ -510,10 +464,9 @@ def decode_file(
     early_groups: list[str] = []
     pending_early: dict[float, int] = {}
     t0 = time.perf_counter()
-    tmp: tuple[Path, IO[str]] | None = None
+    partial = PartialFile(target) if target is not None else None  # no file yet: created by open() below
     try:
-        tmp = _open_partial(target) if target is not None else None
-        fh = tmp[1] if tmp is not None else out  # type: ignore[assignment]
+        fh = partial.open() if partial is not None else out  # type: ignore[assignment]
         # BLAS pools on top of the worker threads oversubscribe the cores (see ServeSettings.blas_threads)
         with threadpool_limits(settings.blas_threads, user_api="blas"):
             bar = None
@@ -539,7 +492,7 @@ def decode_file(
                 try:
                     fh.write(line + "\n")
                 except OSError as exc:
-                    raise _write_error(target, exc) from exc
+                    raise write_error(target, exc) from exc
                 counts[h["kind"]] += 1
                 if not h["topk"]:
                     counts["flagged"] += 1
@@ -562,18 +515,11 @@ def decode_file(
                     last = float(int(h["t_window_end"]))
             if bar is not None:
                 bar.close()
-        if tmp is not None:
-            try:
-                fh.flush()
-                os.fsync(fh.fileno())
-                fh.close()
-                os.replace(tmp[0], target)  # type: ignore[arg-type]
-            except OSError as exc:
-                raise _write_error(target, exc) from exc
-            tmp = None
+        if partial is not None:
+            partial.commit()
     finally:
-        if tmp is not None:  # failed or interrupted: no output that looks complete
-            _discard(*tmp)
+        if partial is not None:  # failed or interrupted: no output that looks complete (after commit: nothing)
+            partial.discard()
     wall = time.perf_counter() - t0
     return {
         "file": str(path),
