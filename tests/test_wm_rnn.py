@@ -192,6 +192,9 @@ def test_training_smoke_checkpoint_resume_and_export(tmp_path):
     with np.load(sd / "states.npz", allow_pickle=False) as z:
         assert z["hidden"].shape == (512, 16, 32)
         assert int(z["pre_cue_step"]) == 7 and int(z["post_cue_step"]) == 15
+    # the checkpoint's training time is the result's: a resumed run adds to exactly what this one reported
+    ck = torch.load(sd / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert float(ck["train_time_s"]) == res["train_time_s"]
     # resume: the history continues from the checkpoint
     before = json.loads((sd / "history.json").read_text())["loss"]
     res3 = train_seed(_tiny(max_epochs=3), seed=3, out_dir=tmp_path, progress=False)
