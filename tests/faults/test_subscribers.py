@@ -116,10 +116,13 @@ def test_a_subscriber_that_never_reads_does_not_slow_publishing():
             # the dead one lost most messages; its client counts the loss from the sequence numbers
             got = [m.seq for m in dead.messages(1.0) if m.kind == "decode"]
             assert 0 < len(got) < N_FLOOD // 2
-            # once it reads again it gets new messages, and the next one reveals the trailing loss as a gap
+            # once it reads again it gets new messages, and the next one reveals any trailing loss as a gap. (The
+            # loss is not always trailing: on a loaded machine the I/O threads can move the backlog on after the
+            # flood, libzmq reopens the queue, and the last messages before this one arrive; the gap is then among
+            # the drained ones. Either way the sequence numbers account for every message, checked below.)
             last = pub.publish("decode", decode_header_fields(0))
             m = dead.recv(timeout=5)
-            assert m is not None and m.seq == last and m.missed > 0
+            assert m is not None and m.seq == last and m.missed == last - got[-1] - 1
             got.append(m.seq)
             st = dead.stats()
             assert st["missed"]["decode"] > N_FLOOD // 2
