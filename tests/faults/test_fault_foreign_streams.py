@@ -195,6 +195,20 @@ def test_declared_rate_that_is_not_the_real_one_stops_decoding_and_is_not_a_drop
 
 
 # --------------------------------------------------------------------------------------------- defect 9
+def _eeg_outlet(art, name):
+    """A real pylsl outlet for ``art``'s channels (EEG, volts, float32), source_id ``name-sid``, pushed by the test."""
+    import pylsl
+
+    info = pylsl.StreamInfo(name, "EEG", len(art.names), art.sfreq, "float32", name + "-sid")
+    chs = info.desc().append_child("channels")
+    for label in art.names:
+        ch = chs.append_child("channel")
+        ch.append_child_value("label", label)
+        ch.append_child_value("type", "EEG")
+        ch.append_child_value("unit", "V")
+    return pylsl.StreamOutlet(info, chunk_size=30, max_buffered=60)
+
+
 class ChunkyOutlet:
     """A hand-written outlet: ``chunks`` (seconds each) pushed at real-time pace with exact stamps (the last
     sample of each chunk stamped ``lsl0 + (end - 1) / rate``), so that every sample is accountable."""
@@ -218,14 +232,7 @@ class ChunkyOutlet:
     def _run(self):
         import pylsl
 
-        info = pylsl.StreamInfo(self.name, "EEG", len(self.art.names), self.sfreq, "float32", self.name + "-sid")
-        chs = info.desc().append_child("channels")
-        for n in self.art.names:
-            ch = chs.append_child("channel")
-            ch.append_child_value("label", n)
-            ch.append_child_value("type", "EEG")
-            ch.append_child_value("unit", "V")
-        out = pylsl.StreamOutlet(info, chunk_size=30, max_buffered=60)
+        out = _eeg_outlet(self.art, self.name)
         out.wait_for_consumers(10.0)
         t0, lsl0 = time.monotonic(), pylsl.local_clock()
         i = 0
@@ -298,20 +305,6 @@ def test_chunks_larger_than_the_inlet_buffer_grow_it_and_every_lost_sample_is_co
     assert states[-1] == "running", states
     dec = [m for m in msgs if m.kind == "decode"]
     assert dec and any(m["topk"] for m in dec)
-
-
-def _eeg_outlet(art, name):
-    """A real pylsl outlet for ``art``'s channels (EEG, volts, float32), source_id ``name-sid``, pushed by the test."""
-    import pylsl
-
-    info = pylsl.StreamInfo(name, "EEG", len(art.names), art.sfreq, "float32", name + "-sid")
-    chs = info.desc().append_child("channels")
-    for label in art.names:
-        ch = chs.append_child("channel")
-        ch.append_child_value("label", label)
-        ch.append_child_value("type", "EEG")
-        ch.append_child_value("unit", "V")
-    return pylsl.StreamOutlet(info, chunk_size=30, max_buffered=60)
 
 
 @pytest.mark.parametrize("then", ["ends", "resumes"])
